@@ -1,0 +1,3 @@
+from dtstore.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Where the repository is and how its password is found; the only place that prompts."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import subprocess
+import sys
+
+from dtstore import Repository
+from dtstore.errors import UsageError
+
+
+def repo_url(args: argparse.Namespace) -> str:
+    url = args.repo or os.environ.get("DTSTORE_REPOSITORY")
+    if not url:
+        raise UsageError("no repository given: use --repo URL or set DTSTORE_REPOSITORY")
+    return str(url)
+
+
+def password(*, confirm: bool = False) -> str:
+    """DTSTORE_PASSWORD_FILE, then DTSTORE_PASSWORD_COMMAND, then DTSTORE_PASSWORD, then a prompt."""
+    path = os.environ.get("DTSTORE_PASSWORD_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read DTSTORE_PASSWORD_FILE {path}: {exc.strerror}") from None
+    command = os.environ.get("DTSTORE_PASSWORD_COMMAND")
+    if command:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise UsageError(f"DTSTORE_PASSWORD_COMMAND exited with status {done.returncode}")
+        return done.stdout.rstrip("\r\n")
+    if "DTSTORE_PASSWORD" in os.environ:
+        return os.environ["DTSTORE_PASSWORD"]
+    if sys.stdin.isatty():
+        return prompt("repository password: ", confirm=confirm)
+    raise UsageError("no password: set DTSTORE_PASSWORD_FILE, DTSTORE_PASSWORD_COMMAND or DTSTORE_PASSWORD")
+
+
+def prompt(label: str, *, confirm: bool) -> str:
+    first = getpass.getpass(label)
+    if confirm and getpass.getpass("again: ") != first:
+        raise UsageError("the passwords do not match")
+    if not first:
+        raise UsageError("an empty password is not allowed")
+    return first
+
+
+def open_repo(args: argparse.Namespace) -> Repository:
+    return Repository.open(repo_url(args), password(), limit_upload_kib=getattr(args, "limit_upload", None))

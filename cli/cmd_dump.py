@@ -1,0 +1,27 @@
+"""dtstore dump: write one stored file to standard output."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any
+
+from dtstore.cli._repo import open_repo
+from dtstore.cli.output import Output
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("dump", parents=[common], help="write one stored file to standard output")
+    p.add_argument("snapshot", metavar="SNAPSHOT")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    with open_repo(args) as repo:
+        snap = repo.get_snapshot(args.snapshot)
+        with repo.open_item(snap, args.path) as stream:
+            shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    return 0

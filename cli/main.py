@@ -1,0 +1,62 @@
+"""Entry point: global options, one sub-command per cmd_*.py, errors → exit codes (the only exit)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from dtstore import __version__
+from dtstore.cli import cmd_dump, cmd_init, cmd_ls, cmd_restore, cmd_snapshot, cmd_snapshots
+from dtstore.cli.output import Output
+from dtstore.errors import EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
+
+COMMANDS: tuple[ModuleType, ...] = (cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump)
+
+EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
+10 no repository, 11 repository locked, 12 wrong password, 13 storage access denied,
+14 untrusted SSH host key, 15 remote unavailable, 16 data integrity error, 17 broken log chain"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"dtstore: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", "-r", metavar="URL", help="repository (default: $DTSTORE_REPOSITORY)")
+    common.add_argument("--json", action="store_true", help="JSON lines on standard output")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    common.add_argument("--limit-upload", type=float, metavar="KIB/S", help="cap upload bandwidth")
+    parser = _Parser(prog="dtstore", description="Deduplicated, encrypted backups of databases and files.",
+                     epilog=EPILOG, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dtstore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in COMMANDS:
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(as_json=args.json, quiet=args.quiet)
+    try:
+        return int(args.run(args, out))
+    except DtstoreError as exc:
+        out.error(str(exc), exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted; nothing was committed", EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Types every connector shares: log positions, chain checks, restore plans and the connector protocol.
+
+A database connector is a :class:`~dtstore.sources.base.Source` (what ``dtstore snapshot`` reads)
+plus a restore planner (what ``dtstore restore --to`` runs).  Planning is pure: it looks only at
+snapshot metadata and returns a :class:`RestorePlan`; executing the plan is a separate step, so
+``--dry-run`` is free.  See ``spec/connectors.md`` for the general contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dtstore.errors import UsageError
+from dtstore.sources.base import Source
+
+Progress = Callable[[dict[str, Any]], None]
+
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """A point in a database's log stream: a log file (segment) name and a byte offset in it.
+
+    Files are ordered by the number their name ends with (``mysql-bin.000010`` after
+    ``mysql-bin.000009``, and ``mysql-bin.1000000`` after ``mysql-bin.999999``).
+    """
+
+    file: str
+    pos: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
+
+    @property
+    def seq(self) -> int:
+        return log_file_seq(self.file)
+
+    def sort_key(self) -> tuple[int, int]:
+        return (self.seq, self.pos)
+
+    @classmethod
+    def parse(cls, text: str) -> LogPosition:
+        """Parse ``FILE:POS`` (the form ``--until-position`` takes)."""
+        name, sep, pos = text.rpartition(":")
+        if not sep or not name or not pos.isdigit():
+            raise UsageError(f"invalid log position {text!r}: expected FILE:POS, e.g. mysql-bin.000042:1337")
+        if not _TRAILING_DIGITS.search(name):
+            raise UsageError(f"invalid log file name {name!r}: it must end with a number")
+        return cls(name, int(pos))
+
+
+def log_file_seq(name: str) -> int:
+    """The number a log file name ends with; -1 when it has none."""
+    match = _TRAILING_DIGITS.search(name)
+    return int(match.group(1)) if match else -1
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """Result of a continuity test: ``ok``, or why not (a sentence a user can act on)."""
+
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def good(cls) -> ChainCheck:
+        return cls(True)
+
+    @classmethod
+    def broken(cls, reason: str) -> ChainCheck:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a planner needs from a snapshot: identity, time and the connector's metadata."""
+
+    id: str
+    short_id: str
+    time: dt.datetime
+    source_id: str
+    kind: str
+    meta: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, snap: Any) -> SnapshotInfo:
+        """Build from a :class:`dtstore.Snapshot` (duck-typed, so tests can pass plain objects)."""
+        return cls(
+            id=snap.id, short_id=snap.short_id, time=snap.time, source_id=snap.source_id or "",
+            kind=snap.source_kind or "", meta=dict(snap.source_metadata or {}),
+        )
+
+
+def snapshots_of(snapshots: Iterable[Any], kind: str, source_id: str | None = None) -> list[SnapshotInfo]:
+    """The snapshots of one connector kind (and source id, if given), oldest first."""
+    infos = [SnapshotInfo.of(s) for s in snapshots]
+    chosen = [s for s in infos if s.kind == kind and (source_id is None or s.source_id == source_id)]
+    return sorted(chosen, key=lambda s: s.time)
+
+
+def pick_source_id(snapshots: Iterable[SnapshotInfo], wanted: str | None, kind: str) -> str:
+    """Resolve ``--source``: the given id (or a unique prefix), or the only source of this kind."""
+    ids = sorted({s.source_id for s in snapshots})
+    if wanted is not None:
+        matches = [i for i in ids if i == wanted] or [i for i in ids if i.startswith(wanted)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UsageError(f"no {kind} snapshots with source id {wanted!r}; known: {', '.join(ids) or 'none'}")
+        raise UsageError(f"source id {wanted!r} is ambiguous: {', '.join(matches)}")
+    if not ids:
+        raise UsageError(f"the repository holds no {kind} snapshots")
+    if len(ids) > 1:
+        raise UsageError(f"the repository holds several {kind} sources; pick one with --source: {', '.join(ids)}")
+    return ids[0]
+
+
+def parse_until(text: str) -> dt.datetime:
+    """Parse a ``--until`` time (ISO 8601) into an aware UTC datetime.
+
+    A time without an offset is the local time of the machine running dtstore (``TZ`` applies).
+    """
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise UsageError(f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-29T14:05:00+01:00") from exc
+    if value.tzinfo is None:
+        value = value.astimezone()  # naive = local time of this machine
+    return value.astimezone(dt.UTC)
+
+
+def iso(value: dt.datetime) -> str:
+    """UTC ISO 8601 with a ``Z``, the form every connector records times in."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore will do, decided before anything is touched.
+
+    Connectors subclass it; ``describe()`` gives lines for humans, ``to_json()`` a dict for
+    ``--json`` output.  ``steps`` is the ordered list of actions as short sentences.
+    """
+
+    connector: str
+    source_id: str
+    target: str
+    steps: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        return [f"restore {self.connector} source {self.source_id} to {self.target}", *self.steps]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connector": self.connector, "source_id": self.source_id, "target": self.target,
+                "steps": list(self.steps)}
+
+
+class Connector(Protocol):
+    """What ``connectors/__init__.py`` loads for a URL scheme."""
+
+    schemes: tuple[str, ...]
+
+    def make_source(self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
+        """A Source for ``dtstore snapshot URL``; ``mode`` is full, log or auto."""
+
+    def restore_to(
+        self, url: str, *, repo: Any, until: str | None, until_position: str | None,
+        databases: list[str] | None, source_id: str | None, dry_run: bool, progress: Progress | None = None,
+    ) -> RestorePlan:
+        """Plan, verify the chain, execute unless ``dry_run``; return the plan."""

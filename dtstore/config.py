@@ -1,0 +1,80 @@
+"""The repository config object: format version, mandatory features, chunker, compression, packs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from dtstore import format as fmt
+from dtstore.chunking import ChunkerParams
+from dtstore.crypto.aead import Sealer
+from dtstore.errors import UnsupportedFormat
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    repository_id: str
+    chunker: ChunkerParams
+    meta_chunker: ChunkerParams
+    zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL
+    pack_size: int = fmt.DEFAULT_PACK_SIZE
+    features: tuple[str, ...] = ()
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    @classmethod
+    def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
+            pack_size: int = fmt.DEFAULT_PACK_SIZE) -> RepoConfig:
+        return cls(
+            repository_id=os.urandom(16).hex(),
+            chunker=chunker or ChunkerParams(fmt.DEFAULT_CHUNK_MIN, fmt.DEFAULT_CHUNK_AVG, fmt.DEFAULT_CHUNK_MAX),
+            meta_chunker=ChunkerParams(fmt.META_CHUNK_MIN, fmt.META_CHUNK_AVG, fmt.META_CHUNK_MAX),
+            zstd_level=zstd_level, pack_size=pack_size,
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "version": fmt.FORMAT_VERSION,
+            "repository_id": self.repository_id,
+            "features": list(self.features),
+            "chunker": self.chunker.to_dict(),
+            "meta_chunker": self.meta_chunker.to_dict(),
+            "compression": {"algorithm": "zstd", "level": self.zstd_level},
+            "pack_size": self.pack_size,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RepoConfig:
+        version = doc.get("version")
+        if version != fmt.FORMAT_VERSION:
+            raise UnsupportedFormat(f"repository format {version} is not supported (this dtstore reads "
+                                    f"{fmt.FORMAT_VERSION}); upgrade dtstore")
+        unknown = set(doc.get("features", [])) - fmt.KNOWN_FEATURES
+        if unknown:
+            raise UnsupportedFormat(f"repository needs features this dtstore lacks: {', '.join(sorted(unknown))}")
+
+        def params(d: dict[str, Any]) -> ChunkerParams:
+            if d.get("algorithm") != "fastcdc2020":
+                raise UnsupportedFormat(f"unknown chunker {d.get('algorithm')!r}")
+            return ChunkerParams(int(d["min"]), int(d["avg"]), int(d["max"]))
+
+        if doc["compression"]["algorithm"] != "zstd":
+            raise UnsupportedFormat(f"unknown compression {doc['compression']['algorithm']!r}")
+        return cls(
+            repository_id=doc["repository_id"], chunker=params(doc["chunker"]),
+            meta_chunker=params(doc["meta_chunker"]), zstd_level=int(doc["compression"]["level"]),
+            pack_size=int(doc["pack_size"]), features=tuple(doc.get("features", [])),
+            created=doc.get("created", ""),
+        )
+
+
+def seal_config(config: RepoConfig, sealer: Sealer) -> bytes:
+    return sealer.seal(msgpack.packb(config.to_doc()), fmt.AAD_CONFIG)
+
+
+def open_config(data: bytes, sealer: Sealer) -> RepoConfig:
+    return RepoConfig.from_doc(msgpack.unpackb(sealer.open(data, fmt.AAD_CONFIG, "the repository config")))

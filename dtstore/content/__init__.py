@@ -1,0 +1,1 @@
+"""Layer 2: chunks, packs and the index.  Knows storage, never objects or snapshots."""

@@ -1,0 +1,134 @@
+"""Pack bytes ⇄ blobs.  Pure: bytes in, bytes out.
+
+Layout of a pack (see spec/repository-format.md)::
+
+    magic "DTSPACK\\x01" (8) ‖ salt (16) ‖ blob … blob ‖ trailer ‖ trailer_length (uint32 LE)
+
+Every blob and the trailer are ``nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)`` under the pack key
+HKDF(encryption key, salt, "dtstore/v1/pack").  A blob's associated data is its chunk ID; its
+plaintext is ``codec(1) ‖ payload``.  The trailer is msgpack ``{"kind": k, "blobs": [[id, offset,
+length, raw_length], …]}`` with associated data ``dtstore/v1/pack-trailer``.  The pack ID is the
+BLAKE3 hash (unkeyed) of the whole pack, so a complete download can be checked against its name.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import blake3
+import msgpack
+
+from dtstore import compression
+from dtstore.crypto.aead import SALT_SIZE, Sealer, SubKey
+from dtstore.errors import IntegrityError
+from dtstore.format import AAD_PACK_TRAILER, PACK_MAGIC
+
+PACK_KEY_PURPOSE = b"dtstore/v1/pack"
+HEADER_SIZE = len(PACK_MAGIC) + SALT_SIZE
+TRAILER_LENGTH_SIZE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where one chunk lives: ``length`` is the sealed size, ``raw_length`` the plaintext size."""
+
+    pack_id: str
+    kind: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    chunk_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass(frozen=True)
+class FinishedPack:
+    pack_id: str
+    kind: int
+    data: bytes
+    entries: list[BlobEntry]
+
+
+def pack_id_of(data: bytes | bytearray | memoryview) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+class PackBuilder:
+    """Accumulates sealed blobs of one kind; not thread-safe (the content store holds a lock)."""
+
+    def __init__(self, sealer: Sealer, kind: int) -> None:
+        self.kind = kind
+        self._salt = os.urandom(SALT_SIZE)
+        self._key = sealer.subkey(self._salt, PACK_KEY_PURPOSE)
+        self._buf = bytearray(PACK_MAGIC + self._salt)
+        self._entries: list[BlobEntry] = []
+
+    @property
+    def size(self) -> int:
+        return len(self._buf)
+
+    @property
+    def count(self) -> int:
+        return len(self._entries)
+
+    def add(self, chunk_id: bytes, encoded: bytes, raw_length: int) -> BlobEntry:
+        sealed = self._key.seal(encoded, chunk_id)
+        entry = BlobEntry(chunk_id, len(self._buf), len(sealed), raw_length)
+        self._buf += sealed
+        self._entries.append(entry)
+        return entry
+
+    def finish(self) -> FinishedPack:
+        table = [[e.chunk_id, e.offset, e.length, e.raw_length] for e in self._entries]
+        trailer = self._key.seal(msgpack.packb({"kind": self.kind, "blobs": table}), AAD_PACK_TRAILER)
+        self._buf += trailer
+        self._buf += struct.pack("<I", len(trailer))
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return FinishedPack(pack_id_of(data), self.kind, data, self._entries)
+
+
+def pack_key(sealer: Sealer, header: bytes, pack_id: str) -> SubKey:
+    if len(header) < HEADER_SIZE or header[: len(PACK_MAGIC)] != PACK_MAGIC:
+        raise IntegrityError(f"pack {pack_id} does not start with the dtstore pack magic")
+    return sealer.subkey(bytes(header[len(PACK_MAGIC) : HEADER_SIZE]), PACK_KEY_PURPOSE)
+
+
+def trailer_length(tail: bytes, pack_id: str, pack_size: int) -> int:
+    (length,) = struct.unpack("<I", tail[-TRAILER_LENGTH_SIZE:])
+    if length + HEADER_SIZE + TRAILER_LENGTH_SIZE > pack_size:
+        raise IntegrityError(f"pack {pack_id} has an impossible trailer length {length}")
+    return int(length)
+
+
+def read_trailer(key: SubKey, sealed_trailer: bytes, pack_id: str) -> tuple[int, list[BlobEntry]]:
+    plain = key.open(sealed_trailer, AAD_PACK_TRAILER, f"trailer of pack {pack_id}")
+    doc = msgpack.unpackb(plain)
+    entries = [BlobEntry(bytes(c), int(o), int(n), int(r)) for c, o, n, r in doc["blobs"]]
+    return int(doc["kind"]), entries
+
+
+def parse_pack(sealer: Sealer, data: bytes, pack_id: str) -> tuple[int, list[BlobEntry]]:
+    """Read the trailer of a whole pack held in memory."""
+    key = pack_key(sealer, data[:HEADER_SIZE], pack_id)
+    length = trailer_length(data[-TRAILER_LENGTH_SIZE:], pack_id, len(data))
+    start = len(data) - TRAILER_LENGTH_SIZE - length
+    return read_trailer(key, data[start : len(data) - TRAILER_LENGTH_SIZE], pack_id)
+
+
+def open_blob(key: SubKey, sealed: bytes | memoryview, chunk_id: bytes, raw_length: int, pack_id: str,
+              hasher: object) -> bytes:
+    """Decrypt, decompress and check the keyed hash of one blob; never return unverified bytes."""
+    what = f"chunk {chunk_id.hex()[:16]} in pack {pack_id}"
+    plain = compression.decode(key.open(sealed, chunk_id, what), raw_length, what)
+    if len(plain) != raw_length or hasher(plain) != chunk_id:  # type: ignore[operator]
+        raise IntegrityError(f"{what} does not match its ID: the data is corrupt")
+    return plain

@@ -1,0 +1,133 @@
+"""Remote index segments and keeping the LMDB cache in step with them.
+
+A segment is a sealed msgpack document ``{"version": 1, "packs": [{"id", "kind", "size", "blobs":
+[[chunk_id, offset, length, raw_length], …]}, …], "supersedes": [segment names]}`` stored as
+``index/<32 random hex>``.  It is written only after every pack it lists is durable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import msgpack
+
+from dtstore.content.index import IndexCache
+from dtstore.content.pack import BlobEntry, HEADER_SIZE, TRAILER_LENGTH_SIZE, pack_key, read_trailer, trailer_length
+from dtstore.crypto.aead import Sealer
+from dtstore.errors import IntegrityError, StorageError
+from dtstore.format import AAD_INDEX, BLOB_META
+from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
+
+
+@dataclass
+class PackRecord:
+    pack_id: str
+    kind: int
+    size: int
+    entries: list[BlobEntry] = field(default_factory=list)
+
+
+def encode_segment(sealer: Sealer, packs: list[PackRecord], supersedes: list[str] | None = None) -> bytes:
+    doc = {
+        "version": 1,
+        "packs": [
+            {"id": p.pack_id, "kind": p.kind, "size": p.size,
+             "blobs": [[e.chunk_id, e.offset, e.length, e.raw_length] for e in p.entries]}
+            for p in packs
+        ],
+        "supersedes": supersedes or [],
+    }
+    return sealer.seal(msgpack.packb(doc), AAD_INDEX)
+
+
+def decode_segment(sealer: Sealer, sealed: bytes, name: str) -> tuple[list[PackRecord], list[str]]:
+    doc = msgpack.unpackb(sealer.open(sealed, AAD_INDEX, f"index segment {name}"))
+    if doc.get("version") != 1:
+        raise IntegrityError(f"index segment {name} has unknown version {doc.get('version')}")
+    packs = [
+        PackRecord(p["id"], int(p["kind"]), int(p["size"]),
+                   [BlobEntry(bytes(c), int(o), int(n), int(r)) for c, o, n, r in p["blobs"]])
+        for p in doc["packs"]
+    ]
+    return packs, list(doc.get("supersedes", []))
+
+
+def new_segment_name() -> str:
+    return layout.index_name(os.urandom(16).hex())
+
+
+def write_segment(store: BlobStore, sealer: Sealer, cache: IndexCache, packs: list[PackRecord]) -> str:
+    """Upload one segment, then record it in the cache; the order makes the cache never lead."""
+    name = new_segment_name()
+    store.put(name, encode_segment(sealer, packs))
+    cache.add_segment(name, [(p.pack_id, p.kind, p.entries) for p in packs])
+    return name
+
+
+def refresh_cache(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: int = 8) -> int:
+    """Load segments the cache lacks; if a known one vanished (compacted by prune), start over."""
+    remote = {info.name for info in store.list(layout.INDEX)}
+    known = cache.known_segments()
+    if known - remote:
+        cache.reset()
+        known = set()
+    missing = sorted(remote - known)
+    if not missing:
+        return 0
+
+    def load(name: str) -> tuple[str, list[PackRecord]]:
+        return name, decode_segment(sealer, store.get(name), name)[0]
+
+    with ThreadPoolExecutor(max(1, min(workers, len(missing)))) as pool:
+        for name, packs in pool.map(load, missing):
+            cache.add_segment(name, [(p.pack_id, p.kind, p.entries) for p in packs])
+    return len(missing)
+
+
+def list_packs(store: BlobStore) -> dict[str, tuple[str, int]]:
+    """Every pack in the repository: pack ID → (object name, size)."""
+    found: dict[str, tuple[str, int]] = {}
+    for prefix in (layout.DATA_PACKS, layout.META_PACKS):
+        for info in store.list(prefix):
+            found[layout.pack_id_of(info.name)] = (info.name, info.size)
+    return found
+
+
+def read_pack_record(store: BlobStore, sealer: Sealer, name: str, size: int) -> PackRecord:
+    """Rebuild a pack's index entries from its own trailer, with two range reads."""
+    pack_id = layout.pack_id_of(name)
+    if size < HEADER_SIZE + TRAILER_LENGTH_SIZE:
+        raise IntegrityError(f"pack {pack_id} is truncated ({size} bytes)")
+    key = pack_key(sealer, store.get_range(name, 0, HEADER_SIZE), pack_id)
+    tail_len = trailer_length(store.get_range(name, size - TRAILER_LENGTH_SIZE, TRAILER_LENGTH_SIZE),
+                              pack_id, size)
+    start = size - TRAILER_LENGTH_SIZE - tail_len
+    kind, entries = read_trailer(key, store.get_range(name, start, tail_len), pack_id)
+    return PackRecord(pack_id, kind, size, entries)
+
+
+def adopt_orphan_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
+                       skip: Callable[[str], bool] = lambda _: False) -> int:
+    """Index packs that exist but no segment lists (left by an interrupted writer), so they are reused.
+
+    Unreadable orphans are left alone for ``check`` and ``prune`` to report.
+    """
+    known = cache.known_packs()
+    orphans = [(pid, name, size) for pid, (name, size) in list_packs(store).items()
+               if pid not in known and not skip(pid)]
+    records: list[PackRecord] = []
+    for pack_id, name, size in orphans:
+        try:
+            record = read_pack_record(store, sealer, name, size)
+        except (IntegrityError, StorageError):
+            continue
+        expected_meta = name.startswith(layout.META_PACKS + "/")
+        if (record.kind == BLOB_META) == expected_meta:
+            records.append(record)
+    if records:
+        write_segment(store, sealer, cache, records)
+    return len(records)

@@ -1,0 +1,220 @@
+"""ContentStore: chunk in → chunk ID out, deduplicated, compressed, sealed, packed and uploaded.
+
+Write order (the crash-safety argument of spec/repository-format.md): a pack is uploaded whole;
+an index segment listing it is written only after; the local cache learns of it only after the
+segment.  A crash anywhere leaves at most packs no segment lists, which the next writer adopts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dtstore import compression
+from dtstore.content.index import IndexCache
+from dtstore.content.pack import (
+    HEADER_SIZE, BlobLocation, FinishedPack, PackBuilder, open_blob, pack_key,
+)
+from dtstore.content.segments import PackRecord, write_segment
+from dtstore.crypto.aead import Sealer, SubKey
+from dtstore.crypto.keyed_hash import ChunkHasher
+from dtstore.errors import IntegrityError
+from dtstore.format import BLOB_META
+from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
+
+SEGMENT_EVERY_PACKS = 4
+SEGMENT_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class WriteStats:
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    bytes_new_raw: int = 0
+    bytes_reused: int = 0
+    bytes_stored: int = 0
+    packs: int = 0
+
+
+class ContentStore:
+    """Thread-safe ``put``; call ``flush`` before anything refers to the returned IDs durably."""
+
+    def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher, *,
+                 zstd_level: int, pack_size: int, excluded_packs: frozenset[str] = frozenset(),
+                 on_pack: Callable[[str, int], None] | None = None) -> None:
+        self._store = store
+        self._cache = cache
+        self._sealer = sealer
+        self.hasher = hasher
+        self._level = zstd_level
+        self._pack_size = pack_size
+        self._excluded = excluded_packs
+        self._on_pack = on_pack
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._builders: dict[int, PackBuilder] = {}
+        self._unindexed: list[PackRecord] = []
+        self._last_segment = time.monotonic()
+        connections = store.capabilities.connections
+        self._uploads = ThreadPoolExecutor(connections, thread_name_prefix="dtstore-upload")
+        self._slots = threading.BoundedSemaphore(connections + 1)
+        self._inflight: set[Future[None]] = set()
+        self._error: BaseException | None = None
+        self._segment_lock = threading.Lock()
+        self.stats = WriteStats()
+
+    def has(self, chunk_id: bytes) -> bool:
+        if chunk_id in self._pending:
+            return True
+        location = self._cache.lookup(chunk_id)
+        return location is not None and location.pack_id not in self._excluded
+
+    def put(self, data: bytes, kind: int) -> bytes:
+        chunk_id = self.hasher(data)
+        self.put_with_id(chunk_id, data, kind)
+        return chunk_id
+
+    def put_with_id(self, chunk_id: bytes, data: bytes, kind: int) -> None:
+        self._raise_upload_error()
+        with self._lock:
+            fresh = chunk_id not in self._pending and not self._cached(chunk_id)
+            if fresh:
+                self._pending.add(chunk_id)
+        if not fresh:
+            with self._lock:
+                self.stats.chunks_reused += 1
+                self.stats.bytes_reused += len(data)
+            return
+        encoded = compression.encode(data, self._level)
+        with self._lock:
+            builder = self._builders.get(kind)
+            if builder is None:
+                builder = self._builders[kind] = PackBuilder(self._sealer, kind)
+            builder.add(chunk_id, encoded, len(data))
+            self.stats.chunks_new += 1
+            self.stats.bytes_new_raw += len(data)
+            finished = builder.finish() if builder.size >= self._pack_size else None
+            if finished is not None:
+                del self._builders[kind]
+        if finished is not None:
+            self._upload(finished)
+
+    def _cached(self, chunk_id: bytes) -> bool:
+        location = self._cache.lookup(chunk_id)
+        return location is not None and location.pack_id not in self._excluded
+
+    def _upload(self, pack: FinishedPack) -> None:
+        self._slots.acquire()
+        future = self._uploads.submit(self._upload_pack, pack)
+        with self._lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._upload_done)
+
+    def _upload_pack(self, pack: FinishedPack) -> None:
+        self._store.put(layout.pack_name(pack.pack_id, pack.kind == BLOB_META), pack.data)
+        record = PackRecord(pack.pack_id, pack.kind, len(pack.data), pack.entries)
+        with self._lock:
+            self.stats.packs += 1
+            self.stats.bytes_stored += len(pack.data)
+            self._unindexed.append(record)
+            due = (len(self._unindexed) >= SEGMENT_EVERY_PACKS
+                   or time.monotonic() - self._last_segment > SEGMENT_EVERY_SECONDS)
+        if self._on_pack is not None:
+            self._on_pack(pack.pack_id, len(pack.data))
+        if due:
+            self._write_segment()
+
+    def _upload_done(self, future: Future[None]) -> None:
+        self._slots.release()
+        with self._lock:
+            self._inflight.discard(future)
+            if future.exception() is not None and self._error is None:
+                self._error = future.exception()
+
+    def _raise_upload_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _write_segment(self) -> None:
+        with self._segment_lock:
+            with self._lock:
+                records, self._unindexed = self._unindexed, []
+                self._last_segment = time.monotonic()
+            if not records:
+                return
+            write_segment(self._store, self._sealer, self._cache, records)
+            with self._lock:
+                for record in records:
+                    self._pending.difference_update(e.chunk_id for e in record.entries)
+
+    def flush(self) -> None:
+        """Upload open packs, wait for every upload, then index them: afterwards all IDs are durable."""
+        with self._lock:
+            finished = [b.finish() for b in self._builders.values() if b.count]
+            self._builders.clear()
+        for pack in finished:
+            self._upload(pack)
+        while True:
+            with self._lock:
+                waiting = list(self._inflight)
+            if not waiting:
+                break
+            for future in waiting:
+                future.exception()
+        self._raise_upload_error()
+        self._write_segment()
+
+    def close(self) -> None:
+        self._uploads.shutdown(wait=True, cancel_futures=True)
+
+
+class ContentReader:
+    """Fetches and verifies chunks; pack keys (from pack headers) are cached."""
+
+    def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher) -> None:
+        self.store = store
+        self.cache = cache
+        self._sealer = sealer
+        self.hasher = hasher
+        self._keys: dict[str, SubKey] = {}
+        self._lock = threading.Lock()
+
+    def locate(self, chunk_id: bytes) -> BlobLocation:
+        location = self.cache.lookup(chunk_id)
+        if location is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index segment: data is missing")
+        return location
+
+    def locate_many(self, chunk_ids: Iterable[bytes]) -> dict[bytes, BlobLocation]:
+        wanted = set(chunk_ids)
+        found = self.cache.lookup_many(wanted)
+        missing = wanted - found.keys()
+        if missing:
+            first = next(iter(missing)).hex()[:16]
+            raise IntegrityError(f"{len(missing)} chunk(s) are in no index segment (e.g. {first}): data is missing")
+        return found
+
+    def pack_key(self, location: BlobLocation) -> SubKey:
+        with self._lock:
+            key = self._keys.get(location.pack_id)
+        if key is None:
+            name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
+            key = pack_key(self._sealer, self.store.get_range(name, 0, HEADER_SIZE), location.pack_id)
+            with self._lock:
+                if len(self._keys) > 4096:
+                    self._keys.clear()
+                self._keys[location.pack_id] = key
+        return key
+
+    def open(self, chunk_id: bytes, location: BlobLocation, sealed: bytes | memoryview) -> bytes:
+        return open_blob(self.pack_key(location), sealed, chunk_id, location.raw_length,
+                         location.pack_id, self.hasher)
+
+    def get(self, chunk_id: bytes) -> bytes:
+        location = self.locate(chunk_id)
+        name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
+        return self.open(chunk_id, location, self.store.get_range(name, location.offset, location.length))

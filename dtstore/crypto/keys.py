@@ -1,0 +1,162 @@
+"""The master secret, the subkeys derived from it, and the password-wrapped key slots that hold it.
+
+A key slot is a small JSON document (it has to be readable before any key is known)::
+
+    {"format": "dtstore-key", "version": 1,
+     "kdf": {"name": "scrypt", "n": N, "r": R, "p": P, "salt": base64},
+     "wrapped": base64(nonce(12) ‖ AES-256-GCM(KEK, msgpack{master, repository_id, created, label}) ‖ tag)}
+
+KEK = scrypt(password, salt, n, r, p) (32 bytes).  The associated data is ``dtstore/v1/key-slot``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from dtstore.crypto.aead import NONCE_SIZE, Sealer, hkdf
+from dtstore.errors import UnsupportedFormat, WrongPassword
+from dtstore.format import AAD_KEY_SLOT, INFO_CHUNKER, INFO_ENC_KEY, INFO_ID_KEY, INFO_NAME_KEY
+
+MASTER_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    n: int
+    r: int = 8
+    p: int = 1
+
+    @property
+    def memory_bytes(self) -> int:
+        return 128 * self.r * self.n
+
+
+CHEAP_KDF = ScryptParams(n=1 << 10)
+"""For tests and examples only: brute-forcing a password wrapped with this is cheap."""
+
+MAX_KDF = ScryptParams(n=1 << 17)
+
+
+def calibrate_scrypt(target_seconds: float = 0.3, limit: ScryptParams = MAX_KDF) -> ScryptParams:
+    """Double N from 2**14 until one derivation takes about ``target_seconds`` (restic-style)."""
+    params = ScryptParams(n=1 << 14)
+    elapsed = _time_scrypt(params)
+    while elapsed * 2 <= target_seconds and params.n < limit.n:
+        params = ScryptParams(n=params.n * 2, r=params.r, p=params.p)
+        elapsed *= 2
+    return params
+
+
+def _time_scrypt(params: ScryptParams) -> float:
+    start = time.perf_counter()
+    derive_kek(b"calibration", os.urandom(16), params)
+    return time.perf_counter() - start
+
+
+def derive_kek(password: bytes, salt: bytes, params: ScryptParams) -> bytes:
+    kdf = Scrypt(salt=salt, length=32, n=params.n, r=params.r, p=params.p)
+    return kdf.derive(password)
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    """The repository's master secret and the keys derived from it (domain-separated by HKDF)."""
+
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(os.urandom(MASTER_SIZE))
+
+    @property
+    def id_key(self) -> bytes:
+        """Key of the keyed BLAKE3 that names chunks: the provider cannot confirm known content."""
+        return hkdf(self.secret, info=INFO_ID_KEY)
+
+    @property
+    def name_key(self) -> bytes:
+        return hkdf(self.secret, info=INFO_NAME_KEY)
+
+    @property
+    def chunker_seed(self) -> int:
+        """Seed that permutes the FastCDC gear table, so cut points don't leak known content."""
+        return (int.from_bytes(hkdf(self.secret, info=INFO_CHUNKER, length=8), "little") >> 1) or 1
+
+    def sealer(self) -> Sealer:
+        return Sealer(hkdf(self.secret, info=INFO_ENC_KEY))
+
+
+@dataclass(frozen=True)
+class KeySlotInfo:
+    slot_id: str
+    repository_id: str
+    created: str
+    label: str
+    kdf: dict[str, Any]
+
+
+def wrap_key(
+    master: MasterKey, password: bytes, *, repository_id: str, params: ScryptParams, label: str = ""
+) -> bytes:
+    salt = os.urandom(16)
+    kek = derive_kek(password, salt, params)
+    payload = msgpack.packb(
+        {
+            "master": master.secret,
+            "repository_id": repository_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "label": label,
+        }
+    )
+    nonce = os.urandom(NONCE_SIZE)
+    wrapped = nonce + AESGCM(kek).encrypt(nonce, payload, AAD_KEY_SLOT)
+    doc = {
+        "format": "dtstore-key",
+        "version": 1,
+        "kdf": {"name": "scrypt", "n": params.n, "r": params.r, "p": params.p, "salt": _b64(salt)},
+        "wrapped": _b64(wrapped),
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
+def unwrap_key(slot: bytes, password: bytes, slot_id: str) -> tuple[MasterKey, KeySlotInfo]:
+    """Open one key slot; raise WrongPassword if the password does not open it."""
+    doc = parse_slot(slot, slot_id)
+    kdf = doc["kdf"]
+    params = ScryptParams(n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
+    kek = derive_kek(password, base64.b64decode(kdf["salt"]), params)
+    wrapped = base64.b64decode(doc["wrapped"])
+    try:
+        payload = AESGCM(kek).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], AAD_KEY_SLOT)
+    except InvalidTag:
+        raise WrongPassword("wrong password: no key slot of this repository opens with it") from None
+    data = msgpack.unpackb(payload)
+    info = KeySlotInfo(slot_id, data["repository_id"], data["created"], data.get("label", ""), dict(kdf))
+    return MasterKey(data["master"]), info
+
+
+def parse_slot(slot: bytes, slot_id: str) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(slot)
+        ok = doc.get("format") == "dtstore-key" and doc["kdf"]["name"] == "scrypt"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise UnsupportedFormat(f"key slot {slot_id} is not a dtstore v1 key slot")
+    if doc.get("version") != 1:
+        raise UnsupportedFormat(f"key slot {slot_id} has version {doc.get('version')}; this dtstore reads 1")
+    return doc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

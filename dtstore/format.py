@@ -1,0 +1,48 @@
+"""On-disk constants of repository format v1.  Codes are never reused; retired ones stay listed."""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+"""The only repository format this program reads and writes."""
+
+KNOWN_FEATURES: frozenset[str] = frozenset()
+"""Mandatory feature flags this program understands; a config naming any other is refused."""
+
+PACK_MAGIC = b"DTSPACK\x01"
+SEALED_VERSION = 1
+"""First byte of every sealed (encrypted) object other than packs and key slots."""
+
+# Blob kinds inside packs and the index.
+BLOB_DATA = 0
+BLOB_META = 1
+
+# Codec byte, the first byte of every blob's plaintext.
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+
+# Associated-data labels bound into every AEAD operation, one per object kind.
+AAD_CONFIG = b"dtstore/v1/config"
+AAD_INDEX = b"dtstore/v1/index"
+AAD_SNAPSHOT = b"dtstore/v1/snapshot"
+AAD_SESSION = b"dtstore/v1/session"
+AAD_LOCK = b"dtstore/v1/lock"
+AAD_PACK_TRAILER = b"dtstore/v1/pack-trailer"
+AAD_KEY_SLOT = b"dtstore/v1/key-slot"
+AAD_MAINTENANCE = b"dtstore/v1/maintenance"
+
+# HKDF "info" labels for the subkeys derived from the master secret.
+INFO_ID_KEY = b"dtstore/v1/chunk-id"
+INFO_ENC_KEY = b"dtstore/v1/encryption"
+INFO_CHUNKER = b"dtstore/v1/chunker-seed"
+INFO_NAME_KEY = b"dtstore/v1/object-names"
+
+# Defaults written into a new repository's config.
+DEFAULT_CHUNK_MIN = 256 * 1024
+DEFAULT_CHUNK_AVG = 1024 * 1024
+DEFAULT_CHUNK_MAX = 8 * 1024 * 1024
+META_CHUNK_MIN = 16 * 1024
+META_CHUNK_AVG = 64 * 1024
+META_CHUNK_MAX = 256 * 1024
+DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_PACK_SIZE = 32 * 1024 * 1024
+INDEX_SEGMENT_MAX_ENTRIES = 100_000

@@ -1,0 +1,1 @@
+"""Layer 3: streams as chunk lists."""

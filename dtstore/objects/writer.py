@@ -1,0 +1,71 @@
+"""Stream → content-defined chunks → stored chunk IDs, with hashing and compression in parallel."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from dtstore.chunking import Chunker
+
+
+class ChunkWriter(Protocol):
+    """The part of the content store this layer needs."""
+
+    def put(self, data: bytes, kind: int) -> bytes: ...
+
+
+@dataclass
+class ObjectRef:
+    chunks: list[bytes]
+    size: int
+
+
+class ObjectWriter:
+    """Chunks streams in the calling thread (pyfastcdc drops the GIL) and stores chunks on a pool."""
+
+    def __init__(self, content: ChunkWriter, workers: int | None = None) -> None:
+        self._content = content
+        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-chunk")
+        self._window = 2 * self._workers + 2
+
+    def write(self, chunks: Iterator[bytes], kind: int,
+              on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
+        ids: list[bytes] = []
+        size = 0
+        inflight: deque[tuple[Future[bytes], int]] = deque()
+        try:
+            for data in chunks:
+                inflight.append((self._pool.submit(self._content.put, data, kind), len(data)))
+                size += len(data)
+                while len(inflight) > self._window:
+                    ids.append(self._collect(inflight, on_bytes))
+            while inflight:
+                ids.append(self._collect(inflight, on_bytes))
+        finally:
+            for future, _ in inflight:
+                future.cancel()
+            for future, _ in inflight:
+                if not future.cancelled():
+                    future.exception()
+        return ObjectRef(ids, size)
+
+    @staticmethod
+    def _collect(inflight: deque[tuple[Future[bytes], int]],
+                 on_bytes: Callable[[int], None] | None) -> bytes:
+        future, length = inflight.popleft()
+        chunk_id = future.result()
+        if on_bytes is not None:
+            on_bytes(length)
+        return chunk_id
+
+    def write_stream(self, stream: BinaryIO, chunker: Chunker, kind: int,
+                     on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
+        return self.write(chunker.chunks(stream), kind, on_bytes)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,246 @@
+"""The Repository facade: the public API the CLI and the connectors use."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dtstore import __version__, clock
+from dtstore.backup import BackupRun, default_host
+from dtstore.chunking import Chunker, ChunkerParams
+from dtstore.config import RepoConfig, open_config, seal_config
+from dtstore.content.index import IndexCache
+from dtstore.content.segments import adopt_orphan_packs, refresh_cache
+from dtstore.content.store import ContentReader, ContentStore
+from dtstore.crypto.keyed_hash import ChunkHasher
+from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, unwrap_key, wrap_key
+from dtstore.errors import (
+    BlobNotFound,
+    ItemNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    UsageError,
+    WrongPassword,
+)
+from dtstore.objects.reader import ObjectStream
+from dtstore.objects.writer import ObjectWriter
+from dtstore.progress import ProgressCallback, no_progress
+from dtstore.restore import RestoreRun, normalize_include, plan_restore
+from dtstore.sessions import WriterSession
+from dtstore.snapshots.manifest import Item, Snapshot, decode_items
+from dtstore.snapshots.store import SnapshotStore
+from dtstore.sources.base import Source
+from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
+from dtstore.storage.registry import open_store, redact
+from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("DTSTORE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dtstore"
+
+
+def _as_bytes(password: str | bytes) -> bytes:
+    return password.encode("utf-8") if isinstance(password, str) else password
+
+
+def _connect(url: str | BlobStore, limit_upload_kib: float | None) -> BlobStore:
+    store: BlobStore = open_store(url) if isinstance(url, str) else url
+    store = RetryingStore(store)
+    if limit_upload_kib:
+        store = RateLimitedStore(store, limit_upload_kib * 1024)
+    return store
+
+
+class Repository:
+    """An open repository.  Use ``Repository.init`` or ``Repository.open``; close it (or use ``with``)."""
+
+    def __init__(self, store: BlobStore, master: MasterKey, config: RepoConfig, key: KeySlotInfo,
+                 cache_dir: Path | None = None, workers: int | None = None) -> None:
+        self.store = store
+        self.master = master
+        self.config = config
+        self.key = key
+        self._sealer = master.sealer()
+        self._hasher = ChunkHasher(master.id_key)
+        self._cache = IndexCache((cache_dir or cache_root()) / config.repository_id)
+        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._snapshots = SnapshotStore(store, self._sealer)
+        self._refreshed = False
+        self._reader_pool: ThreadPoolExecutor | None = None
+
+    # lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
+             chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
+             cache_dir: Path | None = None, limit_upload_kib: float | None = None) -> Repository:
+        store = _connect(url, limit_upload_kib)
+        if store.exists(layout.CONFIG) or any(True for _ in store.list(layout.KEYS)):
+            raise RepositoryExists(f"{store.describe()} already holds a repository")
+        master = MasterKey.generate()
+        config = RepoConfig.new(chunker=chunker, zstd_level=zstd_level,
+                                **({"pack_size": pack_size} if pack_size else {}))
+        slot = wrap_key(master, _as_bytes(password), repository_id=config.repository_id,
+                        params=kdf or calibrate_scrypt(), label=f"{getpass.getuser()}@{default_host()}")
+        slot_id = os.urandom(16).hex()
+        store.put(layout.key_name(slot_id), slot)
+        store.put(layout.CONFIG, seal_config(config, master.sealer()))
+        _, info = unwrap_key(slot, _as_bytes(password), slot_id)
+        return cls(store, master, config, info, cache_dir)
+
+    @classmethod
+    def open(cls, url: str | BlobStore, password: str | bytes, *, cache_dir: Path | None = None,
+             limit_upload_kib: float | None = None, workers: int | None = None) -> Repository:
+        store = _connect(url, limit_upload_kib)
+        try:
+            config_blob = store.get(layout.CONFIG)
+        except BlobNotFound:
+            where = redact(url) if isinstance(url, str) else store.describe()
+            raise RepositoryNotFound(f"there is no dtstore repository at {where}") from None
+        master, info = cls._unlock(store, _as_bytes(password))
+        config = open_config(config_blob, master.sealer())
+        return cls(store, master, config, info, cache_dir, workers)
+
+    @staticmethod
+    def _unlock(store: BlobStore, password: bytes) -> tuple[MasterKey, KeySlotInfo]:
+        slots = list(store.list(layout.KEYS))
+        for blob in slots:
+            slot_id = layout.pack_id_of(blob.name)
+            try:
+                return unwrap_key(store.get(blob.name), password, slot_id)
+            except WrongPassword:
+                continue
+        raise WrongPassword(f"wrong password: none of the {len(slots)} key slot(s) of "
+                            f"{store.describe()} opens with it")
+
+    def close(self) -> None:
+        if self._reader_pool is not None:
+            self._reader_pool.shutdown(wait=False, cancel_futures=True)
+        self._cache.close()
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # reading --------------------------------------------------------------------------------
+    def refresh_index(self) -> int:
+        """Bring the local cache up to date with the remote index; return segments loaded."""
+        loaded = refresh_cache(self.store, self._sealer, self._cache, self.store.capabilities.connections)
+        self._refreshed = True
+        return loaded
+
+    def _ensure_index(self) -> None:
+        if not self._refreshed:
+            self.refresh_index()
+
+    def _reader(self) -> ContentReader:
+        self._ensure_index()
+        return ContentReader(self.store, self._cache, self._sealer, self._hasher)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._reader_pool is None:
+            self._reader_pool = ThreadPoolExecutor(self.store.capabilities.connections * 2,
+                                                   thread_name_prefix="dtstore-read")
+        return self._reader_pool
+
+    def snapshots(self) -> list[Snapshot]:
+        """All snapshots, oldest first."""
+        return self._snapshots.load_all()
+
+    def get_snapshot(self, ref: str) -> Snapshot:
+        """``latest``, a snapshot ID or a unique prefix of one."""
+        return self._snapshots.resolve(ref)
+
+    def _stream(self, chunks: Sequence[bytes]) -> BinaryIO:
+        raw = ObjectStream(self._reader(), chunks, self._pool(), readahead=self.store.capabilities.connections * 2)
+        return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[return-value]
+
+    def list_items(self, snapshot: Snapshot) -> Iterator[Item]:
+        with self._stream(snapshot.items_chunks) as stream:
+            yield from decode_items(stream)
+
+    def find_item(self, snapshot: Snapshot, path: str | bytes) -> Item:
+        wanted = normalize_include(path)
+        for item in self.list_items(snapshot):
+            if item.path == wanted:
+                return item
+        raise ItemNotFound(f"snapshot {snapshot.short_id} has no item {os.fsdecode(wanted)}")
+
+    def open_item(self, snapshot: Snapshot, path: str | bytes) -> BinaryIO:
+        """A readable stream of one stored file; every chunk is verified as it is read."""
+        item = self.find_item(snapshot, path)
+        if item.type != "file":
+            raise UsageError(f"{item.name} is a {item.type}, not a file")
+        return self._stream(item.chunks)
+
+    def restore(self, snapshot: Snapshot, target: str | os.PathLike[str],
+                include: Sequence[str | bytes] = (), progress: ProgressCallback = no_progress) -> None:
+        reader = self._reader()
+        target_b = os.fsencode(os.path.abspath(target))
+        plan = plan_restore(self.list_items(snapshot), target_b, reader,
+                            [normalize_include(i) for i in include])
+        RestoreRun(plan, target_b, reader, self.store.capabilities.connections * 2, progress).run()
+
+    # writing --------------------------------------------------------------------------------
+    def snapshot(self, sources: Sequence[Source], *, tags: Sequence[str] = (), host: str | None = None,
+                 progress: ProgressCallback = no_progress, parent: Snapshot | None = None) -> Snapshot:
+        """Store the sources and commit a snapshot; nothing is committed if any source fails."""
+        if not sources:
+            raise UsageError("nothing to back up")
+        host = host or default_host()
+        started = clock.now()
+        with WriterSession(self.store, self._sealer, host):
+            self.refresh_index()
+            adopt_orphan_packs(self.store, self._sealer, self._cache)
+            content = ContentStore(self.store, self._cache, self._sealer, self._hasher,
+                                   zstd_level=self.config.zstd_level, pack_size=self.config.pack_size)
+            writer = ObjectWriter(content, self._workers)
+            try:
+                run = BackupRun(content, writer, self._chunker(self.config.chunker),
+                                self._chunker(self.config.meta_chunker), self._cache, progress)
+                result = run.run(sources)
+            finally:
+                writer.close()
+                content.close()
+            source_id, kind, paths, metadata = _describe_sources(sources)
+            if parent is None:
+                parent = self._latest(source_id, host)
+            snapshot = Snapshot(
+                id="", time=started, host=host, tags=list(tags), source_kind=kind, source_id=source_id,
+                paths=paths, source_metadata=metadata, summary=result.summary,
+                parent=parent.id if parent else None, program_version=f"dtstore {__version__}",
+                items_chunks=result.items.chunks, items_count=result.item_count,
+                username=getpass.getuser(),
+            )
+            self._snapshots.save(snapshot)
+        self._cache.put_files(result.file_records)
+        return snapshot
+
+    def _latest(self, source_id: str, host: str) -> Snapshot | None:
+        same = [s for s in self.snapshots() if s.source_id == source_id and s.host == host]
+        return same[-1] if same else None
+
+    def _chunker(self, params: ChunkerParams) -> Chunker:
+        return Chunker(params, self.master.chunker_seed)
+
+
+def _describe_sources(sources: Sequence[Source]) -> tuple[str, str, list[str], dict[str, Any]]:
+    if len(sources) == 1:
+        s = sources[0]
+        return s.source_id, s.kind, list(s.display_paths), s.metadata()
+    kinds = {s.kind for s in sources}
+    kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    paths = [p for s in sources for p in s.display_paths]
+    return "+".join(s.source_id for s in sources), kind, paths, {s.source_id: s.metadata() for s in sources}

@@ -1,0 +1,226 @@
+"""Restore: plan which byte ranges of which packs go where, then fetch each pack's ranges once.
+
+Every chunk is decrypted and checked against its keyed hash before a byte of it is written.  If any
+chunk fails, the files it belongs to are removed and the error names the pack and the paths.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dtstore.content.pack import BlobLocation
+from dtstore.content.store import ContentReader
+from dtstore.errors import DtstoreError, IntegrityError, UsageError
+from dtstore.format import BLOB_META
+from dtstore.progress import ProgressCallback, ProgressEvent
+from dtstore.snapshots.manifest import Item
+from dtstore.storage import layout
+
+MAX_RANGE = 8 << 20
+MAX_GAP = 256 << 10
+
+
+@dataclass
+class BlobTask:
+    chunk_id: bytes
+    location: BlobLocation
+    targets: list[tuple[int, int]] = field(default_factory=list)
+    """(file number, offset in that file)"""
+
+
+@dataclass
+class RestorePlan:
+    items: list[Item]
+    files: list[bytes]
+    packs: dict[str, list[BlobTask]]
+    total_bytes: int
+
+    def ranges(self, pack_id: str) -> list[list[BlobTask]]:
+        """Blobs of one pack grouped into range reads of at most MAX_RANGE bytes."""
+        groups: list[list[BlobTask]] = []
+        for task in sorted(self.packs[pack_id], key=lambda t: t.location.offset):
+            if groups:
+                first, last = groups[-1][0].location, groups[-1][-1].location
+                end = last.offset + last.length
+                if (task.location.offset - end <= MAX_GAP
+                        and task.location.offset + task.location.length - first.offset <= MAX_RANGE):
+                    groups[-1].append(task)
+                    continue
+            groups.append([task])
+        return groups
+
+
+def matches(path: bytes, includes: Sequence[bytes]) -> bool:
+    return not includes or any(path == inc or path.startswith(inc + b"/") for inc in includes)
+
+
+def normalize_include(path: str | bytes) -> bytes:
+    raw = os.fsencode(path) if isinstance(path, str) else path
+    return os.path.normpath(raw).lstrip(b"/").rstrip(b"/")
+
+
+def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
+                 includes: Sequence[bytes] = ()) -> RestorePlan:
+    chosen = [item for item in items if matches(item.path, includes)]
+    if includes and not chosen:
+        shown = ", ".join(i.decode("utf-8", "surrogateescape") for i in includes)
+        raise UsageError(f"nothing in the snapshot matches {shown}")
+    files: list[bytes] = []
+    tasks: dict[bytes, BlobTask] = {}
+    wanted = {c for item in chosen if item.type == "file" for c in item.chunks}
+    locations = reader.locate_many(wanted)
+    total = 0
+    for item in chosen:
+        if item.type != "file":
+            continue
+        number = len(files)
+        files.append(os.path.join(target, item.path))
+        offset = 0
+        for chunk_id in item.chunks:
+            location = locations[chunk_id]
+            task = tasks.get(chunk_id)
+            if task is None:
+                task = tasks[chunk_id] = BlobTask(chunk_id, location)
+            task.targets.append((number, offset))
+            offset += location.raw_length
+        if offset != item.size:
+            raise IntegrityError(f"{item.name}: its chunks add up to {offset} bytes, the item says {item.size}")
+        total += item.size
+    packs: dict[str, list[BlobTask]] = defaultdict(list)
+    for task in tasks.values():
+        packs[task.location.pack_id].append(task)
+    return RestorePlan(chosen, files, dict(packs), total)
+
+
+class RestoreRun:
+    def __init__(self, plan: RestorePlan, target: bytes, reader: ContentReader, workers: int,
+                 progress: ProgressCallback) -> None:
+        self._plan = plan
+        self._target = target
+        self._reader = reader
+        self._workers = workers
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._done = 0
+        self._failed_files: set[int] = set()
+
+    def run(self) -> None:
+        self._prepare_tree()
+        errors: list[DtstoreError] = []
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
+            for error in pool.map(self._restore_pack, sorted(self._plan.packs)):
+                if error is not None:
+                    errors.append(error)
+        if errors:
+            self._remove_failed()
+            names = [self._plan.files[n].decode("utf-8", "surrogateescape") for n in sorted(self._failed_files)]
+            shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+            raise type(errors[0])(f"{errors[0]} — not restored: {shown}") from errors[0]
+        self._finish_metadata()
+        self._emit()
+
+    def _prepare_tree(self) -> None:
+        os.makedirs(self._target, exist_ok=True)
+        number = 0
+        for item in self._plan.items:
+            path = os.path.join(self._target, item.path)
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            if item.type == "dir":
+                os.makedirs(path, exist_ok=True)
+            elif item.type == "file":
+                _replace_with_file(path, item.size)
+                number += 1
+
+    def _restore_pack(self, pack_id: str) -> DtstoreError | None:
+        for group in self._plan.ranges(pack_id):
+            try:
+                self._restore_range(group)
+            except DtstoreError as exc:
+                with self._lock:
+                    for task in group:
+                        self._failed_files.update(n for n, _ in task.targets)
+                return exc
+        return None
+
+    def _restore_range(self, group: list[BlobTask]) -> None:
+        first = group[0].location
+        last = group[-1].location
+        name = layout.pack_name(first.pack_id, first.kind == BLOB_META)
+        data = memoryview(self._reader.store.get_range(name, first.offset,
+                                                       last.offset + last.length - first.offset))
+        for task in group:
+            start = task.location.offset - first.offset
+            plain = self._reader.open(task.chunk_id, task.location, data[start : start + task.location.length])
+            for number, offset in task.targets:
+                _pwrite(self._plan.files[number], plain, offset)
+            with self._lock:
+                self._done += len(plain) * len(task.targets)
+            self._emit()
+
+    def _emit(self) -> None:
+        self._progress(ProgressEvent("restore", self._done, self._plan.total_bytes))
+
+    def _remove_failed(self) -> None:
+        for number in self._failed_files:
+            try:
+                os.unlink(self._plan.files[number])
+            except OSError:
+                pass
+
+    def _finish_metadata(self) -> None:
+        dirs: list[tuple[bytes, Item]] = []
+        for item in self._plan.items:
+            path = os.path.join(self._target, item.path)
+            if item.type == "symlink":
+                if os.path.lexists(path):
+                    os.unlink(path)
+                os.symlink(item.target, path)
+                _chown(path, item, follow=False)
+                os.utime(path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
+            elif item.type == "file":
+                _chown(path, item, follow=True)
+                os.chmod(path, item.mode)
+                os.utime(path, ns=(item.mtime_ns, item.mtime_ns))
+            else:
+                dirs.append((path, item))
+        for path, item in sorted(dirs, key=lambda d: d[0].count(b"/"), reverse=True):
+            _chown(path, item, follow=True)
+            os.chmod(path, item.mode)
+            os.utime(path, ns=(item.mtime_ns, item.mtime_ns))
+
+
+def _replace_with_file(path: bytes, size: int) -> None:
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _pwrite(path: bytes, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+    finally:
+        os.close(fd)
+
+
+def _chown(path: bytes, item: Item, *, follow: bool) -> None:
+    if os.geteuid() != 0:
+        return
+    try:
+        os.chown(path, item.uid, item.gid, follow_symlinks=follow)
+    except OSError:
+        pass

@@ -1,0 +1,109 @@
+"""Writer sessions: a sealed ``sessions/<id>`` object per running backup, refreshed as a heartbeat.
+
+Prune reads them to see in-flight backups (a session that started before a prune mark may still
+refer to marked packs).  A session is dead when its heartbeat is older than ``SESSION_TIMEOUT`` or,
+on the same host, its process no longer exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from dtstore import clock
+from dtstore.crypto.aead import Sealer
+from dtstore.errors import BlobNotFound, DtstoreError, StorageError
+from dtstore.format import AAD_SESSION
+from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
+
+HEARTBEAT_SECONDS = 60.0
+SESSION_TIMEOUT = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    host: str
+    pid: int
+    started: dt.datetime
+    heartbeat: dt.datetime
+    kind: str
+
+    def is_alive(self, now: dt.datetime, this_host: str) -> bool:
+        if now - self.heartbeat > SESSION_TIMEOUT:
+            return False
+        if self.host == this_host:
+            return _pid_alive(self.pid)
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _encode(info: SessionInfo) -> dict[str, Any]:
+    return {"id": info.session_id, "host": info.host, "pid": info.pid, "kind": info.kind,
+            "started": info.started.isoformat(), "heartbeat": info.heartbeat.isoformat()}
+
+
+def read_sessions(store: BlobStore, sealer: Sealer) -> list[SessionInfo]:
+    found = []
+    for blob in store.list(layout.SESSIONS):
+        try:
+            doc = msgpack.unpackb(sealer.open(store.get(blob.name), AAD_SESSION, f"session {blob.name}"))
+        except (BlobNotFound, DtstoreError):
+            continue
+        found.append(SessionInfo(doc["id"], doc["host"], int(doc["pid"]),
+                                 dt.datetime.fromisoformat(doc["started"]),
+                                 dt.datetime.fromisoformat(doc["heartbeat"]), doc.get("kind", "backup")))
+    return found
+
+
+class WriterSession:
+    """Context manager: publishes the session, keeps its heartbeat fresh, removes it at the end."""
+
+    def __init__(self, store: BlobStore, sealer: Sealer, host: str, kind: str = "backup") -> None:
+        self._store = store
+        self._sealer = sealer
+        now = clock.now()
+        self.info = SessionInfo(os.urandom(16).hex(), host, os.getpid(), now, now, kind)
+        self._name = layout.session_name(self.info.session_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="dtstore-heartbeat", daemon=True)
+
+    def _write(self) -> None:
+        info = SessionInfo(self.info.session_id, self.info.host, self.info.pid, self.info.started,
+                           clock.now(), self.info.kind)
+        self._store.put(self._name, self._sealer.seal(msgpack.packb(_encode(info)), AAD_SESSION))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._write()
+            except StorageError:
+                pass
+
+    def __enter__(self) -> WriterSession:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._store.delete(self._name)
+        except StorageError:
+            pass

@@ -1,0 +1,1 @@
+"""Layer 4: snapshot manifests, the single commit point."""

@@ -1,0 +1,1 @@
+"""Sources: what a snapshot is made of.  ``base.py`` is the interface connectors implement."""

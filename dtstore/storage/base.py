@@ -1,0 +1,58 @@
+"""The BlobStore contract every backend (memory, local, S3, SFTP, …) must keep.
+
+What dtstore relies on, proved per backend by ``tests/conformance/blobstore.py``:
+
+* ``put`` is atomic: a reader sees either no object or the whole object, never a prefix.  Local and
+  SFTP write a temporary name and rename it; S3 uses one PUT of the whole body.
+* Names are ``/``-separated keys below the store's root; ``list(prefix)`` returns every object whose
+  name starts with ``prefix/`` (recursively), each exactly once, with its size.
+* Read-after-write: an object is readable and listed as soon as ``put`` returns.
+* ``get_range`` returns exactly ``length`` bytes or raises.
+* ``delete`` of a missing object raises BlobNotFound.
+* Every failure is a :class:`~dtstore.errors.StorageError`; foreign exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    size: int
+    modified: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    connections: int = 4
+    """Parallel requests that make sense against this backend."""
+    atomic_rename: bool = True
+    local: bool = False
+
+
+class BlobStore(Protocol):
+    capabilities: Capabilities
+
+    def describe(self) -> str:
+        """The location without credentials, for messages."""
+
+    def get(self, name: str) -> bytes: ...
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int: ...
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,181 @@
+"""Any fsspec filesystem as a BlobStore; the only module that imports fsspec or its backends.
+
+Foreign exceptions (botocore, aiohttp, asyncssh, OSError) are translated here, once, into the
+StorageError tree so that nothing above this layer knows which backend it talks to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from dtstore.errors import (
+    BlobNotFound,
+    HostKeyError,
+    StorageAuthError,
+    StorageError,
+    StorageUnavailable,
+)
+from dtstore.storage.base import BlobInfo, Capabilities
+
+_AUTH_WORDS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
+               "ExpiredToken", "InvalidToken", "PermissionDenied", "Permission denied")
+_HOSTKEY_WORDS = ("HostKeyNotVerifiable", "host key", "Host key")
+
+
+class FsspecStore:
+    """``fs`` is an fsspec filesystem; ``root`` the path of the repository on it.
+
+    ``rename_commit`` writes to a temporary name and renames (SFTP, other file systems); object
+    stores (S3, GCS, Azure) get one PUT of the whole object, which is atomic by itself.
+    """
+
+    def __init__(self, fs: Any, root: str, *, display: str, rename_commit: bool, connections: int = 8) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self._display = display
+        self._rename_commit = rename_commit
+        self.capabilities = Capabilities(connections=connections, atomic_rename=rename_commit)
+        self._made_dirs: set[str] = set()
+
+    def describe(self) -> str:
+        return self._display
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}" if self.root else name
+
+    def get(self, name: str) -> bytes:
+        with self._translated("read", name):
+            data: bytes = self.fs.cat_file(self._path(name))
+            return data
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        with self._translated("read", name):
+            data: bytes = self.fs.cat_file(self._path(name), start=offset, end=offset + length)
+        if len(data) != length:
+            raise StorageError(f"object {name} in {self._display} is shorter than expected")
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        with self._translated("write", name):
+            if not self._rename_commit:
+                self.fs.pipe_file(path, data)
+                return
+            parent = path.rsplit("/", 1)[0]
+            if parent not in self._made_dirs:
+                self.fs.makedirs(parent, exist_ok=True)
+                self._made_dirs.add(parent)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            self.fs.pipe_file(tmp, data)
+            try:
+                self.fs.mv(tmp, path)
+            except BaseException:
+                self._discard(tmp)
+                raise
+
+    def _discard(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except Exception:  # best effort: a leftover .tmp- name is ignored by list()
+            pass
+
+    def exists(self, name: str) -> bool:
+        with self._translated("stat", name):
+            return bool(self.fs.exists(self._path(name)))
+
+    def size(self, name: str) -> int:
+        with self._translated("stat", name):
+            return int(self.fs.size(self._path(name)))
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        base = self._path(prefix.rstrip("/"))
+        with self._translated("list", prefix):
+            try:
+                found = self.fs.find(base, detail=True, withdirs=False)
+            except FileNotFoundError:
+                return
+            self.fs.invalidate_cache()
+        start = len(self.root) + 1 if self.root else 0
+        for path in sorted(found):
+            info = found[path]
+            name = path[start:] if path.startswith(self.root) else path
+            if name.rsplit("/", 1)[-1].startswith(".tmp-") or info.get("type") == "directory":
+                continue
+            yield BlobInfo(name, int(info.get("size") or 0), _modified(info))
+
+    def delete(self, name: str) -> None:
+        with self._translated("delete", name):
+            self.fs.rm_file(self._path(name))
+
+    def close(self) -> None:
+        pass
+
+    def _translated(self, op: str, name: str) -> _Translator:
+        return _Translator(op, name, self._display)
+
+
+class _Translator:
+    """Context manager that turns any foreign exception into the StorageError tree."""
+
+    def __init__(self, op: str, name: str, where: str) -> None:
+        self.op, self.name, self.where = op, name, where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, StorageError) or not isinstance(exc, Exception):
+            return False
+        raise translate(exc, self.op, self.name, self.where) from exc
+
+
+def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:
+    what = f"unable to {op} {name} in {where}"
+    text = f"{type(exc).__name__}: {exc}"
+    cls = type(exc).__name__
+    if isinstance(exc, FileNotFoundError) or cls in ("NoSuchKey", "NoSuchBucket", "SFTPNoSuchFile"):
+        if "bucket" in text.lower() and "NoSuchBucket" in text:
+            return BlobNotFound(f"{what}: the bucket does not exist")
+        return BlobNotFound(f"{what}: it does not exist")
+    if cls in ("HostKeyNotVerifiable",) or any(w in text for w in _HOSTKEY_WORDS):
+        return HostKeyError(
+            f"{what}: the server's host key is not trusted; add it to ~/.ssh/known_hosts "
+            "or point DTSTORE_SFTP_KNOWN_HOSTS at a file that has it"
+        )
+    if isinstance(exc, PermissionError) or cls in ("PermissionDenied", "NoCredentialsError") or any(
+        w in text for w in _AUTH_WORDS
+    ):
+        return StorageAuthError(f"{what}: access denied; check the credentials ({_short(exc)})")
+    if isinstance(exc, (ConnectionError, TimeoutError)) or cls in (
+        "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
+        "ServerDisconnectedError", "ConnectionLost", "DisconnectError", "ChannelOpenError",
+        "ClientOSError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError",
+        "ProtocolError", "ClientPayloadError",
+    ) or _is_server_error(text):
+        return StorageUnavailable(f"{what}: the remote did not answer ({_short(exc)})", transient=True)
+    if isinstance(exc, OSError):
+        return StorageError(f"{what}: {_short(exc)}", transient=True)
+    return StorageError(f"{what}: {_short(exc)}", transient=False)
+
+
+def _is_server_error(text: str) -> bool:
+    return any(code in text for code in ("500", "502", "503", "504", "InternalError", "SlowDown",
+                                         "ServiceUnavailable", "RequestTimeout"))
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+def _modified(info: dict[str, Any]) -> dt.datetime | None:
+    for key in ("LastModified", "mtime", "last_modified", "modified"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        if isinstance(value, (int, float)):
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+    return None

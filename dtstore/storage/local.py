@@ -1,0 +1,116 @@
+"""A repository in a local folder: atomic, durable writes (temporary file, fsync, rename, fsync dir)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from dtstore.errors import BlobNotFound, StorageAuthError, StorageError
+from dtstore.storage.base import BlobInfo, Capabilities
+
+
+class LocalStore:
+    capabilities = Capabilities(connections=4, local=True)
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def get(self, name: str) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise _translate(exc, "read", name, self) from exc
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                data = os.pread(f.fileno(), length, offset)
+        except OSError as exc:
+            raise _translate(exc, "read", name, self) from exc
+        if len(data) != length:
+            raise StorageError(f"object {name} is shorter than expected (wanted {offset}+{length})")
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _translate(exc, "write", name, self) from exc
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except OSError as exc:
+            raise _translate(exc, "stat", name, self) from exc
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        try:
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames.sort()
+                for filename in sorted(filenames):
+                    if filename.startswith(".tmp-"):
+                        continue
+                    full = os.path.join(dirpath, filename)
+                    st = os.stat(full)
+                    name = os.path.relpath(full, self.root).replace(os.sep, "/")
+                    yield BlobInfo(name, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+        except OSError as exc:
+            raise _translate(exc, "list", prefix, self) from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except OSError as exc:
+            raise _translate(exc, "delete", name, self) from exc
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _translate(exc: OSError, op: str, name: str, store: LocalStore) -> StorageError:
+    where = f"{name} in {store.describe()}"
+    if isinstance(exc, FileNotFoundError):
+        return BlobNotFound(f"unable to {op} {where}: it does not exist")
+    if isinstance(exc, PermissionError):
+        return StorageAuthError(f"unable to {op} {where}: permission denied")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"unable to {op} {where}: no space left on the device")
+    return StorageError(f"unable to {op} {where}: {exc.strerror or exc}", transient=exc.errno == errno.EIO)

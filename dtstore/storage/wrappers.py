@@ -1,0 +1,114 @@
+"""Cross-cutting behaviour as wrappers around the same BlobStore interface."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from dtstore.errors import StorageError, StorageUnavailable
+from dtstore.storage.base import BlobInfo, BlobStore
+
+T = TypeVar("T")
+
+
+class RetryingStore:
+    """Retries transient failures with exponential backoff and jitter, then gives up clearly."""
+
+    def __init__(self, inner: BlobStore, *, attempts: int = 6, base_delay: float = 0.2,
+                 max_delay: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self._attempts = attempts
+        self._base = base_delay
+        self._max = max_delay
+        self._sleep = sleep
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return fn()
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                if attempt == self._attempts:
+                    raise StorageUnavailable(
+                        f"{exc} — gave up after {attempt} attempts; the remote stays unreachable",
+                        transient=True,
+                    ) from exc
+                delay = min(self._max, self._base * 2 ** (attempt - 1))
+                self._sleep(delay * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def get(self, name: str) -> bytes:
+        return self._retry(lambda: self.inner.get(name))
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self._retry(lambda: self.inner.get_range(name, offset, length))
+
+    def put(self, name: str, data: bytes) -> None:
+        self._retry(lambda: self.inner.put(name, data))
+
+    def exists(self, name: str) -> bool:
+        return self._retry(lambda: self.inner.exists(name))
+
+    def size(self, name: str) -> int:
+        return self._retry(lambda: self.inner.size(name))
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        return iter(self._retry(lambda: list(self.inner.list(prefix))))
+
+    def delete(self, name: str) -> None:
+        self._retry(lambda: self.inner.delete(name))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RateLimitedStore:
+    """Caps upload bandwidth (token bucket shared by all threads); downloads are not limited."""
+
+    def __init__(self, inner: BlobStore, bytes_per_second: float) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self._rate = float(bytes_per_second)
+        self._lock = threading.Lock()
+        self._next_free = time.monotonic()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def put(self, name: str, data: bytes) -> None:
+        with self._lock:
+            start = max(time.monotonic(), self._next_free)
+            self._next_free = start + len(data) / self._rate
+        wait = self._next_free - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.inner.put(name, data)
+
+    def get(self, name: str) -> bytes:
+        return self.inner.get(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(name, offset, length)
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def close(self) -> None:
+        self.inner.close()

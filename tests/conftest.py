@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.servers.s3", "tests.servers.sftp", "tests.servers.flaky"]
