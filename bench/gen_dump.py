@@ -25,6 +25,7 @@ line breaks of the rest of the table.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import datetime as dt
 import functools
 import json
@@ -33,7 +34,10 @@ import re
 import sys
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,6 +50,7 @@ LINE_TARGET = 1 << 20  # mysqldump's default --net-buffer-length is ~1 MiB
 BASE_TS = 1546300800  # 2019-01-01 00:00:00 UTC
 DUMP_DATE = dt.datetime(2024, 3, 1, 2, 0, 3)
 N_CLUSTERS = 20
+LOOKAHEAD = 6  # lines generated ahead by worker processes
 FRAG_POOL = 1 << 15  # distinct fragments per fragment pool
 SAMPLE_BYTES = 64 << 20
 PIECE_BYTES = 1 << 20
@@ -88,6 +93,7 @@ class Pools:
     words: list[str]
     word_p: np.ndarray[Any, np.dtype[np.float64]]
     sentences: ObjArray
+    messages: ObjArray  # short, templated log messages
     first: ObjArray
     last: ObjArray
     first_ascii: ObjArray
@@ -123,8 +129,10 @@ def _zipf_p(n: int, s: float = 1.05, q: float = 2.7) -> np.ndarray[Any, np.dtype
     return np.asarray(w / w.sum(), dtype=np.float64)
 
 
-def _sentences(rng: Rng, words: list[str], p: np.ndarray[Any, np.dtype[np.float64]], n: int) -> ObjArray:
-    lengths = rng.integers(4, 29, n)
+def _sentences(
+    rng: Rng, words: list[str], p: np.ndarray[Any, np.dtype[np.float64]], n: int, max_words: int = 28
+) -> ObjArray:
+    lengths = rng.integers(4, max_words + 1, n)
     idx = rng.choice(len(words), size=int(lengths.sum()), p=p).tolist()
     commas = (rng.random(len(idx)) < 0.06).tolist()
     out: list[str] = []
@@ -178,6 +186,7 @@ def pools() -> Pools:
         words=words,
         word_p=word_p,
         sentences=sentences,
+        messages=_sentences(rng, words[:2000], _zipf_p(2000), 3000, max_words=12),
         first=_obj(first),
         last=_obj(last),
         first_ascii=_obj(first_a),
@@ -269,15 +278,11 @@ def id_pieces(ids: IntArray, suffix: str = "") -> tuple[ObjArray, ObjArray]:
             np.asarray(np.where(high > 0, padded[low], short[low]), dtype=object))
 
 
-def datetime_pieces(ts: IntArray, suffix: str = "") -> tuple[ObjArray, ObjArray]:
-    """('YYYY-MM-DD ', 'HH:MM:SS' + suffix) object arrays for unix timestamps."""
+def datetime_pieces(ts: IntArray, suffix: str = "", prefix: str = "") -> tuple[ObjArray, ObjArray]:
+    """(prefix + 'YYYY-MM-DD ', 'HH:MM:SS' + suffix) object arrays for unix timestamps."""
     days, secs = np.divmod(ts, 86400)
-    return _range_strings(days, lambda d: _day_str(d) + " "), np.asarray(_times_of_day(suffix)[secs], dtype=object)
-
-
-def datetimes(ts: IntArray) -> ObjArray:
-    day, tod = datetime_pieces(ts)
-    return np.asarray(day + tod, dtype=object)
+    return (_range_strings(days, lambda d: prefix + _day_str(d) + " "),
+            np.asarray(_times_of_day(suffix)[secs], dtype=object))
 
 
 Piece = ObjArray | str
@@ -302,7 +307,7 @@ def frags_customers(rng: Rng, p: Pools, n: int) -> Frags:
 
 def pieces_customers(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
-    return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(stamps(ids, rng, 97)), pick(rng, f[1], n)]
+    return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(stamps(ids, rng, 30)), pick(rng, f[1], n)]
 
 
 def frags_events(rng: Rng, p: Pools, n: int) -> Frags:
@@ -318,7 +323,7 @@ def frags_events(rng: Rng, p: Pools, n: int) -> Frags:
 def pieces_events(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
     return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(stamps(ids, rng, 2)), pick(rng, f[1], n),
-            pick(rng, p.sentences, n), " ", pick(rng, p.sentences, n), r"\"}'" + SEP]
+            pick(rng, p.messages, n, zipf=True), r"\"}'" + SEP]
 
 
 def frags_order_items(rng: Rng, p: Pools, n: int) -> Frags:
@@ -328,7 +333,7 @@ def frags_order_items(rng: Rng, p: Pools, n: int) -> Frags:
 
 
 def pieces_order_items(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
-    order = id_pieces(ids // 3 + rng.integers(0, 2, len(ids)))
+    order = id_pieces(ids // 3 + 1 + rng.integers(0, 2, len(ids)))
     return [*id_pieces(ids, ","), *order, pick(rng, f[0], len(ids))]
 
 
@@ -346,8 +351,10 @@ def frags_orders(rng: Rng, p: Pools, n: int) -> Frags:
 def pieces_orders(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
     ts = stamps(ids, rng, 21)
-    upd = nullable(rng, "'" + datetimes(ts + rng.integers(60, 30 * 86400, n)) + "'", 0.4)
-    return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(ts, "',"), upd, pick(rng, f[1], n)]
+    day, tod = datetime_pieces(ts + rng.integers(60, 30 * 86400, n), "'", "'")
+    null = rng.random(n) < 0.4
+    upd = [np.where(null, "NULL", day), np.where(null, "", tod)]
+    return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(ts, "',"), *upd, pick(rng, f[1], n)]
 
 
 def frags_products(rng: Rng, p: Pools, n: int) -> Frags:
@@ -360,7 +367,7 @@ def pieces_products(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
     s = [pick(rng, p.sentences, n) for _ in range(3)]
     return [*id_pieces(ids, ",'SKU-"), *id_pieces(ids), pick(rng, f[0], n), s[0], " ", s[1], " ", s[2],
-            pick(rng, f[1], n), *datetime_pieces(stamps(ids, rng, 3600), "'" + SEP)]
+            pick(rng, f[1], n), *datetime_pieces(stamps(ids, rng, 600), "'" + SEP)]
 
 
 def frags_stock_movements(rng: Rng, p: Pools, n: int) -> Frags:
@@ -512,22 +519,66 @@ def insert_line(name: str, rows: list[str]) -> bytes:
 # --------------------------------------------------------------------------- writing
 
 
-def table_lines(t: Table, first_id: int, budget: int, rng: Rng) -> Iterator[bytes]:
-    """INSERT lines of about `budget` bytes in total, ids from `first_id` on."""
-    prefix, n, next_id = insert_prefix(t.name), t.rows_per_line, first_id
-    while budget > 0:
-        m = t.matrix(np.arange(next_id, next_id + n, dtype=np.int64), rng)
-        if budget < 2 * LINE_TARGET:  # near the end: build rows one by one and trim
-            rows = _trim(["".join(r)[: -len(SEP)] for r in m.tolist()], budget)
-            line = insert_line(t.name, rows)
-            nrows = len(rows)
+def _line_rng(key: tuple[int, ...]) -> Rng:
+    return np.random.default_rng(list(key))
+
+
+def full_line(table: str, first_id: int, key: tuple[int, ...]) -> bytes:
+    """One INSERT line of `rows_per_line` rows; a pure function of its arguments."""
+    t = TABLE_BY_NAME[table]
+    m = t.matrix(np.arange(first_id, first_id + t.rows_per_line, dtype=np.int64), _line_rng(key))
+    m[-1, -1] = m[-1, -1][: -len(SEP)] + ");\n"
+    return insert_prefix(table) + "".join(m.ravel().tolist()).encode()
+
+
+def tail_line(table: str, first_id: int, key: tuple[int, ...], budget: int) -> bytes:
+    """Like full_line, but with only as many rows as fit in about `budget` bytes."""
+    t = TABLE_BY_NAME[table]
+    rows = t.rows(np.arange(first_id, first_id + t.rows_per_line, dtype=np.int64), _line_rng(key))
+    return insert_line(table, _trim(rows, budget))
+
+
+def table_lines(
+    t: Table, first_id: int, budget: int, key: tuple[int, ...], ex: Executor | None = None
+) -> Iterator[bytes]:
+    """INSERT lines of about `budget` bytes in total, ids from `first_id` on.
+
+    Line k uses the random stream key + (k,), so the output is the same with or
+    without an executor; full lines are generated ahead in its worker processes.
+    """
+    n, k = t.rows_per_line, 0
+    ahead: deque[Future[bytes]] = deque()
+    while budget >= 2 * LINE_TARGET:
+        if ex is None:
+            line = full_line(t.name, first_id + k * n, (*key, k))
         else:
-            m[-1, -1] = m[-1, -1][: -len(SEP)] + ");\n"
-            line = prefix + "".join(m.ravel().tolist()).encode()
-            nrows = n
-        next_id += nrows
+            while len(ahead) < LOOKAHEAD:
+                j = k + len(ahead)
+                ahead.append(ex.submit(full_line, t.name, first_id + j * n, (*key, j)))
+            line = ahead.popleft().result()
         budget -= len(line)
+        k += 1
         yield line
+    for fut in ahead:
+        fut.cancel()
+    while budget > 0:  # the last line or two, trimmed to the budget
+        line = tail_line(t.name, first_id + k * n, (*key, k), budget)
+        budget -= len(line)
+        k += 1
+        yield line
+
+
+def _warm() -> None:
+    """Build every cache a worker needs, before forking."""
+    for t in TABLES:
+        _ = t.frags, t.rows_per_line
+
+
+def _executor(workers: int) -> AbstractContextManager[Executor | None]:
+    if workers <= 0:
+        return nullcontext(None)
+    _warm()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
 
 
 def _trim(rows: list[str], budget: int) -> list[str]:
@@ -539,12 +590,17 @@ def _trim(rows: list[str], budget: int) -> list[str]:
     return rows[:keep]
 
 
-def write_dump(path: str | os.PathLike[str], size_bytes: int, seed: int) -> dict[str, Any]:
-    """Write a dump of about `size_bytes` bytes; return a few statistics."""
+def write_dump(
+    path: str | os.PathLike[str], size_bytes: int, seed: int, workers: int | None = None
+) -> dict[str, Any]:
+    """Write a dump of about `size_bytes` bytes; return a few statistics.
+
+    `workers` generator processes (default: one per CPU; 0 = in this process)."""
     t0 = time.perf_counter()
     tmp = Path(f"{os.fspath(path)}.tmp")
     rows = 0
-    with open(tmp, "wb", buffering=8 << 20) as f:
+    nworkers = (os.cpu_count() or 1) if workers is None else workers
+    with _executor(nworkers) as ex, open(tmp, "wb", buffering=8 << 20) as f:
         f.write(_HEADER.encode())
         written = len(_HEADER)
         tail = len(_FOOTER) + 48
@@ -552,8 +608,7 @@ def write_dump(path: str | os.PathLike[str], size_bytes: int, seed: int) -> dict
             f.write(table_head(t).encode())
             written += len(table_head(t)) + len(table_tail(t))
             share = size_bytes - tail - written if i == len(TABLES) - 1 else int(size_bytes * t.weight)
-            rng = np.random.default_rng([seed, i])
-            for line in table_lines(t, 1, share, rng):
+            for line in table_lines(t, 1, share, (seed, i), ex):
                 f.write(line)
                 written += len(line)
                 rows += line.count(b"),(") + 1
@@ -630,8 +685,8 @@ def _append_lines(st: _EditState) -> Iterator[bytes]:
     t = TABLE_BY_NAME[st.table]
     if not t.grows or st.append_fraction <= 0:
         return
-    rng = np.random.default_rng([st.seed, 0xA99, TABLES.index(t)])
-    for line in table_lines(t, st.last_id + 1, int(st.table_bytes * st.append_fraction), rng):
+    key = (st.seed, 0xA99, TABLES.index(t))
+    for line in table_lines(t, st.last_id + 1, int(st.table_bytes * st.append_fraction), key):
         st.rows_appended += line.count(b"),(") + 1
         yield line
 
@@ -732,12 +787,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edit-from", metavar="SRC", help="write the next-night version of SRC instead")
     ap.add_argument("--edit-fraction", type=float, default=0.01)
     ap.add_argument("--append-fraction", type=float, default=0.02)
+    ap.add_argument("--workers", type=int, default=None, help="generator processes (default: CPUs)")
     ap.add_argument("--stats", action="store_true", help="also print zstd ratio/speed on a 64 MiB sample")
     args = ap.parse_args(argv)
     if args.edit_from:
         info = write_edited(args.edit_from, args.out, args.seed, args.edit_fraction, args.append_fraction)
     else:
-        info = write_dump(args.out, parse_size(args.size), args.seed)
+        info = write_dump(args.out, parse_size(args.size), args.seed, args.workers)
     if args.stats:
         info["zstd"] = zstd_stats(args.out)
     json.dump(info, sys.stdout, indent=2)

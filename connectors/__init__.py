@@ -1,0 +1,99 @@
+"""Database connectors: a URL scheme picks the connector, loaded only when it is used.
+
+The CLI calls three functions: :func:`is_connector_url` (is this argument a database rather than a
+path?), :func:`make_source` (``dtstore snapshot URL``) and :func:`restore_to` (``dtstore restore
+--to URL``).  Each connector lives in its own module and needs its own extra, e.g.
+``pip install dtstore[mysql]``; a missing extra gives an install hint, not an ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dtstore.connectors.base import Connector, RestorePlan
+
+from dtstore.errors import UsageError
+
+if TYPE_CHECKING:
+    from dtstore.sources.base import Source
+
+# scheme -> ("module:attribute", extra to install, distribution modules it needs)
+REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
+    {
+        "mysql": ("dtstore.connectors.mysql:CONNECTOR", "mysql"),
+        "mariadb": ("dtstore.connectors.mysql:CONNECTOR", "mysql"),
+    }
+)
+
+
+def scheme_of(text: str) -> str | None:
+    scheme, sep, _ = text.partition("://")
+    return scheme.lower() if sep and scheme.isidentifier() else None
+
+
+def is_connector_url(text: str) -> bool:
+    """True for ``mysql://…`` and every other registered database URL."""
+    return scheme_of(text) in REGISTRY
+
+
+def load(scheme: str) -> Connector:
+    """Import the connector for ``scheme`` (lazily), with an install hint if its extra is missing."""
+    try:
+        target, extra = REGISTRY[scheme]
+    except KeyError:
+        raise UsageError(f"no connector for {scheme}://; known: {', '.join(sorted(REGISTRY))}") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise  # a bug in dtstore itself, not a missing extra
+        raise UsageError(
+            f"the {scheme} connector needs an optional dependency ({exc.name}): "
+            f'pip install "dtstore[{extra}]"'
+        ) from exc
+    connector: Connector = getattr(module, attr)
+    return connector
+
+
+def _connector_for(url: str) -> Connector:
+    scheme = scheme_of(url)
+    if scheme is None:
+        raise UsageError(f"not a database URL: {url.split('://')[0]!r} (expected e.g. mysql://USER@HOST/DB)")
+    return load(scheme)
+
+
+def make_source(url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
+    """The Source for ``dtstore snapshot URL [--mode full|log|auto] [--stage DIR]``."""
+    return _connector_for(url).make_source(url, repo=repo, mode=mode, stage_dir=stage_dir)
+
+
+def restore_to(
+    url: str,
+    *,
+    repo: Any,
+    until: str | None,
+    until_position: str | None,
+    databases: list[str] | None,
+    source_id: str | None,
+    dry_run: bool,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> RestorePlan:
+    """Plan a restore into the server at ``url``, verify the chain, run it unless ``dry_run``."""
+    return _connector_for(url).restore_to(
+        url,
+        repo=repo,
+        until=until,
+        until_position=until_position,
+        databases=databases,
+        source_id=source_id,
+        dry_run=dry_run,
+        progress=progress,
+    )
+
+
+__all__ = ["REGISTRY", "RestorePlan", "is_connector_url", "load", "make_source", "restore_to"]

@@ -12,6 +12,7 @@ Rules every connector follows through this module:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,7 +48,9 @@ def check_argv(argv: Sequence[str], secrets: Iterable[str]) -> None:
     """Refuse to start a process whose arguments would show a secret (``ps`` shows argv to all)."""
     for secret in secrets:
         if secret and any(secret in arg for arg in argv):
-            raise ConnectorError(f"refusing to run {os.path.basename(argv[0])}: a secret would appear in argv")
+            raise ConnectorError(
+                f"refusing to run {os.path.basename(argv[0])}: a secret would appear in argv"
+            )
 
 
 def tool_env(base: Mapping[str, str] | None = None, **overrides: str | None) -> dict[str, str]:
@@ -70,17 +73,26 @@ class ToolProcess:
     """
 
     def __init__(
-        self, argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] = (),
-        stdin: int | IO[bytes] | None = subprocess.DEVNULL, stdout: int | IO[bytes] | None = subprocess.PIPE,
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        secrets: Iterable[str] = (),
+        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+        stdout: int | IO[bytes] | None = subprocess.PIPE,
         label: str | None = None,
     ) -> None:
         self.secrets = [s for s in secrets if s]
         check_argv(argv, self.secrets)
         self.label = label or os.path.basename(argv[0])
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         try:
             self.popen = subprocess.Popen(
-                list(argv), stdin=stdin, stdout=stdout, stderr=self._stderr, env=dict(env),
+                list(argv),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=self._stderr,
+                env=dict(env),
                 start_new_session=False,
             )
         except OSError as exc:
@@ -149,13 +161,13 @@ def failure_message(label: str, code: int, stderr: str) -> str:
 
 
 def _close_quietly(stream: IO[bytes]) -> None:
-    try:
+    with contextlib.suppress(OSError):
         stream.close()
-    except OSError:
-        pass
 
 
-def run(argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] = (), label: str | None = None) -> bytes:
+def run(
+    argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] = (), label: str | None = None
+) -> bytes:
     """Run a tool to completion and return its stdout (for small outputs only)."""
     with ToolProcess(argv, env=env, secrets=secrets, label=label) as proc:
         out = proc.stdout.read()
@@ -163,13 +175,18 @@ def run(argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] =
 
 
 def feed(
-    argv: Sequence[str], source: BinaryIO, *, env: Mapping[str, str], secrets: Iterable[str] = (),
+    argv: Sequence[str],
+    source: BinaryIO,
+    *,
+    env: Mapping[str, str],
+    secrets: Iterable[str] = (),
     label: str | None = None,
 ) -> int:
     """Copy ``source`` into a tool's stdin (e.g. a dump into ``mariadb``); return the bytes copied."""
     copied = 0
-    with ToolProcess(argv, env=env, secrets=secrets, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                     label=label) as proc:
+    with ToolProcess(
+        argv, env=env, secrets=secrets, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, label=label
+    ) as proc:
         try:
             while block := source.read(COPY_BUFFER):
                 proc.stdin.write(block)
@@ -181,12 +198,17 @@ def feed(
 
 
 def pipe(
-    producer: Sequence[str], consumer: Sequence[str], *, producer_env: Mapping[str, str],
-    consumer_env: Mapping[str, str], secrets: Iterable[str] = (),
+    producer: Sequence[str],
+    consumer: Sequence[str],
+    *,
+    producer_env: Mapping[str, str],
+    consumer_env: Mapping[str, str],
+    secrets: Iterable[str] = (),
 ) -> None:
-    """Run ``producer | consumer``; both exit statuses are checked (consumer first: its error is the cause)."""
+    """Run ``producer | consumer``; both exit statuses are checked, the consumer's first."""
     secret_list = list(secrets)
-    with ToolProcess(producer, env=producer_env, secrets=secret_list) as first:
-        with ToolProcess(consumer, env=consumer_env, secrets=secret_list, stdin=first.stdout,
-                         stdout=subprocess.DEVNULL) as second:
+    with ToolProcess(producer, env=producer_env, secrets=secret_list) as first:  # noqa: SIM117
+        with ToolProcess(
+            consumer, env=consumer_env, secrets=secret_list, stdin=first.stdout, stdout=subprocess.DEVNULL
+        ):
             _close_quietly(first.stdout)  # only the consumer holds the read end now

@@ -92,8 +92,12 @@ class SnapshotInfo:
     def of(cls, snap: Any) -> SnapshotInfo:
         """Build from a :class:`dtstore.Snapshot` (duck-typed, so tests can pass plain objects)."""
         return cls(
-            id=snap.id, short_id=snap.short_id, time=snap.time, source_id=snap.source_id or "",
-            kind=snap.source_kind or "", meta=dict(snap.source_metadata or {}),
+            id=snap.id,
+            short_id=snap.short_id,
+            time=snap.time,
+            source_id=snap.source_id or "",
+            kind=snap.source_kind or "",
+            meta=dict(snap.source_metadata or {}),
         )
 
 
@@ -112,12 +116,16 @@ def pick_source_id(snapshots: Iterable[SnapshotInfo], wanted: str | None, kind: 
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise UsageError(f"no {kind} snapshots with source id {wanted!r}; known: {', '.join(ids) or 'none'}")
+            raise UsageError(
+                f"no {kind} snapshots with source id {wanted!r}; known: {', '.join(ids) or 'none'}"
+            )
         raise UsageError(f"source id {wanted!r} is ambiguous: {', '.join(matches)}")
     if not ids:
         raise UsageError(f"the repository holds no {kind} snapshots")
     if len(ids) > 1:
-        raise UsageError(f"the repository holds several {kind} sources; pick one with --source: {', '.join(ids)}")
+        raise UsageError(
+            f"the repository holds several {kind} sources; pick one with --source: {', '.join(ids)}"
+        )
     return ids[0]
 
 
@@ -161,8 +169,12 @@ class RestorePlan:
         return [f"restore {self.connector} source {self.source_id} to {self.target}", *self.steps]
 
     def to_json(self) -> dict[str, Any]:
-        return {"connector": self.connector, "source_id": self.source_id, "target": self.target,
-                "steps": list(self.steps)}
+        return {
+            "connector": self.connector,
+            "source_id": self.source_id,
+            "target": self.target,
+            "steps": list(self.steps),
+        }
 
 
 class Connector(Protocol):
@@ -170,11 +182,21 @@ class Connector(Protocol):
 
     schemes: tuple[str, ...]
 
-    def make_source(self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
+    def make_source(
+        self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None
+    ) -> Source:
         """A Source for ``dtstore snapshot URL``; ``mode`` is full, log or auto."""
 
     def restore_to(
-        self, url: str, *, repo: Any, until: str | None, until_position: str | None,
-        databases: list[str] | None, source_id: str | None, dry_run: bool, progress: Progress | None = None,
+        self,
+        url: str,
+        *,
+        repo: Any,
+        until: str | None,
+        until_position: str | None,
+        databases: list[str] | None,
+        source_id: str | None,
+        dry_run: bool,
+        progress: Progress | None = None,
     ) -> RestorePlan:
         """Plan, verify the chain, execute unless ``dry_run``; return the plan."""

@@ -8,7 +8,7 @@ What dtstore relies on, proved per backend by ``tests/conformance/blobstore.py``
   name starts with ``prefix/`` (recursively), each exactly once, with its size.
 * Read-after-write: an object is readable and listed as soon as ``put`` returns.
 * ``get_range`` returns exactly ``length`` bytes or raises.
-* ``delete`` of a missing object raises BlobNotFound.
+* ``delete`` is idempotent: deleting a missing object is not an error (S3 semantics).
 * Every failure is a :class:`~dtstore.errors.StorageError`; foreign exceptions never escape.
 """
 

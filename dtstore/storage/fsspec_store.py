@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dtstore.errors import (
@@ -32,8 +33,12 @@ class FsspecStore:
     stores (S3, GCS, Azure) get one PUT of the whole object, which is atomic by itself.
     """
 
-    def __init__(self, fs: Any, root: str, *, display: str, rename_commit: bool, connections: int = 8) -> None:
-        self.fs = fs
+    def __init__(self, connect: Callable[[], Any], root: str, *, display: str, rename_commit: bool,
+                 connections: int = 8, seek_reads: bool = False) -> None:
+        self._connect = connect
+        self._fs: Any = None
+        self._fs_lock = threading.Lock()
+        self._seek_reads = seek_reads
         self.root = root.rstrip("/")
         self._display = display
         self._rename_commit = rename_commit
@@ -42,6 +47,22 @@ class FsspecStore:
 
     def describe(self) -> str:
         return self._display
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem, connected on first use and again after a connection was lost."""
+        with self._fs_lock:
+            if self._fs is None:
+                try:
+                    self._fs = self._connect()
+                except Exception as exc:
+                    raise translate(exc, "connect to", "the remote", self._display) from exc
+            return self._fs
+
+    def _drop_connection(self) -> None:
+        with self._fs_lock:
+            self._fs = None
+        self._made_dirs.clear()
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}" if self.root else name
@@ -53,7 +74,12 @@ class FsspecStore:
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         with self._translated("read", name):
-            data: bytes = self.fs.cat_file(self._path(name), start=offset, end=offset + length)
+            if self._seek_reads:  # sshfs's cat_file ignores start/end and reads the whole file
+                with self.fs.open(self._path(name), "rb", block_size=max(length, 1 << 16)) as f:
+                    f.seek(offset)
+                    data = f.read(length)
+            else:
+                data = self.fs.cat_file(self._path(name), start=offset, end=offset + length)
         if len(data) != length:
             raise StorageError(f"object {name} in {self._display} is shorter than expected")
         return data
@@ -107,21 +133,25 @@ class FsspecStore:
             yield BlobInfo(name, int(info.get("size") or 0), _modified(info))
 
     def delete(self, name: str) -> None:
-        with self._translated("delete", name):
-            self.fs.rm_file(self._path(name))
+        try:
+            with self._translated("delete", name):
+                self.fs.rm_file(self._path(name))
+        except BlobNotFound:
+            pass
 
     def close(self) -> None:
         pass
 
     def _translated(self, op: str, name: str) -> _Translator:
-        return _Translator(op, name, self._display)
+        return _Translator(self, op, name)
 
 
 class _Translator:
-    """Context manager that turns any foreign exception into the StorageError tree."""
+    """Turns any foreign exception into the StorageError tree; a transient one drops the connection
+    so that the retrying wrapper's next attempt reconnects (sshfs never reconnects by itself)."""
 
-    def __init__(self, op: str, name: str, where: str) -> None:
-        self.op, self.name, self.where = op, name, where
+    def __init__(self, store: FsspecStore, op: str, name: str) -> None:
+        self.store, self.op, self.name = store, op, name
 
     def __enter__(self) -> None:
         return None
@@ -129,7 +159,10 @@ class _Translator:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or isinstance(exc, StorageError) or not isinstance(exc, Exception):
             return False
-        raise translate(exc, self.op, self.name, self.where) from exc
+        error = translate(exc, self.op, self.name, self.store.describe())
+        if error.transient:
+            self.store._drop_connection()
+        raise error from exc
 
 
 def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:
@@ -153,7 +186,7 @@ def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:
         "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
         "ServerDisconnectedError", "ConnectionLost", "DisconnectError", "ChannelOpenError",
         "ClientOSError", "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError",
-        "ProtocolError", "ClientPayloadError",
+        "ProtocolError", "ClientPayloadError", "SFTPNoConnection", "SFTPConnectionLost",
     ) or _is_server_error(text):
         return StorageUnavailable(f"{what}: the remote did not answer ({_short(exc)})", transient=True)
     if isinstance(exc, OSError):

@@ -89,7 +89,7 @@ class LocalStore:
 
     def delete(self, name: str) -> None:
         try:
-            self._path(name).unlink()
+            self._path(name).unlink(missing_ok=True)
         except OSError as exc:
             raise _translate(exc, "delete", name, self) from exc
 

@@ -52,8 +52,7 @@ class MemoryStore:
 
     def delete(self, name: str) -> None:
         with self._lock:
-            if self._blobs.pop(name, None) is None:
-                raise BlobNotFound(f"object {name} does not exist in {self.describe()}")
+            self._blobs.pop(name, None)
 
     def close(self) -> None:
         pass

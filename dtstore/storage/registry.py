@@ -67,13 +67,13 @@ def _open_s3(url: str) -> BlobStore:
     }
     if os.environ.get("AWS_PROFILE"):
         options["profile"] = os.environ["AWS_PROFILE"]
-    fs = s3fs.S3FileSystem(**options)
     root = f"{parts.netloc}{parts.path}".rstrip("/")
-    return FsspecStore(fs, root, display=f"s3://{root}", rename_commit=False, connections=8)
+    return FsspecStore(lambda: s3fs.S3FileSystem(**options), root, display=f"s3://{root}",
+                       rename_commit=False, connections=8)
 
 
 def _open_sftp(url: str) -> BlobStore:
-    from dtstore.storage.fsspec_store import FsspecStore, translate
+    from dtstore.storage.fsspec_store import FsspecStore
 
     sshfs = _require("sshfs", "sftp")
     parts = urlsplit(url)
@@ -90,11 +90,8 @@ def _open_sftp(url: str) -> BlobStore:
     if known_hosts:
         options["known_hosts"] = known_hosts
     display = f"sftp://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-    try:
-        fs = sshfs.SSHFileSystem(parts.hostname, **options)
-    except Exception as exc:
-        raise translate(exc, "connect to", "the server", display) from exc
-    return FsspecStore(fs, unquote(parts.path), display=display, rename_commit=True, connections=4)
+    return FsspecStore(lambda: sshfs.SSHFileSystem(parts.hostname, **options), unquote(parts.path),
+                       display=display, rename_commit=True, connections=4, seek_reads=True)
 
 
 def _open_generic(url: str, scheme: str) -> BlobStore:
@@ -107,4 +104,9 @@ def _open_generic(url: str, scheme: str) -> BlobStore:
         raise UsageError(f"{redact(url)}: no storage backend for {scheme}:// ({exc})") from exc
     except Exception as exc:
         raise translate(exc, "connect to", "the remote", redact(url)) from exc
-    return FsspecStore(fs, root, display=redact(url), rename_commit=scheme not in _OBJECT_STORES)
+    first = [fs]
+
+    def connect() -> Any:
+        return first.pop() if first else type(fs)(**fs.storage_options)
+
+    return FsspecStore(connect, root, display=redact(url), rename_commit=scheme not in _OBJECT_STORES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ctypes
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -28,10 +28,10 @@ def port_accepts(port: int, host: str = LOOPBACK) -> bool:
         return False
 
 
-def wait_for_port(port: int, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
-    """Poll until host:port accepts connections; give up early when `alive()` turns false."""
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll until 127.0.0.1:port accepts connections; give up early when the server process exits."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         if port_accepts(port):
             return True
         time.sleep(0.05)

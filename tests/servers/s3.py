@@ -138,7 +138,7 @@ def s3_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Serve
             preexec_fn=die_with_parent,
         )
     try:
-        if not wait_for_port(port, 30, alive=lambda: proc.poll() is None):
+        if not wait_for_port(port, 30, proc):
             pytest.fail(f"moto server did not start on {LOOPBACK}:{port}:\n{log_path.read_text()}")
         yield _enforce_auth(S3Server(f"http://{LOOPBACK}:{port}", "bootstrap", "bootstrap"))
     finally:

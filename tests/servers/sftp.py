@@ -73,7 +73,7 @@ Subsystem sftp internal-sftp
 """
 
 
-def _start(base: Path, config: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start(config: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start sshd on a free port; retry a few times in case another process grabbed the port."""
     for _ in range(3):
         port = free_port()
@@ -85,7 +85,7 @@ def _start(base: Path, config: Path, log_path: Path) -> tuple[subprocess.Popen[b
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
-        if wait_for_port(port, 15, alive=lambda p=proc: p.poll() is None):
+        if wait_for_port(port, 15, proc):
             return proc, port
         proc.kill()
         proc.wait()
@@ -108,7 +108,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer
     check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         pytest.fail(f"sshd rejects the generated config:\n{check.stderr}")
-    proc, port = _start(base, config, log_path)
+    proc, port = _start(config, log_path)
     known_hosts = base / "known_hosts"
     known_hosts.write_text(f"[{LOOPBACK}]:{port} {host_pub}\n")
     root = base / "root"

@@ -1,0 +1,51 @@
+"""The BlobStore contract (dtstore/storage/base.py), written once and run against every backend."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dtstore.errors import BlobNotFound
+from dtstore.storage.base import BlobStore
+
+
+def check_blobstore(store: BlobStore) -> None:
+    payload = os.urandom(300_000)
+    store.put("data/ab/abc", payload)
+    assert store.exists("data/ab/abc")
+    assert not store.exists("data/ab/missing")
+    assert store.get("data/ab/abc") == payload
+    assert store.size("data/ab/abc") == len(payload)
+    assert store.get_range("data/ab/abc", 1000, 5000) == payload[1000:6000]
+    assert store.get_range("data/ab/abc", len(payload) - 4, 4) == payload[-4:]
+
+    # overwrite is atomic and complete
+    store.put("data/ab/abc", b"second")
+    assert store.get("data/ab/abc") == b"second"
+
+    store.put("index/one", b"1")
+    store.put("index/two", b"22")
+    listed = {(i.name, i.size) for i in store.list("index")}
+    assert listed == {("index/one", 1), ("index/two", 2)}
+    assert [i.name for i in store.list("nothing-here")] == []
+    assert {i.name for i in store.list("data")} == {"data/ab/abc"}
+
+    with pytest.raises(BlobNotFound):
+        store.get("index/absent")
+    with pytest.raises(BlobNotFound):
+        store.get_range("index/absent", 0, 1)
+
+    store.delete("index/one")
+    assert not store.exists("index/one")
+    store.delete("index/one")  # idempotent
+    assert [i.name for i in store.list("index")] == ["index/two"]
+
+    # parallel writers and readers (many hosts write one repository)
+    blobs = {f"snapshots/{n:04d}": os.urandom(1000 + n) for n in range(24)}
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda kv: store.put(*kv), blobs.items()))
+        got = dict(zip(blobs, pool.map(store.get, blobs), strict=True))
+    assert got == blobs
+    assert {i.name for i in store.list("snapshots")} == set(blobs)
