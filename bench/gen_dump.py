@@ -531,11 +531,11 @@ def full_line(table: str, first_id: int, key: tuple[int, ...]) -> bytes:
     return insert_prefix(table) + "".join(m.ravel().tolist()).encode()
 
 
-def tail_line(table: str, first_id: int, key: tuple[int, ...], budget: int) -> bytes:
-    """Like full_line, but with only as many rows as fit in about `budget` bytes."""
+def tail_line(table: str, first_id: int, key: tuple[int, ...], budget: int) -> tuple[bytes, int]:
+    """Like full_line, but only as many rows as fit in about `budget` bytes; returns (line, rows)."""
     t = TABLE_BY_NAME[table]
-    rows = t.rows(np.arange(first_id, first_id + t.rows_per_line, dtype=np.int64), _line_rng(key))
-    return insert_line(table, _trim(rows, budget))
+    rows = _trim(t.rows(np.arange(first_id, first_id + t.rows_per_line, dtype=np.int64), _line_rng(key)), budget)
+    return insert_line(table, rows), len(rows)
 
 
 def table_lines(
@@ -561,9 +561,11 @@ def table_lines(
         yield line
     for fut in ahead:
         fut.cancel()
+    next_id = first_id + k * n
     while budget > 0:  # the last line or two, trimmed to the budget
-        line = tail_line(t.name, first_id + k * n, (*key, k), budget)
+        line, nrows = tail_line(t.name, next_id, (*key, k), budget)
         budget -= len(line)
+        next_id += nrows
         k += 1
         yield line
 

@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dtstore import __version__
 from dtstore.cli import cmd_dump, cmd_init, cmd_ls, cmd_restore, cmd_snapshot, cmd_snapshots
 from dtstore.cli.output import Output
+
+from dtstore import __version__
 from dtstore.errors import EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
 COMMANDS: tuple[ModuleType, ...] = (cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump)

@@ -79,7 +79,12 @@ class _RichProgress:
     def __init__(self, title: str, stream: TextIO) -> None:
         from rich.console import Console
         from rich.progress import (
-            BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
         )
 
         self._console = Console(file=stream)

@@ -440,8 +440,9 @@ class DumpSplitter:
     read in order.  Searching is done on 1 MiB blocks, never line by line.
     """
 
-    def __init__(self, stream: BinaryIO, databases: Sequence[str]) -> None:
+    def __init__(self, stream: BinaryIO, databases: Sequence[str], block_size: int = BLOCK) -> None:
         self._stream = stream
+        self._block_size = block_size
         self._pending = list(databases)
         self._buf = b""
         self.header: bytes | None = None
@@ -450,7 +451,7 @@ class DumpSplitter:
         self.completed = False
 
     def _fill(self) -> bool:
-        block = self._stream.read(BLOCK)
+        block = self._stream.read(self._block_size)
         self._buf += block
         return bool(block)
 
@@ -489,19 +490,16 @@ class DumpSplitter:
         self._buf = self._buf[i + 1 :]
 
     def _until_end(self) -> Iterator[bytes]:
-        while self._fill() or self._buf:
+        """The last section runs to EOF; its tail is kept back to read the trailer from."""
+        while self._fill():
             if len(self._buf) > TRAILER_KEEP:
                 yield self._buf[:-TRAILER_KEEP]
                 self._buf = self._buf[-TRAILER_KEEP:]
-                continue
-            if self._fill():
-                continue
-            tail, self._buf = self._buf, b""
-            self.completed = b"\n-- Dump completed" in tail
-            if match := GTID_SLAVE_POS.search(tail):
-                self.gtid = match.group(1).decode()
-            yield tail
-            return
+        tail, self._buf = self._buf, b""
+        self.completed = b"\n-- Dump completed" in tail
+        if match := GTID_SLAVE_POS.search(tail):
+            self.gtid = match.group(1).decode()
+        yield tail
 
 
 class _ChunkStream(io.RawIOBase):

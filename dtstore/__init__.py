@@ -11,13 +11,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from dtstore.errors import DtstoreError  # noqa: E402
-from dtstore.progress import ProgressCallback, ProgressEvent  # noqa: E402
-from dtstore.repository import Repository  # noqa: E402
-from dtstore.snapshots.manifest import Item, Snapshot  # noqa: E402
-from dtstore.sources.base import Entry, FileIdentity, Reporter, Source  # noqa: E402
-from dtstore.sources.files import FilesSource  # noqa: E402
-from dtstore.sources.stream import CommandSource, StdinSource  # noqa: E402
+from dtstore.errors import DtstoreError
+from dtstore.progress import ProgressCallback, ProgressEvent
+from dtstore.repository import Repository
+from dtstore.snapshots.manifest import Item, Snapshot
+from dtstore.sources.base import Entry, FileIdentity, Reporter, Source
+from dtstore.sources.files import FilesSource
+from dtstore.sources.stream import CommandSource, StdinSource
 
 __all__ = [
     "CommandSource",

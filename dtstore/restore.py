@@ -6,6 +6,7 @@ chunk fails, the files it belongs to are removed and the error names the pack an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -169,10 +170,8 @@ class RestoreRun:
 
     def _remove_failed(self) -> None:
         for number in self._failed_files:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._plan.files[number])
-            except OSError:
-                pass
 
     def _finish_metadata(self) -> None:
         dirs: list[tuple[bytes, Item]] = []
@@ -220,7 +219,5 @@ def _pwrite(path: bytes, data: bytes, offset: int) -> None:
 def _chown(path: bytes, item: Item, *, follow: bool) -> None:
     if os.geteuid() != 0:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.chown(path, item.uid, item.gid, follow_symlinks=follow)
-    except OSError:
-        pass

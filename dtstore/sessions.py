@@ -7,6 +7,7 @@ on the same host, its process no longer exists.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
@@ -90,10 +91,8 @@ class WriterSession:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
+            with contextlib.suppress(StorageError):
                 self._write()
-            except StorageError:
-                pass
 
     def __enter__(self) -> WriterSession:
         self._write()
@@ -103,7 +102,5 @@ class WriterSession:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        try:
+        with contextlib.suppress(StorageError):
             self._store.delete(self._name)
-        except StorageError:
-            pass

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import msgpack
 
 from dtstore.content.index import IndexCache
-from dtstore.content.pack import BlobEntry, HEADER_SIZE, TRAILER_LENGTH_SIZE, pack_key, read_trailer, trailer_length
+from dtstore.content.pack import (
+    HEADER_SIZE,
+    TRAILER_LENGTH_SIZE,
+    BlobEntry,
+    pack_key,
+    read_trailer,
+    trailer_length,
+)
 from dtstore.crypto.aead import Sealer
 from dtstore.errors import IntegrityError, StorageError
 from dtstore.format import AAD_INDEX, BLOB_META
@@ -120,7 +127,7 @@ def adopt_orphan_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
     orphans = [(pid, name, size) for pid, (name, size) in list_packs(store).items()
                if pid not in known and not skip(pid)]
     records: list[PackRecord] = []
-    for pack_id, name, size in orphans:
+    for _pack_id, name, size in orphans:
         try:
             record = read_pack_record(store, sealer, name, size)
         except (IntegrityError, StorageError):

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from dtstore import compression
 from dtstore.content.index import IndexCache
 from dtstore.content.pack import (
-    HEADER_SIZE, BlobLocation, FinishedPack, PackBuilder, open_blob, pack_key,
+    HEADER_SIZE,
+    BlobLocation,
+    FinishedPack,
+    PackBuilder,
+    open_blob,
+    pack_key,
 )
 from dtstore.content.segments import PackRecord, write_segment
 from dtstore.crypto.aead import Sealer, SubKey

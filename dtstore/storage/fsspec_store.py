@@ -7,8 +7,8 @@ StorageError tree so that nothing above this layer knows which backend it talks 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 

@@ -9,6 +9,7 @@ Fixtures:
 
 * ``mariadb_factory(name="src", password=None, server_id=1, args=())`` -> a started
   :class:`MariaDBServer`; every server it made is shut down cleanly at teardown.
+  ``mariadb_module_factory`` is the same with module scope, for scenarios shared by tests.
 * ``mariadb_source``: server_id 1, a root password set (so ``MYSQL_PWD`` is exercised).
 * ``mariadb_target``: server_id 2, a root password too, a second instance to restore into.
 
@@ -221,13 +222,16 @@ def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 MariaDBFactory = Callable[..., MariaDBServer]
 
 
-@pytest.fixture
-def mariadb_factory(
-    tmp_path_factory: pytest.TempPathFactory, mariadb_template: Path
-) -> Iterator[MariaDBFactory]:
-    servers: list[MariaDBServer] = []
+class ServerPool:
+    """Makes servers from the template and shuts every one of them down cleanly at the end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, template: Path) -> None:
+        self._tmp = tmp_path_factory
+        self._template = template
+        self.servers: list[MariaDBServer] = []
 
     def make(
+        self,
         name: str = "src",
         *,
         password: str | None = None,
@@ -235,21 +239,40 @@ def mariadb_factory(
         args: Sequence[str] = (),
         max_binlog_size: int = 1 << 20,
     ) -> MariaDBServer:
-        # short paths: a unix socket path must stay under ~100 bytes
-        base = tmp_path_factory.mktemp(f"my-{name}", numbered=True)
-        shutil.copytree(mariadb_template, base / "data")
+        base = self._tmp.mktemp(f"my-{name}", numbered=True)  # short: socket paths must stay < 108 bytes
+        shutil.copytree(self._template, base / "data")
         server = MariaDBServer(
             name, base, server_id=server_id, args=tuple(args), max_binlog_size=max_binlog_size
         )
-        servers.append(server)
+        self.servers.append(server)
         server.start()
         if password:
             server.set_root_password(password)
         return server
 
-    yield make
-    for server in servers:
-        server.stop()
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def mariadb_factory(
+    tmp_path_factory: pytest.TempPathFactory, mariadb_template: Path
+) -> Iterator[MariaDBFactory]:
+    """``mariadb_factory(name, password=..., server_id=..., args=[...])`` -> a started server."""
+    pool = ServerPool(tmp_path_factory, mariadb_template)
+    yield pool.make
+    pool.stop_all()
+
+
+@pytest.fixture(scope="module")
+def mariadb_module_factory(
+    tmp_path_factory: pytest.TempPathFactory, mariadb_template: Path
+) -> Iterator[MariaDBFactory]:
+    """Like ``mariadb_factory`` but the servers live for the whole test module (shared scenarios)."""
+    pool = ServerPool(tmp_path_factory, mariadb_template)
+    yield pool.make
+    pool.stop_all()
 
 
 @pytest.fixture

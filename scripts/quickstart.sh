@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Quick start: install dtstore, snapshot a folder into a local repository, restore it, compare.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -e .
+
+work=$(mktemp -d)
+export DTSTORE_REPOSITORY="$work/repo" DTSTORE_CACHE_DIR="$work/cache"
+printf 'quickstart-password\n' > "$work/password"; chmod 600 "$work/password"
+export DTSTORE_PASSWORD_FILE="$work/password"
+
+mkdir -p "$work/data/sql"
+python3 -c "
+import random
+rnd = random.Random(7)
+with open('$work/data/sql/shop.sql', 'w') as f:
+    for i in range(200_000):
+        f.write(f\"INSERT INTO orders VALUES ({i},'customer{rnd.randrange(5000)}',{rnd.randrange(10**6)/100});\n\")
+"
+echo "-- schema" > "$work/data/sql/schema.sql"
+
+dtstore init
+dtstore snapshot --tag quickstart "$work/data"
+dtstore snapshot --tag quickstart "$work/data"        # unchanged: stores almost nothing
+dtstore snapshots
+dtstore restore latest --target "$work/restored"
+diff -r "$work/data" "$work/restored$work/data" && echo "restore is byte-identical: OK"
+echo "repository: $work/repo"
