@@ -4,12 +4,15 @@ The file looks like ``mysqldump --extended-insert`` output: a header, then per
 table a ``CREATE TABLE`` block and ``INSERT INTO `t` VALUES (...),(...);`` lines
 of about 1 MiB each, then a footer with the dump date.
 
-Speed comes from never drawing random numbers per byte in Python: every column
-is drawn for a whole INSERT line at once with numpy (indices into precomputed
-pools of names, sentences, cities, ...), and rows are composed with one
-``fmt % tuple`` per row.  Every row carries a unique id and a timestamp that
-grows with the id, so no run longer than one row (< 1 KiB) repeats inside a
-file: a content-defined chunker cannot find fake duplicates in one version.
+Speed comes from never formatting fields one by one in Python.  Each table has
+pools of 32768 precomputed row fragments (",'Name','Last','email',...,'") built
+once from a vocabulary; a row is a handful of such pieces picked independently
+with numpy, plus its id and a timestamp that grows with the id (both formatted
+per distinct value, then indexed).  A whole ~1 MiB INSERT line is one object
+array of pieces and one ``str.join``; lines are built ahead in worker processes.
+Every row carries a unique id and timestamp, so no run longer than one row
+(< 1 KiB) repeats inside a file: a content-defined chunker cannot find fake
+duplicates within one version, while zstd -3 compresses it about 3.5-4x.
 
 The pools come from a fixed vocabulary seed, so all dumps share one
 "database vocabulary"; ``seed`` decides which rows are written.
@@ -25,10 +28,10 @@ line breaks of the rest of the table.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import datetime as dt
 import functools
 import json
+import multiprocessing as mp
 import os
 import re
 import sys
@@ -80,8 +83,8 @@ def format_size(n: int) -> str:
 
 # --------------------------------------------------------------------------- pools
 
-_ONSETS = "b c d f g h j k l m n p r s t v w z ch sh th st tr br gr pl kr".split()
-_VOWELS = "a e i o u a e i o ai ea ou ie".split()
+_ONSETS = [*"bcdfghjklmnprstvwz", "ch", "sh", "th", "st", "tr", "br", "gr", "pl", "kr"]
+_VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ea", "ou", "ie"]
 _CODAS = ["", "", "", "n", "r", "s", "l", "t", "m", "nd", "rk"]
 _ACCENTS = str.maketrans("aeiou", "áéíöü")
 
@@ -138,7 +141,7 @@ def _sentences(
     out: list[str] = []
     pos = 0
     for ln in lengths.tolist():
-        toks = [words[i] + ("," if c else "") for i, c in zip(idx[pos : pos + ln], commas[pos : pos + ln])]
+        toks = [words[i] + ("," if c else "") for i, c in zip(idx[pos : pos + ln], commas[pos : pos + ln], strict=True)]
         toks[-1] = toks[-1].rstrip(",")
         pos += ln
         out.append(" ".join(toks).capitalize() + ".")
@@ -194,10 +197,17 @@ def pools() -> Pools:
         cities=_obj([w.capitalize() for w in _pseudo_words(rng, 800, 2, 3)]),
         streets=_obj(streets),
         countries=_obj([a + b for a in "DEFRUSGBITESNLATCHPLSE" for b in "ABEKLRST"][:60]),
-        domains=_obj(["gmail.com", "yahoo.com", "outlook.com", "web.de", "gmx.net"]
-                     + [w + ".com" for w in _pseudo_words(rng, 40, 2, 3)]),
-        event_types=_obj([f"{a}.{b}" for a in ("user", "cart", "order", "page", "api", "auth")
-                          for b in ("view", "click", "create", "update", "delete", "login", "error")]),
+        domains=_obj(
+            ["gmail.com", "yahoo.com", "outlook.com", "web.de", "gmx.net"]
+            + [w + ".com" for w in _pseudo_words(rng, 40, 2, 3)]
+        ),
+        event_types=_obj(
+            [
+                f"{a}.{b}"
+                for a in ("user", "cart", "order", "page", "api", "auth")
+                for b in ("view", "click", "create", "update", "delete", "login", "error")
+            ]
+        ),
         paths=_obj(_pseudo_words(rng, 300, 1, 3)),
         agents=_obj(agents),
         products=_obj([" ".join(words[i].capitalize() for i in r) for r in rng.integers(0, 3000, (5000, 3)).tolist()]),
@@ -254,8 +264,10 @@ SEP = "),("  # between rows; every layout's last piece ends with it
 
 @functools.cache
 def _low_digits(suffix: str) -> tuple[ObjArray, ObjArray]:
-    return (np.array([f"{i}{suffix}" for i in range(1000)], dtype=object),
-            np.array([f"{i:03d}{suffix}" for i in range(1000)], dtype=object))
+    return (
+        np.array([f"{i}{suffix}" for i in range(1000)], dtype=object),
+        np.array([f"{i:03d}{suffix}" for i in range(1000)], dtype=object),
+    )
 
 
 @functools.cache
@@ -274,15 +286,19 @@ def id_pieces(ids: IntArray, suffix: str = "") -> tuple[ObjArray, ObjArray]:
     """Decimal strings of near-consecutive ids as two pieces: ids // 1000 and the last three digits."""
     high, low = np.divmod(ids, 1000)
     short, padded = _low_digits(suffix)
-    return (_range_strings(high, lambda h: str(h) if h else ""),
-            np.asarray(np.where(high > 0, padded[low], short[low]), dtype=object))
+    return (
+        _range_strings(high, lambda h: str(h) if h else ""),
+        np.asarray(np.where(high > 0, padded[low], short[low]), dtype=object),
+    )
 
 
 def datetime_pieces(ts: IntArray, suffix: str = "", prefix: str = "") -> tuple[ObjArray, ObjArray]:
     """(prefix + 'YYYY-MM-DD ', 'HH:MM:SS' + suffix) object arrays for unix timestamps."""
     days, secs = np.divmod(ts, 86400)
-    return (_range_strings(days, lambda d: prefix + _day_str(d) + " "),
-            np.asarray(_times_of_day(suffix)[secs], dtype=object))
+    return (
+        _range_strings(days, lambda d: prefix + _day_str(d) + " "),
+        np.asarray(_times_of_day(suffix)[secs], dtype=object),
+    )
 
 
 Piece = ObjArray | str
@@ -294,14 +310,27 @@ Frags = tuple[ObjArray, ...]
 
 def frags_customers(rng: Rng, p: Pools, n: int) -> Frags:
     fi, la = rng.integers(0, len(p.first), n), rng.integers(0, len(p.last), n)
-    who = compose(",'%s','%s','%s.%s%d@%s','+%d %03d %07d','%s','%s','",
-                  p.first[fi], p.last[la], p.first_ascii[fi], p.last_ascii[la], ints(rng, 1, 999, n),
-                  pick(rng, p.domains, n, zipf=True), ints(rng, 1, 99, n), ints(rng, 100, 999, n),
-                  ints(rng, 0, 9_999_999, n), pick(rng, p.countries, n, zipf=True),
-                  pick(rng, p.cities, n, zipf=True))
+    who = compose(
+        ",'%s','%s','%s.%s%d@%s','+%d %03d %07d','%s','%s','",
+        p.first[fi],
+        p.last[la],
+        p.first_ascii[fi],
+        p.last_ascii[la],
+        ints(rng, 1, 999, n),
+        pick(rng, p.domains, n, zipf=True),
+        ints(rng, 1, 99, n),
+        ints(rng, 100, 999, n),
+        ints(rng, 0, 9_999_999, n),
+        pick(rng, p.countries, n, zipf=True),
+        pick(rng, p.cities, n, zipf=True),
+    )
     status = np.array(["active", "inactive", "blocked", "pending"], dtype=object)
-    acct = compose("',%d.%02d,'%s',%s" + SEP, *cents(rng, n, 80.0, 1.5), pick(rng, status, n, zipf=True),
-                   nullable(rng, pick(rng, p.notes, n), 0.85))
+    acct = compose(
+        "',%d.%02d,'%s',%s" + SEP,
+        *cents(rng, n, 80.0, 1.5),
+        pick(rng, status, n, zipf=True),
+        nullable(rng, pick(rng, p.notes, n), 0.85),
+    )
     return who, acct
 
 
@@ -312,24 +341,41 @@ def pieces_customers(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]
 
 def frags_events(rng: Rng, p: Pools, n: int) -> Frags:
     ip = rng.integers(1, 255, (4, n)).tolist()
-    who = compose(",%d,'%s','%d.%d.%d.%d','", ints(rng, 1, 2_000_000, n),
-                  pick(rng, p.event_types, n, zipf=True), *ip)
-    req = compose(r"','{\"path\":\"/%s/%s\",\"ua\":\"%s\",\"ms\":%d,\"sid\":\"%08x\",\"msg\":\"",
-                  pick(rng, p.paths, n, zipf=True), pick(rng, p.paths, n), pick(rng, p.agents, n, zipf=True),
-                  ints(rng, 1, 3000, n), ints(rng, 0, 1 << 32, n))
+    who = compose(",%d,'%s','%d.%d.%d.%d','", ints(rng, 1, 2_000_000, n), pick(rng, p.event_types, n, zipf=True), *ip)
+    req = compose(
+        r"','{\"path\":\"/%s/%s\",\"ua\":\"%s\",\"ms\":%d,\"sid\":\"%08x\",\"msg\":\"",
+        pick(rng, p.paths, n, zipf=True),
+        pick(rng, p.paths, n),
+        pick(rng, p.agents, n, zipf=True),
+        ints(rng, 1, 3000, n),
+        ints(rng, 0, 1 << 32, n),
+    )
     return who, req
 
 
 def pieces_events(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
-    return [*id_pieces(ids), pick(rng, f[0], n), *datetime_pieces(stamps(ids, rng, 2)), pick(rng, f[1], n),
-            pick(rng, p.messages, n, zipf=True), r"\"}'" + SEP]
+    return [
+        *id_pieces(ids),
+        pick(rng, f[0], n),
+        *datetime_pieces(stamps(ids, rng, 2)),
+        pick(rng, f[1], n),
+        pick(rng, p.messages, n, zipf=True),
+        r"\"}'" + SEP,
+    ]
 
 
 def frags_order_items(rng: Rng, p: Pools, n: int) -> Frags:
     disc = np.array(["NULL"] * 6 + ["0.05", "0.10", "0.15", "0.20", "0.25", "0.50"], dtype=object)
-    return (compose(",%d,%d,%d.%02d,%s" + SEP, ints(rng, 1, 60_000, n), ints(rng, 1, 12, n),
-                    *cents(rng, n, 25.0, 1.0), pick(rng, disc, n, zipf=True)),)
+    return (
+        compose(
+            ",%d,%d,%d.%02d,%s" + SEP,
+            ints(rng, 1, 60_000, n),
+            ints(rng, 1, 12, n),
+            *cents(rng, n, 25.0, 1.0),
+            pick(rng, disc, n, zipf=True),
+        ),
+    )
 
 
 def pieces_order_items(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
@@ -340,11 +386,21 @@ def pieces_order_items(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piec
 def frags_orders(rng: Rng, p: Pools, n: int) -> Frags:
     status = np.array(["delivered", "shipped", "paid", "new", "cancelled", "refunded"], dtype=object)
     cur = np.array(["EUR", "USD", "GBP", "CHF"], dtype=object)
-    head = compose(",%d,'%s',%d.%02d,'%s','", ints(rng, 1, 300_000, n), pick(rng, status, n, zipf=True),
-                   *cents(rng, n, 60.0, 1.2), pick(rng, cur, n, zipf=True))
-    ship = compose(",'%d %s, %s %05d',%s" + SEP, ints(rng, 1, 400, n), pick(rng, p.streets, n),
-                   pick(rng, p.cities, n, zipf=True), ints(rng, 1000, 99999, n),
-                   nullable(rng, pick(rng, p.notes, n), 0.9))
+    head = compose(
+        ",%d,'%s',%d.%02d,'%s','",
+        ints(rng, 1, 300_000, n),
+        pick(rng, status, n, zipf=True),
+        *cents(rng, n, 60.0, 1.2),
+        pick(rng, cur, n, zipf=True),
+    )
+    ship = compose(
+        ",'%d %s, %s %05d',%s" + SEP,
+        ints(rng, 1, 400, n),
+        pick(rng, p.streets, n),
+        pick(rng, p.cities, n, zipf=True),
+        ints(rng, 1000, 99999, n),
+        nullable(rng, pick(rng, p.notes, n), 0.9),
+    )
     return head, ship
 
 
@@ -366,14 +422,29 @@ def frags_products(rng: Rng, p: Pools, n: int) -> Frags:
 def pieces_products(ids: IntArray, rng: Rng, f: Frags, p: Pools) -> list[Piece]:
     n = len(ids)
     s = [pick(rng, p.sentences, n) for _ in range(3)]
-    return [*id_pieces(ids, ",'SKU-"), *id_pieces(ids), pick(rng, f[0], n), s[0], " ", s[1], " ", s[2],
-            pick(rng, f[1], n), *datetime_pieces(stamps(ids, rng, 600), "'" + SEP)]
+    return [
+        *id_pieces(ids, ",'SKU-"),
+        *id_pieces(ids),
+        pick(rng, f[0], n),
+        s[0],
+        " ",
+        s[1],
+        " ",
+        s[2],
+        pick(rng, f[1], n),
+        *datetime_pieces(stamps(ids, rng, 600), "'" + SEP),
+    ]
 
 
 def frags_stock_movements(rng: Rng, p: Pools, n: int) -> Frags:
     reasons = np.array(["sale", "restock", "return", "inventory", "damage", "transfer"], dtype=object)
-    what = compose(",%d,%d,%d,'%s','", ints(rng, 1, 60_000, n), ints(rng, 1, 12, n), ints(rng, -20, 40, n),
-                   pick(rng, reasons, n, zipf=True))
+    what = compose(
+        ",%d,%d,%d,'%s','",
+        ints(rng, 1, 60_000, n),
+        ints(rng, 1, 12, n),
+        ints(rng, -20, 40, n),
+        pick(rng, reasons, n, zipf=True),
+    )
     ref = compose("','REF-%08d'" + SEP, ints(rng, 0, 10**8, n))
     return what, ref
 
@@ -417,34 +488,75 @@ class Table:
 _ID = "  `id` bigint unsigned NOT NULL AUTO_INCREMENT,\n"
 _PK = "  PRIMARY KEY (`id`)"
 TABLES: tuple[Table, ...] = (
-    Table("customers", 0.12, True, frags_customers, pieces_customers,
-          _ID + "  `first_name` varchar(64) NOT NULL,\n  `last_name` varchar(64) NOT NULL,\n"
-          "  `email` varchar(255) NOT NULL,\n  `phone` varchar(32) DEFAULT NULL,\n  `country` char(2) NOT NULL,\n"
-          "  `city` varchar(128) NOT NULL,\n  `created_at` datetime NOT NULL,\n"
-          "  `balance` decimal(12,2) NOT NULL DEFAULT '0.00',\n"
-          "  `status` enum('active','inactive','blocked','pending') NOT NULL,\n  `notes` text,\n"
-          + _PK + ",\n  KEY `idx_email` (`email`)"),
-    Table("events", 0.35, True, frags_events, pieces_events,
-          _ID + "  `user_id` bigint unsigned NOT NULL,\n  `event_type` varchar(32) NOT NULL,\n"
-          "  `ip` varchar(45) NOT NULL,\n  `created_at` datetime NOT NULL,\n  `payload` json NOT NULL,\n"
-          + _PK + ",\n  KEY `idx_user` (`user_id`),\n  KEY `idx_created` (`created_at`)"),
-    Table("order_items", 0.18, True, frags_order_items, pieces_order_items,
-          _ID + "  `order_id` bigint unsigned NOT NULL,\n  `product_id` bigint unsigned NOT NULL,\n"
-          "  `quantity` int NOT NULL,\n  `unit_price` decimal(10,2) NOT NULL,\n  `discount` decimal(4,2) DEFAULT NULL,\n"
-          + _PK + ",\n  KEY `idx_order` (`order_id`)"),
-    Table("orders", 0.22, True, frags_orders, pieces_orders,
-          _ID + "  `customer_id` bigint unsigned NOT NULL,\n  `status` varchar(16) NOT NULL,\n"
-          "  `total` decimal(12,2) NOT NULL,\n  `currency` char(3) NOT NULL,\n  `created_at` datetime NOT NULL,\n"
-          "  `updated_at` datetime DEFAULT NULL,\n  `shipping_address` varchar(255) NOT NULL,\n  `note` text,\n"
-          + _PK + ",\n  KEY `idx_customer` (`customer_id`)"),
-    Table("products", 0.03, False, frags_products, pieces_products,
-          _ID + "  `sku` varchar(32) NOT NULL,\n  `name` varchar(255) NOT NULL,\n  `description` text NOT NULL,\n"
-          "  `price` decimal(10,2) NOT NULL,\n  `stock` int NOT NULL,\n  `created_at` datetime NOT NULL,\n"
-          + _PK + ",\n  UNIQUE KEY `uq_sku` (`sku`)"),
-    Table("stock_movements", 0.10, True, frags_stock_movements, pieces_stock_movements,
-          _ID + "  `product_id` bigint unsigned NOT NULL,\n  `warehouse_id` int NOT NULL,\n  `delta` int NOT NULL,\n"
-          "  `reason` varchar(16) NOT NULL,\n  `created_at` datetime NOT NULL,\n  `ref` varchar(32) NOT NULL,\n"
-          + _PK),
+    Table(
+        name="customers",
+        weight=0.12,
+        grows=True,
+        build=frags_customers,
+        layout=pieces_customers,
+        columns=_ID + "  `first_name` varchar(64) NOT NULL,\n  `last_name` varchar(64) NOT NULL,\n"
+        "  `email` varchar(255) NOT NULL,\n  `phone` varchar(32) DEFAULT NULL,\n  `country` char(2) NOT NULL,\n"
+        "  `city` varchar(128) NOT NULL,\n  `created_at` datetime NOT NULL,\n"
+        "  `balance` decimal(12,2) NOT NULL DEFAULT '0.00',\n"
+        "  `status` enum('active','inactive','blocked','pending') NOT NULL,\n  `notes` text,\n"
+        + _PK
+        + ",\n  KEY `idx_email` (`email`)",
+    ),
+    Table(
+        name="events",
+        weight=0.35,
+        grows=True,
+        build=frags_events,
+        layout=pieces_events,
+        columns=_ID + "  `user_id` bigint unsigned NOT NULL,\n  `event_type` varchar(32) NOT NULL,\n"
+        "  `ip` varchar(45) NOT NULL,\n  `created_at` datetime NOT NULL,\n  `payload` json NOT NULL,\n"
+        + _PK
+        + ",\n  KEY `idx_user` (`user_id`),\n  KEY `idx_created` (`created_at`)",
+    ),
+    Table(
+        name="order_items",
+        weight=0.18,
+        grows=True,
+        build=frags_order_items,
+        layout=pieces_order_items,
+        columns=_ID + "  `order_id` bigint unsigned NOT NULL,\n  `product_id` bigint unsigned NOT NULL,\n"
+        "  `quantity` int NOT NULL,\n  `unit_price` decimal(10,2) NOT NULL,\n  `discount` decimal(4,2) DEFAULT NULL,\n"
+        + _PK
+        + ",\n  KEY `idx_order` (`order_id`)",
+    ),
+    Table(
+        name="orders",
+        weight=0.22,
+        grows=True,
+        build=frags_orders,
+        layout=pieces_orders,
+        columns=_ID + "  `customer_id` bigint unsigned NOT NULL,\n  `status` varchar(16) NOT NULL,\n"
+        "  `total` decimal(12,2) NOT NULL,\n  `currency` char(3) NOT NULL,\n  `created_at` datetime NOT NULL,\n"
+        "  `updated_at` datetime DEFAULT NULL,\n  `shipping_address` varchar(255) NOT NULL,\n  `note` text,\n"
+        + _PK
+        + ",\n  KEY `idx_customer` (`customer_id`)",
+    ),
+    Table(
+        name="products",
+        weight=0.03,
+        grows=False,
+        build=frags_products,
+        layout=pieces_products,
+        columns=_ID + "  `sku` varchar(32) NOT NULL,\n  `name` varchar(255) NOT NULL,\n  `description` text NOT NULL,\n"
+        "  `price` decimal(10,2) NOT NULL,\n  `stock` int NOT NULL,\n  `created_at` datetime NOT NULL,\n"
+        + _PK
+        + ",\n  UNIQUE KEY `uq_sku` (`sku`)",
+    ),
+    Table(
+        name="stock_movements",
+        weight=0.10,
+        grows=True,
+        build=frags_stock_movements,
+        layout=pieces_stock_movements,
+        columns=_ID
+        + "  `product_id` bigint unsigned NOT NULL,\n  `warehouse_id` int NOT NULL,\n  `delta` int NOT NULL,\n"
+        "  `reason` varchar(16) NOT NULL,\n  `created_at` datetime NOT NULL,\n  `ref` varchar(32) NOT NULL,\n" + _PK,
+    ),
 )
 TABLE_BY_NAME = {t.name: t for t in TABLES}
 
@@ -592,9 +704,7 @@ def _trim(rows: list[str], budget: int) -> list[str]:
     return rows[:keep]
 
 
-def write_dump(
-    path: str | os.PathLike[str], size_bytes: int, seed: int, workers: int | None = None
-) -> dict[str, Any]:
+def write_dump(path: str | os.PathLike[str], size_bytes: int, seed: int, workers: int | None = None) -> dict[str, Any]:
     """Write a dump of about `size_bytes` bytes; return a few statistics.
 
     `workers` generator processes (default: one per CPU; 0 = in this process)."""
@@ -698,7 +808,8 @@ def _next_completed(line: bytes) -> bytes:
     if not m:
         return line
     when = dt.datetime.fromisoformat(m.group(1).decode()).replace(
-        hour=int(m.group(2)), minute=int(m.group(3)), second=int(m.group(4)))
+        hour=int(m.group(2)), minute=int(m.group(3)), second=int(m.group(4))
+    )
     return completed_line(when + dt.timedelta(days=1, seconds=7)).encode()
 
 
@@ -740,8 +851,13 @@ def write_edited(
     secs = time.perf_counter() - t0
     out_size = os.path.getsize(dst)
     return {
-        "path": os.fspath(dst), "bytes": out_size, "src_bytes": size, "seconds": secs,
-        "clusters": len(st.clusters), "rows_edited": st.rows_edited, "rows_appended": st.rows_appended,
+        "path": os.fspath(dst),
+        "bytes": out_size,
+        "src_bytes": size,
+        "seconds": secs,
+        "clusters": len(st.clusters),
+        "rows_edited": st.rows_edited,
+        "rows_appended": st.rows_appended,
         "mb_per_s": out_size / secs / 1e6,
     }
 

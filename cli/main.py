@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from dtstore.cli import cmd_dump, cmd_init, cmd_ls, cmd_restore, cmd_snapshot, cmd_snapshots
 from dtstore.cli.output import Output
@@ -27,19 +28,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """The global options.  Sub-commands accept them too, but without defaults of their own, so that
+    ``dtstore --json snapshots`` is not undone by the sub-command's default."""
+    extra: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", "-r", metavar="URL", help="repository (default: $DTSTORE_REPOSITORY)")
-    common.add_argument("--json", action="store_true", help="JSON lines on standard output")
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    common.add_argument("--limit-upload", type=float, metavar="KIB/S", help="cap upload bandwidth")
+    common.add_argument("--repo", "-r", metavar="URL", help="repository (default: $DTSTORE_REPOSITORY)",
+                        **extra)
+    common.add_argument("--json", action="store_true", help="JSON lines on standard output", **extra)
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output", **extra)
+    common.add_argument("--limit-upload", type=float, metavar="KIB/S", help="cap upload bandwidth", **extra)
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(defaults=True)
     parser = _Parser(prog="dtstore", description="Deduplicated, encrypted backups of databases and files.",
                      epilog=EPILOG, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dtstore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    sub_common = _common_options(defaults=False)
     for module in COMMANDS:
-        module.register(sub, common)
+        module.register(sub, sub_common)
     return parser
 
 

@@ -53,8 +53,7 @@ def load(scheme: str) -> Connector:
         if exc.name and module_name.startswith(exc.name):
             raise  # a bug in dtstore itself, not a missing extra
         raise UsageError(
-            f"the {scheme} connector needs an optional dependency ({exc.name}): "
-            f'pip install "dtstore[{extra}]"'
+            f'the {scheme} connector needs an optional dependency ({exc.name}): pip install "dtstore[{extra}]"'
         ) from exc
     connector: Connector = getattr(module, attr)
     return connector

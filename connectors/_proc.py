@@ -48,9 +48,7 @@ def check_argv(argv: Sequence[str], secrets: Iterable[str]) -> None:
     """Refuse to start a process whose arguments would show a secret (``ps`` shows argv to all)."""
     for secret in secrets:
         if secret and any(secret in arg for arg in argv):
-            raise ConnectorError(
-                f"refusing to run {os.path.basename(argv[0])}: a secret would appear in argv"
-            )
+            raise ConnectorError(f"refusing to run {os.path.basename(argv[0])}: a secret would appear in argv")
 
 
 def tool_env(base: Mapping[str, str] | None = None, **overrides: str | None) -> dict[str, str]:
@@ -165,9 +163,7 @@ def _close_quietly(stream: IO[bytes]) -> None:
         stream.close()
 
 
-def run(
-    argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] = (), label: str | None = None
-) -> bytes:
+def run(argv: Sequence[str], *, env: Mapping[str, str], secrets: Iterable[str] = (), label: str | None = None) -> bytes:
     """Run a tool to completion and return its stdout (for small outputs only)."""
     with ToolProcess(argv, env=env, secrets=secrets, label=label) as proc:
         out = proc.stdout.read()

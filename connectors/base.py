@@ -116,16 +116,12 @@ def pick_source_id(snapshots: Iterable[SnapshotInfo], wanted: str | None, kind: 
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise UsageError(
-                f"no {kind} snapshots with source id {wanted!r}; known: {', '.join(ids) or 'none'}"
-            )
+            raise UsageError(f"no {kind} snapshots with source id {wanted!r}; known: {', '.join(ids) or 'none'}")
         raise UsageError(f"source id {wanted!r} is ambiguous: {', '.join(matches)}")
     if not ids:
         raise UsageError(f"the repository holds no {kind} snapshots")
     if len(ids) > 1:
-        raise UsageError(
-            f"the repository holds several {kind} sources; pick one with --source: {', '.join(ids)}"
-        )
+        raise UsageError(f"the repository holds several {kind} sources; pick one with --source: {', '.join(ids)}")
     return ids[0]
 
 
@@ -182,9 +178,7 @@ class Connector(Protocol):
 
     schemes: tuple[str, ...]
 
-    def make_source(
-        self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None
-    ) -> Source:
+    def make_source(self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
         """A Source for ``dtstore snapshot URL``; ``mode`` is full, log or auto."""
 
     def restore_to(

@@ -97,9 +97,7 @@ class MysqlUrl:
         """The URL as shown to users and stored in the manifest."""
         netloc = f"{quote(self.user, safe='')}@{self.host}" + (f":{self.port}" if self.port else "")
         path = ",".join(quote(d, safe="") for d in self.databases)
-        params = [
-            f"{k}={v}" for k, v in (("socket", self.socket), ("defaults_file", self.defaults_file)) if v
-        ]
+        params = [f"{k}={v}" for k, v in (("socket", self.socket), ("defaults_file", self.defaults_file)) if v]
         if self.binlogs != "auto":
             params.append(f"binlogs={self.binlogs}")
         return f"mysql://{netloc}/{path}" + (f"?{'&'.join(params)}" if params else "")
@@ -164,9 +162,7 @@ def parse_url(text: str) -> MysqlUrl:
     databases = tuple(unquote(d) for d in parts.path.strip("/").split(",") if d)
     for name in databases:
         if name.startswith("-") or name in SYSTEM_SCHEMAS:
-            raise UsageError(
-                f"database {name!r} cannot be backed up by name (system schema or starts with '-')"
-            )
+            raise UsageError(f"database {name!r} cannot be backed up by name (system schema or starts with '-')")
     return MysqlUrl(
         user=unquote(parts.username),
         host=parts.hostname or "localhost",
@@ -765,9 +761,7 @@ def _coordinates(meta: Mapping[str, Any]) -> LogPosition | None:
     return LogPosition(str(value["file"]), int(value["pos"])) if value else None
 
 
-def choose_full(
-    history: Sequence[SnapshotInfo], target: Target, databases: Sequence[str] | None
-) -> SnapshotInfo:
+def choose_full(history: Sequence[SnapshotInfo], target: Target, databases: Sequence[str] | None) -> SnapshotInfo:
     fulls = [s for s in history if is_full(s)]
     if databases is not None:
         wanted = set(databases)
@@ -853,9 +847,7 @@ def _cut_at_position(
         return cut
     where = "falls in a gap after" if _later_snapshots(history, full, chain) else "is beyond"
     last = names[-1] if names else f"{_coordinates(full.meta)} (no log snapshots)"
-    raise ChainError(
-        f"{position} {where} the archive from full {full.short_id}: archived binlogs end at {last}"
-    )
+    raise ChainError(f"{position} {where} the archive from full {full.short_id}: archived binlogs end at {last}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -928,6 +920,7 @@ class MysqlSource:
             "server": self.info.to_json(),
             "started_at": iso(clock.now()),
             "url": self.url.display(),
+            "warnings": server_warnings(self.info),
         }
         mode, reason = self._decide_mode()
         if reason:
@@ -972,14 +965,14 @@ class MysqlSource:
     # -- full -----------------------------------------------------------------------------------
 
     def _full_entries(self) -> Iterator[Entry]:
-        self._meta.update(
-            all_databases=not self.url.databases, databases=[], binlog=None, gtid=None, dump=None
-        )
+        self._meta.update(all_databases=not self.url.databases, databases=[], binlog=None, gtid=None, dump=None)
         with Server(self.url) as server:
             offset = server_epoch(server) - clock.now().timestamp()
-            self._meta["non_transactional_tables"] = non_transactional_tables(server, self.databases)
+            risky = self._meta["non_transactional_tables"] = non_transactional_tables(server, self.databases)
             if not self.databases:
                 self._record_master_status(server)
+        if risky:
+            self._meta["warnings"].append(f"non-InnoDB tables are not covered by --single-transaction: {risky}")
         yield _dir_entry("mysql")
         if self.databases:
             dump = self._staged_dump if self.stage_dir else self._streamed_dump
@@ -1029,9 +1022,7 @@ class MysqlSource:
             coords = splitter.coordinates
             self._meta["binlog"] = {"file": coords.file, "pos": coords.pos} if coords else None
             if self.info.log_bin and coords is None:
-                raise ConnectorError(
-                    "the dump did not report binlog coordinates (CHANGE MASTER comment missing)"
-                )
+                raise ConnectorError("the dump did not report binlog coordinates (CHANGE MASTER comment missing)")
 
     def _finish_dump(self, proc: _proc.ToolProcess, splitter: DumpSplitter) -> None:
         """Called after the last section: the dump must have exited 0 and written its trailer."""
@@ -1119,9 +1110,7 @@ class MysqlSource:
                 raise ChainError(f"binlog {expected.file} disappeared from the server during the snapshot")
             closed = logs[names.index(expected.file) : -1]
             nxt = NextBinlog(names[-1], binlog_start_state(server, names[-1]))
-        self._meta.update(
-            parent=base.id, binlog_from=expected.to_json(), binlog_next=nxt.to_json(), binlogs=[]
-        )
+        self._meta.update(parent=base.id, binlog_from=expected.to_json(), binlog_next=nxt.to_json(), binlogs=[])
         yield _dir_entry("binlog")
         with self._binlog_fetcher() as fetch:
             for name, size in closed:
@@ -1148,9 +1137,7 @@ class MysqlSource:
                 f"server says {size}; rotates to {scan.rotate_to}, expected {following})"
             )
         if expected and self.info.flavor == "mariadb" and scan.start_state != expected.start_state:
-            raise ChainError(
-                f"binlog {name} starts at GTID state {scan.start_state}, expected {expected.start_state}"
-            )
+            raise ChainError(f"binlog {name} starts at GTID state {scan.start_state}, expected {expected.start_state}")
         self._meta["binlogs"].append(
             {
                 "name": name,
@@ -1205,6 +1192,16 @@ class MysqlSource:
 
 def _now_ns() -> int:
     return int(clock.now().timestamp() * 1_000_000_000)
+
+
+def server_warnings(info: ServerInfo) -> list[str]:
+    """Settings that weaken what the backups can promise (recorded, never fatal)."""
+    warnings = []
+    if not info.log_bin:
+        warnings.append("binary logging is off: only full snapshots, no point-in-time restore")
+    elif info.binlog_format.upper() != "ROW":
+        warnings.append(f"binlog_format is {info.binlog_format}: replay may not be deterministic; use ROW")
+    return warnings
 
 
 def _dir_entry(path: str) -> Entry:
@@ -1352,9 +1349,7 @@ def replay_commands(plan: MysqlRestorePlan, files: Sequence[Path]) -> list[list[
     """
     assert plan.start is not None
     tool = (
-        _proc.find_tool("mariadb-binlog", "mysqlbinlog")
-        if plan.flavor == "mariadb"
-        else _proc.find_tool("mysqlbinlog")
+        _proc.find_tool("mariadb-binlog", "mysqlbinlog") if plan.flavor == "mariadb" else _proc.find_tool("mysqlbinlog")
     )
     argv = [tool, f"--start-position={plan.start.pos}"]
     if plan.stop.time is not None:
@@ -1379,9 +1374,7 @@ def _history(repo: Any, source_id: str | None = None) -> list[SnapshotInfo]:
 class MysqlConnector:
     schemes = ("mysql", "mariadb")
 
-    def make_source(
-        self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None
-    ) -> MysqlSource:
+    def make_source(self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> MysqlSource:
         if mode not in ("full", "log", "auto"):
             raise UsageError(f"unknown mode {mode!r}: use full, log or auto")
         parsed = parse_url(url)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,7 +16,7 @@ from dtstore.backup import BackupRun, default_host
 from dtstore.chunking import Chunker, ChunkerParams
 from dtstore.config import RepoConfig, open_config, seal_config
 from dtstore.content.index import IndexCache
-from dtstore.content.segments import adopt_orphan_packs, refresh_cache
+from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, unwrap_key, wrap_key
@@ -27,6 +28,19 @@ from dtstore.errors import (
     UsageError,
     WrongPassword,
 )
+from dtstore.maintenance.check import CheckReport, CheckRun
+from dtstore.maintenance.keys import KeyEntry, add_key, list_keys, remove_key
+from dtstore.maintenance.locks import LockInfo, check_not_exclusively_locked, hold_lock, remove_locks
+from dtstore.maintenance.prune import (
+    DEFAULT_GRACE,
+    PrunePlan,
+    PruneRun,
+    check_exclusive_options,
+    refuse_live_writers,
+)
+from dtstore.maintenance.rebuild import RebuildReport, rebuild_index
+from dtstore.maintenance.scan import MaintenanceContext
+from dtstore.maintenance.state import MARKS, load_times
 from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
@@ -39,6 +53,10 @@ from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
+
+
+def _quiet(message: str) -> None:
+    return None
 
 
 def cache_root() -> Path:
@@ -65,14 +83,14 @@ class Repository:
     """An open repository.  Use ``Repository.init`` or ``Repository.open``; close it (or use ``with``)."""
 
     def __init__(self, store: BlobStore, master: MasterKey, config: RepoConfig, key: KeySlotInfo,
-                 cache_dir: Path | None = None, workers: int | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, workers: int | None = None) -> None:
         self.store = store
         self.master = master
         self.config = config
         self.key = key
         self._sealer = master.sealer()
         self._hasher = ChunkHasher(master.id_key)
-        self._cache = IndexCache((cache_dir or cache_root()) / config.repository_id)
+        self._cache = IndexCache(Path(cache_dir or cache_root()) / config.repository_id)
         self._workers = workers or max(2, os.cpu_count() or 2)
         self._snapshots = SnapshotStore(store, self._sealer)
         self._refreshed = False
@@ -82,7 +100,7 @@ class Repository:
     @classmethod
     def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
              chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
-             cache_dir: Path | None = None, limit_upload_kib: float | None = None) -> Repository:
+             cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None) -> Repository:
         store = _connect(url, limit_upload_kib)
         if store.exists(layout.CONFIG) or any(True for _ in store.list(layout.KEYS)):
             raise RepositoryExists(f"{store.describe()} already holds a repository")
@@ -98,7 +116,7 @@ class Repository:
         return cls(store, master, config, info, cache_dir)
 
     @classmethod
-    def open(cls, url: str | BlobStore, password: str | bytes, *, cache_dir: Path | None = None,
+    def open(cls, url: str | BlobStore, password: str | bytes, *, cache_dir: str | os.PathLike[str] | None = None,
              limit_upload_kib: float | None = None, workers: int | None = None) -> Repository:
         store = _connect(url, limit_upload_kib)
         try:
@@ -202,10 +220,13 @@ class Repository:
         host = host or default_host()
         started = clock.now()
         with WriterSession(self.store, self._sealer, host):
+            check_not_exclusively_locked(self.store, self._sealer, default_host())
+            marked = frozenset(load_times(self.store, self._sealer, MARKS).packs)
             self.refresh_index()
-            adopt_orphan_packs(self.store, self._sealer, self._cache)
+            adopt_orphan_packs(self.store, self._sealer, self._cache, skip=marked.__contains__)
             content = ContentStore(self.store, self._cache, self._sealer, self._hasher,
-                                   zstd_level=self.config.zstd_level, pack_size=self.config.pack_size)
+                                   zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+                                   excluded_packs=marked)
             writer = ObjectWriter(content, self._workers)
             try:
                 run = BackupRun(content, writer, self._chunker(self.config.chunker),
@@ -227,6 +248,100 @@ class Repository:
             self._snapshots.save(snapshot)
         self._cache.put_files(result.file_records)
         return snapshot
+
+    def forget(self, snapshot_ids: Sequence[str]) -> None:
+        """Delete the manifests of these snapshots (full IDs).  Their data stays until a prune."""
+        for snapshot_id in snapshot_ids:
+            self._snapshots.delete(snapshot_id)
+
+    # maintenance ------------------------------------------------------------------------------
+    def _maintenance(self) -> MaintenanceContext:
+        self._ensure_index()
+        return MaintenanceContext(self.store, self._sealer, self._cache, self._hasher, self._snapshots,
+                                  self.list_items, default_host())
+
+    def check(self, *, read_data: bool = False, subset: str | None = None,
+              progress: Callable[[str], None] = _quiet) -> CheckReport:
+        """Verify structure (and data with ``read_data``/``subset``); problems name snapshots and paths."""
+        return CheckRun(self._maintenance(), progress, self.store.capabilities.connections).run(
+            read_data=read_data, subset=subset)
+
+    def prune(self, *, grace: dt.timedelta = DEFAULT_GRACE, max_unused: float = 0.05, exclusive: bool = False,
+              dry_run: bool = False, progress: Callable[[str], None] = _quiet) -> PrunePlan:
+        """Mark unreferenced packs, delete packs marked long enough ago, repack sparse packs."""
+        check_exclusive_options(grace, exclusive)
+        ctx = self._maintenance()
+        kind = "exclusive" if exclusive else "prune"
+        with hold_lock(self.store, self._sealer, ctx.host, kind):
+            if exclusive:
+                refuse_live_writers(ctx)
+            run = PruneRun(ctx, zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+                           progress=progress)
+            plan = self._prune_once(run, grace, max_unused, dry_run)
+            if exclusive and grace <= dt.timedelta(0) and not dry_run and (plan.mark or plan.repack):
+                self.refresh_index()
+                second = self._prune_once(run, grace, max_unused, dry_run)
+                plan.delete += second.delete
+                plan.bytes_delete += second.bytes_delete
+        self._refreshed = False
+        return plan
+
+    @staticmethod
+    def _prune_once(run: PruneRun, grace: dt.timedelta, max_unused: float, dry_run: bool) -> PrunePlan:
+        plan, scan, marks = run.plan(grace=grace, max_unused=max_unused)
+        try:
+            if not dry_run:
+                run.execute(plan, scan, marks)
+        finally:
+            scan.close()
+        return plan
+
+    def rebuild_index(self, progress: Callable[[str], None] = _quiet) -> RebuildReport:
+        """Rewrite the remote index from pack trailers (exclusive: no backups meanwhile)."""
+        ctx = self._maintenance()
+        with hold_lock(self.store, self._sealer, ctx.host, "exclusive"):
+            refuse_live_writers(ctx)
+            report = rebuild_index(ctx, progress, self.store.capabilities.connections)
+        self.refresh_index()
+        return report
+
+    def rebuild_cache(self) -> int:
+        """Drop the local LMDB cache and load it again from the remote index."""
+        self._cache.reset()
+        return self.refresh_index()
+
+    def unlock(self, *, all_locks: bool = False) -> list[LockInfo]:
+        return remove_locks(self.store, self._sealer, default_host(), all_locks=all_locks)
+
+    def keys(self) -> list[KeyEntry]:
+        return list_keys(self.store, self.key)
+
+    def add_key(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
+        label = f"{getpass.getuser()}@{default_host()}"
+        return add_key(self.store, self.master, self.config.repository_id, _as_bytes(password), label=label, kdf=kdf)
+
+    def remove_key(self, slot_id: str) -> None:
+        remove_key(self.store, slot_id, self.key)
+
+    def change_password(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
+        """Add a slot for the new password, then remove the one this repository was opened with."""
+        new_slot = self.add_key(password, kdf=kdf)
+        remove_key(self.store, self.key.slot_id, self.key, allow_current=True)
+        return new_slot
+
+    def stats(self) -> dict[str, Any]:
+        """Repository size, deduplication ratio and what each snapshot added."""
+        packs = list_packs(self.store)
+        stored = sum(info.size for info in packs.values())
+        snaps = self.snapshots()
+        logical = sum(int(s.summary.get("bytes_total", 0)) for s in snaps)
+        return {
+            "snapshots": len(snaps), "packs": len(packs), "stored_bytes": stored, "logical_bytes": logical,
+            "dedup_ratio": round(logical / stored, 3) if stored else None,
+            "chunks_indexed": self._maintenance().cache.chunk_count(),
+            "per_snapshot": [{"id": s.id, "time": s.to_json()["time"], "bytes_total": s.summary.get("bytes_total", 0),
+                              "bytes_added": s.summary.get("bytes_stored", 0)} for s in snaps],
+        }
 
     def _latest(self, source_id: str, host: str) -> Snapshot | None:
         same = [s for s in self.snapshots() if s.source_id == source_id and s.host == host]

@@ -140,13 +140,16 @@ class RestoreRun:
                 number += 1
 
     def _restore_pack(self, pack_id: str) -> DtstoreError | None:
-        for group in self._plan.ranges(pack_id):
+        groups = self._plan.ranges(pack_id)
+        for index, group in enumerate(groups):
             try:
                 self._restore_range(group)
             except DtstoreError as exc:
+                # This group and every later one of the pack stay unwritten: their files are wrong.
                 with self._lock:
-                    for task in group:
-                        self._failed_files.update(n for n, _ in task.targets)
+                    for pending in groups[index:]:
+                        for task in pending:
+                            self._failed_files.update(n for n, _ in task.targets)
                 return exc
         return None
 

@@ -40,11 +40,11 @@ class SessionInfo:
         if now - self.heartbeat > SESSION_TIMEOUT:
             return False
         if self.host == this_host:
-            return _pid_alive(self.pid)
+            return pid_alive(self.pid)
         return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -49,16 +49,33 @@ class BlobEntry:
     raw_length: int
 
 
-@dataclass(frozen=True)
 class FinishedPack:
-    pack_id: str
-    kind: int
-    data: bytes
-    entries: list[BlobEntry]
+    """A closed pack.  Joining its parts and hashing them happens in ``data``/``pack_id``, which
+    upload threads call, so the builder's lock is never held for a large copy."""
+
+    def __init__(self, kind: int, parts: list[bytes], entries: list[BlobEntry]) -> None:
+        self.kind = kind
+        self.entries = entries
+        self._parts: list[bytes] | None = parts
+        self._data = b""
+        self._id = ""
+
+    @property
+    def data(self) -> bytes:
+        if self._parts is not None:
+            self._data = b"".join(self._parts)
+            self._parts = None
+        return self._data
+
+    @property
+    def pack_id(self) -> str:
+        if not self._id:
+            self._id = pack_id_of(self.data)
+        return self._id
 
 
 def pack_id_of(data: bytes | bytearray | memoryview) -> str:
-    return blake3.blake3(data).hexdigest()
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
 class PackBuilder:
@@ -68,12 +85,13 @@ class PackBuilder:
         self.kind = kind
         self._salt = os.urandom(SALT_SIZE)
         self._key = sealer.subkey(self._salt, PACK_KEY_PURPOSE)
-        self._buf = bytearray(PACK_MAGIC + self._salt)
+        self._parts: list[bytes] = [PACK_MAGIC + self._salt]
+        self._size = HEADER_SIZE
         self._entries: list[BlobEntry] = []
 
     @property
     def size(self) -> int:
-        return len(self._buf)
+        return self._size
 
     @property
     def count(self) -> int:
@@ -81,19 +99,18 @@ class PackBuilder:
 
     def add(self, chunk_id: bytes, encoded: bytes, raw_length: int) -> BlobEntry:
         sealed = self._key.seal(encoded, chunk_id)
-        entry = BlobEntry(chunk_id, len(self._buf), len(sealed), raw_length)
-        self._buf += sealed
+        entry = BlobEntry(chunk_id, self._size, len(sealed), raw_length)
+        self._parts.append(sealed)
+        self._size += len(sealed)
         self._entries.append(entry)
         return entry
 
     def finish(self) -> FinishedPack:
         table = [[e.chunk_id, e.offset, e.length, e.raw_length] for e in self._entries]
         trailer = self._key.seal(msgpack.packb({"kind": self.kind, "blobs": table}), AAD_PACK_TRAILER)
-        self._buf += trailer
-        self._buf += struct.pack("<I", len(trailer))
-        data = bytes(self._buf)
-        self._buf = bytearray()
-        return FinishedPack(pack_id_of(data), self.kind, data, self._entries)
+        parts = [*self._parts, trailer, struct.pack("<I", len(trailer))]
+        self._parts = []
+        return FinishedPack(self.kind, parts, self._entries)
 
 
 def pack_key(sealer: Sealer, header: bytes, pack_id: str) -> SubKey:

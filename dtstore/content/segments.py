@@ -27,7 +27,7 @@ from dtstore.crypto.aead import Sealer
 from dtstore.errors import IntegrityError, StorageError
 from dtstore.format import AAD_INDEX, BLOB_META
 from dtstore.storage import layout
-from dtstore.storage.base import BlobStore
+from dtstore.storage.base import BlobInfo, BlobStore
 
 
 @dataclass
@@ -95,12 +95,12 @@ def refresh_cache(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: 
     return len(missing)
 
 
-def list_packs(store: BlobStore) -> dict[str, tuple[str, int]]:
-    """Every pack in the repository: pack ID → (object name, size)."""
-    found: dict[str, tuple[str, int]] = {}
+def list_packs(store: BlobStore) -> dict[str, BlobInfo]:
+    """Every pack in the repository by pack ID."""
+    found: dict[str, BlobInfo] = {}
     for prefix in (layout.DATA_PACKS, layout.META_PACKS):
         for info in store.list(prefix):
-            found[layout.pack_id_of(info.name)] = (info.name, info.size)
+            found[layout.pack_id_of(info.name)] = info
     return found
 
 
@@ -124,12 +124,12 @@ def adopt_orphan_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
     Unreadable orphans are left alone for ``check`` and ``prune`` to report.
     """
     known = cache.known_packs()
-    orphans = [(pid, name, size) for pid, (name, size) in list_packs(store).items()
-               if pid not in known and not skip(pid)]
+    orphans = [info for pid, info in list_packs(store).items() if pid not in known and not skip(pid)]
     records: list[PackRecord] = []
-    for _pack_id, name, size in orphans:
+    for info in orphans:
+        name = info.name
         try:
-            record = read_pack_record(store, sealer, name, size)
+            record = read_pack_record(store, sealer, name, info.size)
         except (IntegrityError, StorageError):
             continue
         expected_meta = name.startswith(layout.META_PACKS + "/")

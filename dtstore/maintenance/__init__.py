@@ -1,0 +1,1 @@
+"""Maintenance: locks, prune marks, check, prune and index rebuild.  Uses every layer below it."""

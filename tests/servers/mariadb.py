@@ -129,21 +129,15 @@ class MariaDBServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mariadbd {self.name} exited with {self.proc.returncode}:\n{self._log_tail()}"
-                )
+                raise RuntimeError(f"mariadbd {self.name} exited with {self.proc.returncode}:\n{self._log_tail()}")
             if self.socket.exists() and self._ping():
                 return
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(
-            f"mariadbd {self.name} did not answer within {START_TIMEOUT}s:\n{self._log_tail()}"
-        )
+        raise RuntimeError(f"mariadbd {self.name} did not answer within {START_TIMEOUT}s:\n{self._log_tail()}")
 
     def _ping(self) -> bool:
-        result = subprocess.run(
-            self._client(["-e", "SELECT 1"]), env=self.env(), capture_output=True, check=False
-        )
+        result = subprocess.run(self._client(["-e", "SELECT 1"]), env=self.env(), capture_output=True, check=False)
         return result.returncode == 0
 
     def _log_tail(self) -> str:
@@ -178,14 +172,12 @@ class MariaDBServer:
         cmd = self._client(["--batch", "--skip-column-names", *([database] if database else [])])
         result = subprocess.run(cmd, input=script.encode(), env=self.env(), capture_output=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(
-                f"SQL failed on {self.name}: {result.stderr.decode(errors='replace')}\n{script[:500]}"
-            )
-        return result.stdout.decode()
+            raise RuntimeError(f"SQL failed on {self.name}: {result.stderr.decode(errors='replace')}\n{script[:500]}")
+        return result.stdout.decode("utf-8", "surrogateescape")  # BLOBs compare exactly
 
     def rows(self, query: str, database: str | None = None) -> list[tuple[str, ...]]:
         out = self.sql(query, database)
-        return [tuple(line.split("\t")) for line in out.splitlines()]
+        return [tuple(line.split("\t")) for line in out.split("\n")[:-1]]  # not splitlines(): BLOBs
 
     def value(self, query: str) -> str:
         return self.rows(query)[0][0]
@@ -203,7 +195,8 @@ class MariaDBServer:
                 f" WHERE TABLE_SCHEMA = '{db}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
             )
             for (table,) in tables:
-                result[f"{db}.{table}"] = sorted(self.rows(f"SELECT * FROM `{db}`.`{table}`"))
+                query = f"SET time_zone = '+00:00'; SELECT * FROM `{db}`.`{table}`"  # TIMESTAMPs as UTC
+                result[f"{db}.{table}"] = sorted(self.rows(query))
         return result
 
     def binlogs(self) -> list[str]:
@@ -241,9 +234,7 @@ class ServerPool:
     ) -> MariaDBServer:
         base = self._tmp.mktemp(f"my-{name}", numbered=True)  # short: socket paths must stay < 108 bytes
         shutil.copytree(self._template, base / "data")
-        server = MariaDBServer(
-            name, base, server_id=server_id, args=tuple(args), max_binlog_size=max_binlog_size
-        )
+        server = MariaDBServer(name, base, server_id=server_id, args=tuple(args), max_binlog_size=max_binlog_size)
         self.servers.append(server)
         server.start()
         if password:
@@ -256,9 +247,7 @@ class ServerPool:
 
 
 @pytest.fixture
-def mariadb_factory(
-    tmp_path_factory: pytest.TempPathFactory, mariadb_template: Path
-) -> Iterator[MariaDBFactory]:
+def mariadb_factory(tmp_path_factory: pytest.TempPathFactory, mariadb_template: Path) -> Iterator[MariaDBFactory]:
     """``mariadb_factory(name, password=..., server_id=..., args=[...])`` -> a started server."""
     pool = ServerPool(tmp_path_factory, mariadb_template)
     yield pool.make

@@ -1,0 +1,218 @@
+"""check: every rule of spec/repository-format.md that can be verified, and optionally the data.
+
+Structure: manifests decode; every chunk a snapshot refers to is in the index; every index entry
+lies inside an existing pack; every pack's own trailer agrees with the index.  ``read_data`` also
+downloads packs, checks each pack's BLAKE3 name, and decrypts and hashes every blob.  A subset
+run reads the packs verified longest ago first and records what it read in ``maintenance/verified``,
+so repeated subset runs cover the whole repository.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from dtstore import clock
+from dtstore.content.pack import BlobLocation, parse_pack, open_blob, pack_id_of, pack_key
+from dtstore.content.segments import read_pack_record
+from dtstore.errors import DtstoreError, UsageError
+from dtstore.format import BLOB_META
+from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
+from dtstore.maintenance.state import VERIFIED, load_times, save_times
+from dtstore.storage import layout
+
+
+@dataclass
+class Problem:
+    kind: str
+    object: str
+    message: str
+    snapshots: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "object": self.object, "message": self.message,
+                "snapshots": self.snapshots, "paths": self.paths}
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+    snapshots: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def parse_subset(text: str, total_packs: int, total_bytes: int) -> tuple[str, float]:
+    """``N%``, ``N/M`` or a size like ``500M``/``2G`` → (mode, value)."""
+    if m := re.fullmatch(r"(\d+(?:\.\d+)?)%", text):
+        pct = float(m.group(1))
+        if not 0 < pct <= 100:
+            raise UsageError("--read-data-subset percentage must be in (0, 100]")
+        return "bytes", total_bytes * pct / 100
+    if m := re.fullmatch(r"(\d+)/(\d+)", text):
+        n, t = int(m.group(1)), int(m.group(2))
+        if not 1 <= n <= t:
+            raise UsageError("--read-data-subset N/M needs 1 <= N <= M")
+        return "group", float(n - 1 + t * 1000)
+    if m := re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)i?B?", text, re.IGNORECASE):
+        factor = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+        return "bytes", float(m.group(1)) * factor
+    raise UsageError(f"--read-data-subset {text!r}: use N%, N/M or a size such as 500M")
+
+
+def choose_packs(packs: list[PackStat], subset: str | None, verified: dict[str, dt.datetime]) -> list[PackStat]:
+    """Pure: which packs a --read-data(-subset) run reads."""
+    if subset is None:
+        return packs
+    total = sum(p.size for p in packs)
+    mode, value = parse_subset(subset, len(packs), total)
+    if mode == "group":
+        t, n = divmod(int(value), 1000)
+        return [p for p in packs if int(p.pack_id[:8], 16) % t == n]
+    oldest_first = sorted(packs, key=lambda p: (verified.get(p.pack_id, dt.datetime.min.replace(tzinfo=dt.UTC)),
+                                                 p.pack_id))
+    chosen, size = [], 0
+    for pack in oldest_first:
+        if size >= value:
+            break
+        chosen.append(pack)
+        size += pack.size
+    return chosen
+
+
+class CheckRun:
+    def __init__(self, ctx: MaintenanceContext, progress: Callable[[str], None], workers: int = 4) -> None:
+        self._ctx = ctx
+        self._progress = progress
+        self._workers = workers
+
+    def run(self, *, read_data: bool, subset: str | None) -> CheckReport:
+        report = CheckReport()
+        scan = scan_repository(self._ctx, clock.now(), progress=self._progress)
+        try:
+            report.snapshots = len(scan.snapshots)
+            report.packs = len(scan.packs)
+            self._check_references(scan, report)
+            self._check_packs(scan, report)
+            if read_data or subset:
+                self._read_data(scan, report, subset)
+        finally:
+            scan.close()
+        return report
+
+    def _check_references(self, scan: RepositoryScan, report: CheckReport) -> None:
+        for snap_id, paths in scan.missing.items():
+            report.problems.append(Problem("missing-data", f"snapshots/{snap_id}",
+                                           f"snapshot {snap_id[:8]} refers to data that is in no index",
+                                           [snap_id], sorted(set(paths))))
+
+    def _check_packs(self, scan: RepositoryScan, report: CheckReport) -> None:
+        self._progress("checking pack trailers")
+        indexed = [s for s in scan.packs.values() if s.indexed]
+        for stat in indexed:
+            if stat.listed_size is None:
+                self._pack_problem(scan, report, stat, "missing-pack", "is listed in the index but does not exist")
+            elif stat.index_end > stat.listed_size:
+                self._pack_problem(scan, report, stat, "truncated-pack",
+                                   f"is {stat.listed_size} bytes, the index needs {stat.index_end}")
+        present = [s for s in indexed if s.listed_size is not None and s.index_end <= s.listed_size]
+
+        def trailer(stat: PackStat) -> tuple[PackStat, str | None]:
+            name = layout.pack_name(stat.pack_id, stat.kind == BLOB_META)
+            try:
+                record = read_pack_record(self._ctx.store, self._ctx.sealer, name, stat.size)
+            except DtstoreError as exc:
+                return stat, f"trailer unreadable: {exc}"
+            in_index = {(c, o, n) for c, o, n, _ in scan.blobs_of(stat.pack_id)}
+            in_pack = {(e.chunk_id, e.offset, e.length) for e in record.entries}
+            if not in_index <= in_pack:
+                return stat, f"trailer disagrees with the index ({len(in_index - in_pack)} entries differ)"
+            return stat, None
+
+        with ThreadPoolExecutor(self._workers) as pool:
+            for stat, error in pool.map(trailer, present):
+                if error:
+                    self._pack_problem(scan, report, stat, "bad-pack", error)
+        for stat in scan.packs.values():
+            if not stat.indexed:
+                report.problems.append(Problem("unindexed-pack", f"pack {stat.pack_id}",
+                                               "is in no index segment (left by an interrupted backup; "
+                                               "the next backup or prune takes care of it)"))
+
+    def _read_data(self, scan: RepositoryScan, report: CheckReport, subset: str | None) -> None:
+        ctx = self._ctx
+        verified = load_times(ctx.store, ctx.sealer, VERIFIED)
+        candidates = [s for s in scan.packs.values() if s.indexed and s.listed_size is not None]
+        chosen = choose_packs(sorted(candidates, key=lambda s: s.pack_id), subset, verified.packs)
+        self._progress(f"reading {len(chosen)} pack(s)")
+
+        def read(stat: PackStat) -> tuple[PackStat, int, str | None]:
+            name = layout.pack_name(stat.pack_id, stat.kind == BLOB_META)
+            try:
+                data = ctx.store.get(name)
+                if pack_id_of(data) != stat.pack_id:
+                    return stat, len(data), "content does not match its name (BLAKE3)"
+                parse_pack(ctx.sealer, data, stat.pack_id)
+                key = pack_key(ctx.sealer, data, stat.pack_id)
+                for chunk_id, offset, length, raw in scan.blobs_of(stat.pack_id):
+                    location = BlobLocation(stat.pack_id, stat.kind, offset, length, raw)
+                    open_blob(key, memoryview(data)[offset : offset + length], chunk_id, raw,
+                              location.pack_id, ctx.hasher)
+            except DtstoreError as exc:
+                return stat, 0, str(exc)
+            return stat, len(data), None
+
+        now = clock.now()
+        with ThreadPoolExecutor(self._workers) as pool:
+            for stat, nbytes, error in pool.map(read, chosen):
+                report.packs_read += 1
+                report.bytes_read += nbytes
+                if error:
+                    self._pack_problem(scan, report, stat, "corrupt-pack", error)
+                else:
+                    verified.packs[stat.pack_id] = now
+        for pack_id in list(verified.packs):
+            if pack_id not in scan.packs:
+                del verified.packs[pack_id]
+        save_times(ctx.store, ctx.sealer, VERIFIED, verified)
+
+    def _pack_problem(self, scan: RepositoryScan, report: CheckReport, stat: PackStat, kind: str,
+                      message: str) -> None:
+        snapshots, paths = affected(self._ctx, scan, stat.pack_id)
+        report.problems.append(Problem(kind, f"pack {stat.pack_id}", f"pack {stat.pack_id[:16]} {message}",
+                                       snapshots, paths))
+
+
+def affected(ctx: MaintenanceContext, scan: RepositoryScan, pack_id: str) -> tuple[list[str], list[str]]:
+    """Snapshots and paths that need a chunk stored only in this pack."""
+    chunks = {c for c, _, _, _ in scan.blobs_of(pack_id)}
+    with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
+        only_here = {c for c in chunks if txn.get(c) == bytes.fromhex(pack_id)}
+    snapshots: list[str] = []
+    paths: set[str] = set()
+    for snap in scan.snapshots:
+        hit = False
+        if only_here.intersection(snap.items_chunks):
+            hit = True
+            paths.add("(item list)")
+        else:
+            try:
+                for item in ctx.list_items(snap):
+                    if only_here.intersection(item.chunks):
+                        hit = True
+                        paths.add("/" + item.name)
+            except DtstoreError:
+                hit = True
+                paths.add("(item list unreadable)")
+        if hit:
+            snapshots.append(snap.id)
+    return snapshots, sorted(paths)

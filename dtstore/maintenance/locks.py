@@ -1,0 +1,130 @@
+"""Locks, only where an operation truly needs them.
+
+Backups take no lock: they publish a writer session (dtstore/sessions.py).  ``prune`` takes a
+``prune`` lock (one prune at a time; backups go on).  ``prune --exclusive`` and ``index rebuild``
+take an ``exclusive`` lock, which new backups respect.  A lock is stale when its heartbeat is older
+than ``LOCK_TIMEOUT`` or, on the same host, its process is gone; stale locks are ignored and
+removed without a manual ``unlock``.
+
+Order that makes exclusive locks safe: a writer publishes its session, then looks for exclusive
+locks; an exclusive holder publishes its lock, then looks for live sessions.  One of them sees the
+other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+import msgpack
+
+from dtstore import clock
+from dtstore.crypto.aead import Sealer
+from dtstore.errors import DtstoreError, RepositoryLocked, StorageError
+from dtstore.format import AAD_LOCK
+from dtstore.sessions import pid_alive
+from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
+
+LOCK_TIMEOUT = dt.timedelta(minutes=15)
+HEARTBEAT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    lock_id: str
+    kind: str
+    host: str
+    pid: int
+    created: dt.datetime
+    heartbeat: dt.datetime
+
+    def is_stale(self, now: dt.datetime, this_host: str) -> bool:
+        if now - self.heartbeat > LOCK_TIMEOUT:
+            return True
+        return self.host == this_host and not pid_alive(self.pid)
+
+    def describe(self) -> str:
+        return f"{self.kind} lock {self.lock_id[:8]} held by pid {self.pid} on {self.host} since {self.created:%Y-%m-%d %H:%M:%S}Z"
+
+
+def read_locks(store: BlobStore, sealer: Sealer) -> list[LockInfo]:
+    found = []
+    for blob in store.list(layout.LOCKS):
+        try:
+            doc = msgpack.unpackb(sealer.open(store.get(blob.name), AAD_LOCK, blob.name))
+        except DtstoreError:
+            continue
+        found.append(LockInfo(doc["id"], doc["kind"], doc["host"], int(doc["pid"]),
+                              dt.datetime.fromisoformat(doc["created"]), dt.datetime.fromisoformat(doc["heartbeat"])))
+    return found
+
+
+def live_locks(store: BlobStore, sealer: Sealer, host: str, kinds: set[str]) -> list[LockInfo]:
+    """Locks of the given kinds that are alive; stale ones are removed on the way."""
+    now = clock.now()
+    alive = []
+    for lock in read_locks(store, sealer):
+        if lock.is_stale(now, host):
+            with suppress(StorageError):
+                store.delete(layout.lock_name(lock.lock_id))
+        elif lock.kind in kinds:
+            alive.append(lock)
+    return alive
+
+
+def check_not_exclusively_locked(store: BlobStore, sealer: Sealer, host: str) -> None:
+    held = live_locks(store, sealer, host, {"exclusive"})
+    if held:
+        raise RepositoryLocked(f"the repository is locked: {held[0].describe()}; try again later")
+
+
+@contextmanager
+def hold_lock(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterator[LockInfo]:
+    """Take a ``prune`` or ``exclusive`` lock, refusing if a conflicting live lock exists."""
+    conflicting = {"prune", "exclusive"}
+    now = clock.now()
+    lock = LockInfo(os.urandom(16).hex(), kind, host, os.getpid(), now, now)
+    name = layout.lock_name(lock.lock_id)
+
+    def write() -> None:
+        doc = {"id": lock.lock_id, "kind": kind, "host": host, "pid": lock.pid,
+               "created": lock.created.isoformat(), "heartbeat": clock.now().isoformat()}
+        store.put(name, sealer.seal(msgpack.packb(doc), AAD_LOCK))
+
+    write()
+    others = [x for x in live_locks(store, sealer, host, conflicting) if x.lock_id != lock.lock_id]
+    if others:
+        store.delete(name)
+        raise RepositoryLocked(f"cannot take the {kind} lock: {others[0].describe()}")
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with suppress(StorageError):
+                write()
+
+    thread = threading.Thread(target=beat, name="dtstore-lock-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield lock
+    finally:
+        stop.set()
+        thread.join()
+        with suppress(StorageError):
+            store.delete(name)
+
+
+def remove_locks(store: BlobStore, sealer: Sealer, host: str, *, all_locks: bool) -> list[LockInfo]:
+    """``dtstore unlock``: remove stale locks (or every lock with ``all_locks``)."""
+    now = clock.now()
+    removed = []
+    for lock in read_locks(store, sealer):
+        if all_locks or lock.is_stale(now, host):
+            store.delete(layout.lock_name(lock.lock_id))
+            removed.append(lock)
+    return removed

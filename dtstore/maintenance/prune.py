@@ -1,0 +1,210 @@
+"""Prune: remove data no snapshot needs, while backups keep running.
+
+Two phases, so that a backup which started before a prune can never lose a chunk it relies on:
+
+1. *Mark*: packs with no referenced chunk (and packs just emptied by repacking) are recorded in
+   ``maintenance/marks`` with the time.  New writers never deduplicate against marked packs.
+2. *Sweep* (a later prune): a marked pack is deleted when the grace period has passed since its
+   mark, no live writer session started before the mark, and it is still unreferenced.  A marked
+   pack that became referenced again (by a writer that started before the mark) is unmarked.
+
+Deletion order, crash-safe at every step: write compacted index segments without the doomed
+packs → delete the old segments → delete the packs → rewrite the marks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dtstore import clock
+from dtstore.content.pack import BlobEntry, BlobLocation
+from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
+from dtstore.content.store import ContentReader, ContentStore
+from dtstore.errors import RepositoryLocked, UsageError
+from dtstore.format import BLOB_META
+from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
+from dtstore.maintenance.state import MARKS, PackTimes, load_times, save_times
+from dtstore.sessions import SessionInfo, read_sessions
+from dtstore.storage import layout
+
+DEFAULT_GRACE = dt.timedelta(hours=24)
+CLOCK_SKEW = dt.timedelta(minutes=5)
+ORPHAN_MIN_AGE = dt.timedelta(hours=1)
+SEGMENT_ENTRIES = 100_000
+
+
+@dataclass
+class PrunePlan:
+    delete: list[str] = field(default_factory=list)
+    """marked packs whose grace has passed: deleted now"""
+    mark: list[str] = field(default_factory=list)
+    """unreferenced packs marked now (deleted by a later prune)"""
+    unmark: list[str] = field(default_factory=list)
+    repack: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    """marked packs still inside the grace period or held by an older live writer"""
+    bytes_delete: int = 0
+    bytes_mark: int = 0
+    bytes_repack_used: int = 0
+    bytes_total: int = 0
+    bytes_unused: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"delete_packs": len(self.delete), "delete_bytes": self.bytes_delete,
+                "mark_packs": len(self.mark), "mark_bytes": self.bytes_mark,
+                "unmark_packs": len(self.unmark), "repack_packs": len(self.repack),
+                "repack_live_bytes": self.bytes_repack_used, "waiting_packs": len(self.waiting),
+                "repository_bytes": self.bytes_total, "unused_bytes": self.bytes_unused}
+
+
+def plan_prune(scan: RepositoryScan, marks: PackTimes, sessions: list[SessionInfo], now: dt.datetime,
+               *, grace: dt.timedelta, max_unused: float, host: str) -> PrunePlan:
+    """Pure: decide what to delete, mark, unmark and repack."""
+    plan = PrunePlan()
+    live = [s for s in sessions if s.is_alive(now, host)]
+    for stat in scan.packs.values():
+        plan.bytes_total += stat.size
+        plan.bytes_unused += stat.unused_bytes if stat.indexed else stat.size
+    for pack_id, stat in sorted(scan.packs.items()):
+        unused = stat.used_blobs == 0
+        marked_at = marks.packs.get(pack_id)
+        if marked_at is not None:
+            if not unused:
+                plan.unmark.append(pack_id)
+            elif now - marked_at >= grace and not any(s.started <= marked_at + CLOCK_SKEW for s in live):
+                plan.delete.append(pack_id)
+                plan.bytes_delete += stat.size
+            else:
+                plan.waiting.append(pack_id)
+        elif unused and _old_enough(stat, now, grace):
+            plan.mark.append(pack_id)
+            plan.bytes_mark += stat.size
+    _choose_repacks(scan, marks, plan, max_unused)
+    return plan
+
+
+def _old_enough(stat: PackStat, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Unindexed packs may belong to a backup still running: leave them alone for a grace period."""
+    if stat.indexed:
+        return True
+    return stat.modified is not None and now - stat.modified >= max(grace, ORPHAN_MIN_AGE)
+
+
+def _choose_repacks(scan: RepositoryScan, marks: PackTimes, plan: PrunePlan, max_unused: float) -> None:
+    """Repack the emptiest partly-used packs until the unused share is at most ``max_unused``."""
+    budget = plan.bytes_unused - plan.bytes_mark - plan.bytes_delete - max_unused * plan.bytes_total
+    if budget <= 0:
+        return
+    candidates = sorted(
+        (s for s in scan.packs.values()
+         if s.indexed and s.used_blobs and s.unused_bytes and s.pack_id not in marks.packs),
+        key=lambda s: s.used_bytes / max(1, s.used_bytes + s.unused_bytes),
+    )
+    for stat in candidates:
+        if budget <= 0:
+            break
+        plan.repack.append(stat.pack_id)
+        plan.bytes_repack_used += stat.used_bytes
+        budget -= stat.unused_bytes
+
+
+class PruneRun:
+    def __init__(self, ctx: MaintenanceContext, *, zstd_level: int, pack_size: int,
+                 progress: Callable[[str], None]) -> None:
+        self._ctx = ctx
+        self._level = zstd_level
+        self._pack_size = pack_size
+        self._progress = progress
+
+    def plan(self, *, grace: dt.timedelta, max_unused: float) -> tuple[PrunePlan, RepositoryScan, PackTimes]:
+        ctx = self._ctx
+        now = clock.now()
+        marks = load_times(ctx.store, ctx.sealer, MARKS)
+        scan = scan_repository(ctx, now, set(marks.packs), self._progress)
+        sessions = read_sessions(ctx.store, ctx.sealer)
+        plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
+        return plan, scan, marks
+
+    def execute(self, plan: PrunePlan, scan: RepositoryScan, marks: PackTimes) -> None:
+        ctx = self._ctx
+        now = clock.now()
+        if plan.repack:
+            self._progress(f"repacking {len(plan.repack)} pack(s)")
+            self._repack(plan, scan)
+        for pack_id in plan.unmark:
+            marks.packs.pop(pack_id, None)
+        for pack_id in [*plan.mark, *plan.repack]:
+            marks.packs[pack_id] = now
+        save_times(ctx.store, ctx.sealer, MARKS, marks)
+        if plan.delete:
+            self._progress(f"deleting {len(plan.delete)} pack(s)")
+            self._sweep(plan, scan)
+            for pack_id in plan.delete:
+                marks.packs.pop(pack_id, None)
+            save_times(ctx.store, ctx.sealer, MARKS, marks)
+
+    def _repack(self, plan: PrunePlan, scan: RepositoryScan) -> None:
+        ctx = self._ctx
+        reader = ContentReader(ctx.store, ctx.cache, ctx.sealer, ctx.hasher)
+        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=self._level,
+                               pack_size=self._pack_size, excluded_packs=frozenset(plan.repack))
+        try:
+            for pack_id in plan.repack:
+                stat = scan.packs[pack_id]
+                name = layout.pack_name(pack_id, stat.kind == BLOB_META)
+                data = memoryview(ctx.store.get(name))
+                for chunk_id, offset, length, raw in scan.blobs_of(pack_id):
+                    if not scan.is_referenced(chunk_id):
+                        continue
+                    location = BlobLocation(pack_id, stat.kind, offset, length, raw)
+                    plain = reader.open(chunk_id, location, data[offset : offset + length])
+                    content.put_with_id(chunk_id, plain, stat.kind)
+            content.flush()
+        finally:
+            content.close()
+
+    def _sweep(self, plan: PrunePlan, scan: RepositoryScan) -> None:
+        ctx = self._ctx
+        doomed = set(plan.delete)
+        survivors: list[PackRecord] = []
+        for pack_id, stat in sorted(scan.packs.items()):
+            if stat.indexed and pack_id not in doomed:
+                entries = [BlobEntry(c, o, n, r) for c, o, n, r in scan.blobs_of(pack_id)]
+                survivors.append(PackRecord(pack_id, stat.kind, stat.size, entries))
+        old = set(scan.segments)
+        for batch in _batches(survivors):
+            ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
+        for name in sorted(old):
+            ctx.store.delete(name)
+        for pack_id in plan.delete:
+            stat = scan.packs[pack_id]
+            ctx.store.delete(layout.pack_name(pack_id, stat.kind == BLOB_META))
+        ctx.cache.reset()
+
+
+def _batches(records: list[PackRecord]) -> list[list[PackRecord]]:
+    batches: list[list[PackRecord]] = [[]]
+    count = 0
+    for record in records:
+        if count + len(record.entries) > SEGMENT_ENTRIES and batches[-1]:
+            batches.append([])
+            count = 0
+        batches[-1].append(record)
+        count += len(record.entries)
+    return [b for b in batches if b]
+
+
+def check_exclusive_options(grace: dt.timedelta, exclusive: bool) -> None:
+    if grace <= dt.timedelta(0) and not exclusive:
+        raise UsageError("--grace 0 deletes without a safety period; it needs --exclusive")
+
+
+def refuse_live_writers(ctx: MaintenanceContext) -> None:
+    now = clock.now()
+    live = [s for s in read_sessions(ctx.store, ctx.sealer) if s.is_alive(now, ctx.host)]
+    if live:
+        s = live[0]
+        raise RepositoryLocked(f"{len(live)} backup(s) are running (pid {s.pid} on {s.host} since "
+                               f"{s.started:%Y-%m-%d %H:%M:%S}Z); an exclusive prune waits for them to finish")
