@@ -8,13 +8,30 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from dtstore.cli import cmd_dump, cmd_init, cmd_ls, cmd_restore, cmd_snapshot, cmd_snapshots
+from dtstore.cli import (
+    cmd_check,
+    cmd_dump,
+    cmd_forget,
+    cmd_index,
+    cmd_init,
+    cmd_key,
+    cmd_ls,
+    cmd_prune,
+    cmd_restore,
+    cmd_snapshot,
+    cmd_snapshots,
+    cmd_stats,
+    cmd_unlock,
+)
 from dtstore.cli.output import Output
 
 from dtstore import __version__
 from dtstore.errors import EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
-COMMANDS: tuple[ModuleType, ...] = (cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump)
+COMMANDS: tuple[ModuleType, ...] = (
+    cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
+    cmd_check, cmd_unlock, cmd_key, cmd_index, cmd_stats,
+)
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
 10 no repository, 11 repository locked, 12 wrong password, 13 storage access denied,

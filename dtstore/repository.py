@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import io
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +24,7 @@ from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, unwrap_key, wrap_key
 from dtstore.errors import (
     BlobNotFound,
+    DtstoreError,
     ItemNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -53,6 +56,9 @@ from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
+
+
+INDEX_REFRESH_SECONDS = 5.0
 
 
 def _quiet(message: str) -> None:
@@ -228,11 +234,13 @@ class Repository:
                                    zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
                                    excluded_packs=marked)
             writer = ObjectWriter(content, self._workers)
+            refresher = _IndexRefresher(self.refresh_index, INDEX_REFRESH_SECONDS)
             try:
                 run = BackupRun(content, writer, self._chunker(self.config.chunker),
                                 self._chunker(self.config.meta_chunker), self._cache, progress)
                 result = run.run(sources)
             finally:
+                refresher.stop()
                 writer.close()
                 content.close()
             source_id, kind, paths, metadata = _describe_sources(sources)
@@ -349,6 +357,27 @@ class Repository:
 
     def _chunker(self, params: ChunkerParams) -> Chunker:
         return Chunker(params, self.master.chunker_seed)
+
+
+class _IndexRefresher:
+    """Reloads the remote index now and then during a backup, so chunks other hosts uploaded
+    meanwhile are not sent again."""
+
+    def __init__(self, refresh: Callable[[], int], interval: float) -> None:
+        self._refresh = refresh
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dtstore-index-refresh", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(DtstoreError):
+                self._refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _describe_sources(sources: Sequence[Source]) -> tuple[str, str, list[str], dict[str, Any]]:

@@ -1,0 +1,64 @@
+"""dtstore key list|add|remove|passwd: the passwords that open the repository."""
+
+from __future__ import annotations
+
+import argparse
+
+import sys
+from typing import Any
+
+from dtstore.cli._repo import open_repo, prompt
+from dtstore.cli.output import Output
+from dtstore.errors import UsageError
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("key", parents=[common], help="manage passwords (key slots)")
+    p.add_argument("action", choices=["list", "add", "remove", "passwd"])
+    p.add_argument("slot", nargs="?", metavar="KEY_ID", help="for remove: the key slot ID (or prefix)")
+    p.add_argument("--new-password-file", metavar="FILE", help="read the new password from FILE")
+    p.set_defaults(run=run)
+
+
+def new_password(args: argparse.Namespace) -> str:
+    if args.new_password_file:
+        try:
+            with open(args.new_password_file, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.new_password_file}: {exc.strerror}") from None
+    if sys.stdin.isatty():
+        return prompt("new password: ", confirm=True)
+    raise UsageError("give the new password with --new-password-file FILE (or run on a terminal)")
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    with open_repo(args) as repo:
+        if args.action == "list":
+            for key in repo.keys():
+                if out.json:
+                    out.emit({"type": "key", "id": key.slot_id, "current": key.current, "kdf": key.kdf})
+                else:
+                    out.line(f"{'*' if key.current else ' '} {key.slot_id}  {key.kdf}")
+        elif args.action == "add":
+            slot = repo.add_key(new_password(args))
+            _done(out, "added", slot)
+        elif args.action == "remove":
+            if not args.slot:
+                raise UsageError("key remove needs KEY_ID (see dtstore key list)")
+            repo.remove_key(args.slot)
+            _done(out, "removed", args.slot)
+        else:
+            slot = repo.change_password(new_password(args))
+            _done(out, "password changed; new key", slot)
+    return 0
+
+
+def _done(out: Output, what: str, slot: str) -> None:
+    if out.json:
+        out.emit({"type": "summary", "action": what, "id": slot})
+    else:
+        out.line(f"{what} {slot}")
+
+
+
