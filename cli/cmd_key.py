@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-
 import sys
 from typing import Any
 
 from dtstore.cli._repo import open_repo, prompt
 from dtstore.cli.output import Output
+
 from dtstore.errors import UsageError
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output, human_size
+
 from dtstore.errors import UsageError
 
 

@@ -57,7 +57,6 @@ from dtstore.storage.base import BlobStore
 from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
 
-
 INDEX_REFRESH_SECONDS = 5.0
 
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dtstore import clock
-from dtstore.content.pack import BlobLocation, parse_pack, open_blob, pack_id_of, pack_key
+from dtstore.content.pack import BlobLocation, open_blob, pack_id_of, pack_key, parse_pack
 from dtstore.content.segments import read_pack_record
 from dtstore.errors import DtstoreError, UsageError
 from dtstore.format import BLOB_META
@@ -28,13 +28,13 @@ from dtstore.storage import layout
 @dataclass
 class Problem:
     kind: str
-    object: str
+    where: str
     message: str
     snapshots: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "object": self.object, "message": self.message,
+        return {"kind": self.kind, "object": self.where, "message": self.message,
                 "snapshots": self.snapshots, "paths": self.paths}
 
 

@@ -30,7 +30,6 @@ class StdinSource:
     def __init__(self, name: str, stream: BinaryIO | None = None) -> None:
         self._path = _item_path(name)
         self._stream = stream if stream is not None else sys.stdin.buffer
-        self._bytes = 0
 
     @property
     def source_id(self) -> str:
@@ -85,7 +84,7 @@ class CommandSource:
         proc = subprocess.Popen(self._command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         try:
-            yield proc.stdout
+            yield proc.stdout  # type: ignore[misc]
         except BaseException:
             proc.kill()
             proc.wait()

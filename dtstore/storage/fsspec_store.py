@@ -6,6 +6,7 @@ StorageError tree so that nothing above this layer knows which backend it talks 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import uuid
@@ -77,7 +78,7 @@ class FsspecStore:
             if self._seek_reads:  # sshfs's cat_file ignores start/end and reads the whole file
                 with self.fs.open(self._path(name), "rb", block_size=max(length, 1 << 16)) as f:
                     f.seek(offset)
-                    data = f.read(length)
+                    data: bytes = f.read(length)
             else:
                 data = self.fs.cat_file(self._path(name), start=offset, end=offset + length)
         if len(data) != length:
@@ -103,10 +104,8 @@ class FsspecStore:
                 raise
 
     def _discard(self, path: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort: a leftover .tmp- name is ignored by list()
             self.fs.rm_file(path)
-        except Exception:  # best effort: a leftover .tmp- name is ignored by list()
-            pass
 
     def exists(self, name: str) -> bool:
         with self._translated("stat", name):
@@ -156,9 +155,9 @@ class _Translator:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, StorageError) or not isinstance(exc, Exception):
-            return False
+            return
         error = translate(exc, self.op, self.name, self.store.describe())
         if error.transient:
             self.store._drop_connection()
