@@ -277,7 +277,7 @@ class Bench:
                 f"{argv} | restic backup --stdin --stdin-filename dump.sql --json --quiet",
                 {**self.restic_env, "MYSQL_PWD": SOURCE_PASSWORD},
             )
-        summary = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
+        summary: dict[str, Any] = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
         return self.record(
             Step(
                 f"mariadb-dump | restic {label}",

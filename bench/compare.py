@@ -62,6 +62,7 @@ class Measured:
     user_seconds: float
     sys_seconds: float
     log: str
+    loadavg: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end: other work on the machine?
 
     @property
     def ok(self) -> bool:
@@ -112,6 +113,7 @@ def run_measured(argv: list[str], env: dict[str, str], log: Path, cwd: Path | No
     with open(log, "ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             _rusage_wrapper(argv, stats), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
@@ -131,6 +133,7 @@ def run_measured(argv: list[str], env: dict[str, str], log: Path, cwd: Path | No
         user_seconds=user,
         sys_seconds=sys_s,
         log=str(log),
+        loadavg=(load0, os.getloadavg()[0]),
     )
 
 
@@ -558,12 +561,13 @@ def main_table(results: list[ToolResult]) -> str:
 
 
 def detail_table(results: list[ToolResult]) -> str:
-    head = ["tool", "step", "wall s", "CPU s (user+sys)", "flush s", "peak RSS MB", "exit"]
+    head = ["tool", "step", "wall s", "CPU s (user+sys)", "flush s", "peak RSS MB", "load before/after", "exit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         for name, m in r.steps.items():
             cpu = m.user_seconds + m.sys_seconds
-            row = [r.tool, name, f"{m.seconds:.2f}", f"{cpu:.1f}", f"{m.flush_seconds:.2f}", _mb(m.max_rss_bytes)]
+            load = f"{m.loadavg[0]:.1f}/{m.loadavg[1]:.1f}"
+            row = [r.tool, name, f"{m.seconds:.2f}", f"{cpu:.1f}", f"{m.flush_seconds:.2f}", _mb(m.max_rss_bytes), load]
             lines.append("| " + " | ".join([*row, str(m.returncode)]) + " |")
     return "\n".join(lines)
 

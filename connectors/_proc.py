@@ -51,7 +51,7 @@ def check_argv(argv: Sequence[str], secrets: Iterable[str]) -> None:
             raise ConnectorError(f"refusing to run {os.path.basename(argv[0])}: a secret would appear in argv")
 
 
-def tool_env(base: Mapping[str, str] | None = None, **overrides: str | None) -> dict[str, str]:
+def tool_env(base: Mapping[str, str] | None = None, /, **overrides: str | None) -> dict[str, str]:
     """A copy of the environment with ``overrides`` applied (``None`` removes a variable)."""
     env = dict(os.environ if base is None else base)
     for key, value in overrides.items():

@@ -196,7 +196,7 @@ class Server:
         try:
             cur = self._conn.cursor()
             cur.execute(sql, tuple(params))
-            rows = cur.fetchall() if cur.with_rows else []
+            rows = cur.fetchall() if cur.description is not None else []
             cur.close()
         except mysql.connector.Error as exc:
             raise ConnectorError(
@@ -1080,7 +1080,7 @@ class MysqlSource:
         try:
             files = self._dump_to_stage(run_dir, offset)
             for name, path in zip(self.databases, files, strict=True):
-                yield _file_entry(item_path(name), partial(open, path, "rb"))
+                yield _file_entry(item_path(name), partial(_open_file, path))
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -1116,7 +1116,7 @@ class MysqlSource:
             for name, size in closed:
                 path = fetch(name)
                 self._record_binlog(name, size, path, expected if name == expected.file else None, logs)
-                yield _file_entry(f"binlog/{name}", partial(open, path, "rb"))
+                yield _file_entry(f"binlog/{name}", partial(_open_file, path))
         first, last = self._meta["binlogs"][0], self._meta["binlogs"][-1]
         self._meta.update(
             binlog_first=first["name"],
@@ -1164,6 +1164,8 @@ class MysqlSource:
                 raise ConnectorError(f"binlogs=local but {directory / first} is not readable here")
             yield lambda name: directory / name
             return
+        if self.stage_dir:
+            self.stage_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="dtstore-binlog-", dir=self.stage_dir))
         try:
             yield partial(self._fetch_remote, tmp)
@@ -1210,6 +1212,10 @@ def _dir_entry(path: str) -> Entry:
 
 def _file_entry(path: str, opener: Callable[[], AbstractContextManager[BinaryIO]]) -> Entry:
     return Entry(path=path.encode(), type="file", mode=0o600, mtime_ns=_now_ns(), opener=opener)
+
+
+def _open_file(path: Path) -> AbstractContextManager[BinaryIO]:
+    return open(path, "rb", buffering=BLOCK)
 
 
 def _bytes_opener(data: bytes) -> AbstractContextManager[BinaryIO]:

@@ -24,7 +24,7 @@ from dtstore.content.pack import (
     trailer_length,
 )
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import IntegrityError, StorageError
+from dtstore.errors import BlobNotFound, IntegrityError, StorageError
 from dtstore.format import AAD_INDEX, BLOB_META
 from dtstore.storage import layout
 from dtstore.storage.base import BlobInfo, BlobStore
@@ -76,7 +76,20 @@ def write_segment(store: BlobStore, sealer: Sealer, cache: IndexCache, packs: li
 
 
 def refresh_cache(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: int = 8) -> int:
-    """Load segments the cache lacks; if a known one vanished (compacted by prune), start over."""
+    """Load segments the cache lacks; if a known one vanished (compacted by prune), start over.
+
+    A segment can also vanish between the listing and its download, when a prune or an index
+    rebuild replaces the segments meanwhile: then the listing is taken again."""
+    for attempt in range(5):
+        try:
+            return _refresh_once(store, sealer, cache, workers)
+        except BlobNotFound:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _refresh_once(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: int) -> int:
     remote = {info.name for info in store.list(layout.INDEX)}
     known = cache.known_segments()
     if known - remote:

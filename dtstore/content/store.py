@@ -66,7 +66,7 @@ class ContentStore:
         self._last_segment = time.monotonic()
         connections = store.capabilities.connections
         self._uploads = ThreadPoolExecutor(connections, thread_name_prefix="dtstore-upload")
-        self._slots = threading.BoundedSemaphore(connections + 1)
+        self._slots = threading.BoundedSemaphore(connections)
         self._inflight: set[Future[None]] = set()
         self._error: BaseException | None = None
         self._segment_lock = threading.Lock()

@@ -122,17 +122,23 @@ class PruneRun:
         ctx = self._ctx
         now = clock.now()
         marks = load_times(ctx.store, ctx.sealer, MARKS)
-        scan = scan_repository(ctx, now, set(marks.packs), self._progress)
+        # Sessions before snapshots: a writer saves its snapshot, then removes its session, so one
+        # that finishes during the scan is seen one way or the other.  Read after the scan, a writer
+        # committing meanwhile would be in neither, and packs only it refers to would be deleted.
         sessions = read_sessions(ctx.store, ctx.sealer)
+        scan = scan_repository(ctx, now, set(marks.packs), self._progress)
         plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
         return plan, scan, marks
 
     def execute(self, plan: PrunePlan, scan: RepositoryScan, marks: PackTimes) -> None:
         ctx = self._ctx
-        now = clock.now()
         if plan.repack:
             self._progress(f"repacking {len(plan.repack)} pack(s)")
-            self._repack(plan, scan)
+            self._repack(plan, scan, marks)
+        # The mark time is taken just before the marks become visible: a writer that started after
+        # it loads the new marks (and avoids these packs); one that started before is waited for.
+        # Taken before a long repack, a writer starting during the repack would be neither.
+        now = clock.now()
         for pack_id in plan.unmark:
             marks.packs.pop(pack_id, None)
         for pack_id in [*plan.mark, *plan.repack]:
@@ -145,18 +151,22 @@ class PruneRun:
                 marks.packs.pop(pack_id, None)
             save_times(ctx.store, ctx.sealer, MARKS, marks)
 
-    def _repack(self, plan: PrunePlan, scan: RepositoryScan) -> None:
+    def _repack(self, plan: PrunePlan, scan: RepositoryScan, marks: PackTimes) -> None:
         ctx = self._ctx
         reader = ContentReader(ctx.store, ctx.cache, ctx.sealer, ctx.hasher)
+        # never deduplicate against a pack that is going away (repacked now, marked or being deleted)
         content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=self._level,
-                               pack_size=self._pack_size, excluded_packs=frozenset(plan.repack))
+                               pack_size=self._pack_size,
+                               excluded_packs=frozenset(plan.repack) | frozenset(marks.packs))
         try:
             for pack_id in plan.repack:
                 stat = scan.packs[pack_id]
                 name = layout.pack_name(pack_id, stat.kind == BLOB_META)
                 data = memoryview(ctx.store.get(name))
                 for chunk_id, offset, length, raw in scan.blobs_of(pack_id):
-                    if not scan.is_referenced(chunk_id):
+                    # only the copy counted as used here; copying a chunk whose counted copy lives in
+                    # another pack would only make a new duplicate (and a new partly-used pack)
+                    if not scan.is_used_in(chunk_id, pack_id):
                         continue
                     location = BlobLocation(pack_id, stat.kind, offset, length, raw)
                     plain = reader.open(chunk_id, location, data[offset : offset + length])

@@ -110,6 +110,12 @@ class RepositoryScan:
         with self.scratch.env.begin(db=self.scratch.refs) as txn:
             return txn.get(chunk_id) is not None
 
+    def is_used_in(self, chunk_id: bytes, pack_id: str) -> bool:
+        """Referenced, and this pack holds the copy counted as used (see ``avoid``)."""
+        with self.scratch.env.begin() as txn:
+            return (txn.get(chunk_id, db=self.scratch.refs) is not None
+                    and txn.get(chunk_id, db=self.scratch.chosen) == bytes.fromhex(pack_id))
+
 
 def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[str] = frozenset(),  # type: ignore[assignment]
                     progress: Callable[[str], None] = lambda _: None) -> RepositoryScan:

@@ -14,7 +14,7 @@ from dtstore.storage.base import BlobInfo, Capabilities
 
 
 class LocalStore:
-    capabilities = Capabilities(connections=4, local=True)
+    capabilities = Capabilities(connections=2, local=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()

@@ -220,10 +220,12 @@ def test_keep_within_counts_calendar_days_in_the_local_zone() -> None:
     # Berlin leaves DST on 2026-10-25: that local day has 25 hours.
     snaps = grid(utc(2026, 10, 23), utc(2026, 10, 25, 12), dt.timedelta(hours=1))
     newest = utc(2026, 10, 25, 12)
-    within = {"keep_within": parse_duration("1d"), "now": newest}
-    assert kept(plan(snaps, tz=BERLIN, **within)) == set(every(utc(2026, 10, 24, 12), newest, dt.timedelta(hours=1)))
-    assert len(kept(plan(snaps, tz=BERLIN, **within))) == 25
-    assert kept(plan(snaps, tz=UTC, **within)) == set(every(utc(2026, 10, 24, 13), newest, dt.timedelta(hours=1)))
+    day = parse_duration("1d")
+    berlin = kept(plan(snaps, tz=BERLIN, now=newest, keep_within=day))
+    assert berlin == set(every(utc(2026, 10, 24, 12), newest, dt.timedelta(hours=1)))
+    assert len(berlin) == 25
+    assert kept(plan(snaps, tz=UTC, now=newest, keep_within=day)) == set(
+        every(utc(2026, 10, 24, 13), newest, dt.timedelta(hours=1)))
     assert len(kept(plan(snaps, tz=BERLIN, now=newest, keep_within=dt.timedelta(days=1)))) == 24
 
 
