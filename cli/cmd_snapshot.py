@@ -63,9 +63,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.emit({"type": "summary", "snapshot_id": snap.id, "short_id": snap.short_id, **summary})
     else:
-        out.line(f"snapshot {snap.short_id} saved: {summary['files']} files, "
-                 f"{human_size(summary['bytes_total'])} read, {human_size(summary['bytes_stored'])} added "
-                 f"to the repository ({summary['files_unchanged']} files unchanged)")
+        unchanged = summary["files_unchanged"]
+        out.line(f"snapshot {snap.short_id} saved: {summary['files']} file(s), {human_size(summary['bytes_total'])}"
+                 f" ({human_size(summary['bytes_read'])} read, {unchanged} unchanged file(s) not read again); "
+                 f"{human_size(summary['bytes_stored'])} added to the repository")
         if warnings:
             out.info(f"{len(warnings)} source(s) could not be read; see the warnings above")
     return EXIT_PARTIAL if warnings else 0

@@ -65,9 +65,17 @@ def normalize_include(path: str | bytes) -> bytes:
     return os.path.normpath(raw).lstrip(b"/").rstrip(b"/")
 
 
+def _safe(item: Item) -> Item:
+    """Never write outside the target, whatever a manifest says."""
+    parts = item.path.split(b"/")
+    if item.path.startswith(b"/") or b".." in parts or b"" in parts or b"\0" in item.path:
+        raise IntegrityError(f"snapshot item {item.name!r} has an unsafe path; refusing to restore it")
+    return item
+
+
 def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
                  includes: Sequence[bytes] = ()) -> RestorePlan:
-    chosen = [item for item in items if matches(item.path, includes)]
+    chosen = [_safe(item) for item in items if matches(item.path, includes)]
     if includes and not chosen:
         shown = ", ".join(i.decode("utf-8", "surrogateescape") for i in includes)
         raise UsageError(f"nothing in the snapshot matches {shown}")

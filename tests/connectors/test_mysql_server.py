@@ -351,6 +351,24 @@ print("finished")
 """
 
 
+def dumps_running(server: MariaDBServer, wait: float = 10.0) -> bool:
+    """Is a mariadb-dump of this server still alive after ``wait`` seconds (it should die of SIGPIPE)?"""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [p for p in Path("/proc").glob("[0-9]*") if _cmdline_has(p, str(server.socket))]
+        if not alive or time.monotonic() > deadline:
+            return bool(alive)
+        time.sleep(0.05)
+
+
+def _cmdline_has(proc: Path, text: str) -> bool:
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(b"mariadb-dump") and any(text.encode() in a for a in argv)
+
+
 def test_kill_9_during_a_snapshot_then_the_next_one_succeeds(mariadb_factory: MariaDBFactory, tmp_path: Path) -> None:
     src = mariadb_factory("src", password="src-Secret-1")
     seed(src)
@@ -375,7 +393,7 @@ def test_kill_9_during_a_snapshot_then_the_next_one_succeeds(mariadb_factory: Ma
             stage_arg,
         ]
         child = subprocess.Popen(
-            argv, env={**src.env(), "PYTHONPATH": os.getcwd()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, env=src.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 30
         while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -383,6 +401,7 @@ def test_kill_9_during_a_snapshot_then_the_next_one_succeeds(mariadb_factory: Ma
         assert child.poll() is None, child.communicate()
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
+    assert not dumps_running(src), "a dump outlived the killed snapshot"
     assert list(stage.glob("dtstore-mysql-*")), "the killed staged run left its directory"
     assert repo.snapshots() == []
     done = snap(repo, src, "full", stage=stage)
