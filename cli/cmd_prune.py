@@ -32,11 +32,12 @@ def parse_grace(text: str) -> dt.timedelta:
     if text.strip() == "0":
         return dt.timedelta(0)
     total = dt.timedelta(0)
-    parts = re.findall(r"(\d+)([dhms])", text)
+    parts = re.findall(r"(\d+)(d|h|min|s)", text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise UsageError(f"--grace {text!r}: use a duration such as 24h, 90m or 2d")
+        raise UsageError(f"--grace {text!r}: use a duration such as 24h, 90min, 30s or 2d")
+    units = {"d": "days", "h": "hours", "min": "minutes", "s": "seconds"}
     for number, unit in parts:
-        total += dt.timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: int(number)})
+        total += dt.timedelta(**{units[unit]: int(number)})
     return total
 
 

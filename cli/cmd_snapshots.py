@@ -25,7 +25,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
                  and (not args.source or s.source_id == args.source)]
     if out.json:
         for snap in snaps:
-            out.emit(snap.to_json())
+            out.emit({"type": "snapshot", **snap.to_json()})
         return 0
     out.line(f"{'ID':8}  {'Time':19}  {'Host':12}  {'Source':28}  {'Size':>10}  {'Tags':12}  Paths")
     for s in snaps:

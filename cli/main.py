@@ -27,7 +27,7 @@ from dtstore.cli import (
 from dtstore.cli.output import Output
 
 from dtstore import __version__
-from dtstore.errors import EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
+from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 1
+    except OSError as exc:
+        out.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", EXIT_ERROR)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -21,28 +21,28 @@ class Output:
 
     def emit(self, obj: dict[str, Any]) -> None:
         """One JSON line (in --json mode)."""
-        self.out.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
+        self.out.write(json.dumps(obj, default=str) + "\n")  # ASCII: valid even for non-UTF-8 names
         self.out.flush()
 
     def line(self, text: str) -> None:
         if not self.json:
-            self.out.write(text + "\n")
+            self.out.write(printable(text) + "\n")
 
     def info(self, text: str) -> None:
         if not self.json and not self.quiet:
-            self.err.write(text + "\n")
+            self.err.write(printable(text) + "\n")
 
     def warning(self, path: str, message: str) -> None:
         if self.json:
             self.emit({"type": "warning", "path": path, "message": message})
         else:
-            self.err.write(f"warning: {path}: {message}\n")
+            self.err.write(printable(f"warning: {path}: {message}") + "\n")
 
     def error(self, message: str, exit_code: int) -> None:
         if self.json:
             self.emit({"type": "error", "message": message, "exit_code": exit_code})
         else:
-            self.err.write(f"dtstore: error: {message}\n")
+            self.err.write(printable(f"dtstore: error: {message}") + "\n")
 
     @contextmanager
     def progress(self, title: str) -> Iterator[ProgressCallback]:
@@ -105,6 +105,11 @@ class _RichProgress:
             self._console.print(f"[yellow]warning:[/] {event.current}: {event.message}")
             return
         self._bar.update(self._task, completed=event.bytes_done, total=event.bytes_total)
+
+
+def printable(text: str) -> str:
+    """Names that are not UTF-8 (surrogate-escaped) shown as \\xNN instead of crashing the terminal."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def human_size(n: float) -> str:

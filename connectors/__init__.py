@@ -21,7 +21,7 @@ from dtstore.errors import UsageError
 if TYPE_CHECKING:
     from dtstore.sources.base import Source
 
-# scheme -> ("module:attribute", extra to install, distribution modules it needs)
+# scheme -> ("module:attribute", the extra to install when its dependencies are missing)
 REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
     {
         "mysql": ("dtstore.connectors.mysql:CONNECTOR", "mysql"),

@@ -25,6 +25,7 @@ from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_
 from dtstore.errors import (
     BlobNotFound,
     DtstoreError,
+    UnsupportedFormat,
     ItemNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -140,7 +141,7 @@ class Repository:
             slot_id = layout.pack_id_of(blob.name)
             try:
                 return unwrap_key(store.get(blob.name), password, slot_id)
-            except WrongPassword:
+            except (WrongPassword, UnsupportedFormat):
                 continue
         raise WrongPassword(f"wrong password: none of the {len(slots)} key slot(s) of "
                             f"{store.describe()} opens with it")
@@ -224,7 +225,7 @@ class Repository:
             raise UsageError("nothing to back up")
         host = host or default_host()
         started = clock.now()
-        with WriterSession(self.store, self._sealer, host):
+        with WriterSession(self.store, self._sealer, default_host()) as session:
             check_not_exclusively_locked(self.store, self._sealer, default_host())
             marked = frozenset(load_times(self.store, self._sealer, MARKS).packs)
             self.refresh_index()
@@ -252,6 +253,7 @@ class Repository:
                 items_chunks=result.items.chunks, items_count=result.item_count,
                 username=getpass.getuser(),
             )
+            session.ensure_alive()
             self._snapshots.save(snapshot)
         self._cache.put_files(result.file_records)
         return snapshot

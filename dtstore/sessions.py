@@ -18,7 +18,7 @@ import msgpack
 
 from dtstore import clock
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import BlobNotFound, DtstoreError, StorageError
+from dtstore.errors import BlobNotFound, DtstoreError, StorageError, StorageUnavailable
 from dtstore.format import AAD_SESSION
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
@@ -83,11 +83,21 @@ class WriterSession:
         self._name = layout.session_name(self.info.session_id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="dtstore-heartbeat", daemon=True)
+        self._last_beat = now
 
     def _write(self) -> None:
-        info = SessionInfo(self.info.session_id, self.info.host, self.info.pid, self.info.started,
-                           clock.now(), self.info.kind)
+        now = clock.now()
+        info = SessionInfo(self.info.session_id, self.info.host, self.info.pid, self.info.started, now,
+                           self.info.kind)
         self._store.put(self._name, self._sealer.seal(msgpack.packb(_encode(info)), AAD_SESSION))
+        self._last_beat = now
+
+    def ensure_alive(self) -> None:
+        """Before committing: a session whose heartbeat could not be written for too long may have
+        been declared dead by a prune, which may then delete packs this backup relies on."""
+        if clock.now() - self._last_beat > SESSION_TIMEOUT - dt.timedelta(minutes=2):
+            raise StorageUnavailable("the writer session's heartbeat could not be written for too long; "
+                                     "nothing was committed — run the snapshot again")
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

@@ -90,8 +90,10 @@ def refresh_cache(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: 
 
 
 def _refresh_once(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: int) -> int:
-    remote = {info.name for info in store.list(layout.INDEX)}
+    # known before listing: a segment this process uploads and caches meanwhile (the uploader threads
+    # during a backup) must not look like one a prune removed, which would reset the whole cache
     known = cache.known_segments()
+    remote = {info.name for info in store.list(layout.INDEX)}
     if known - remote:
         cache.reset()
         known = set()

@@ -45,27 +45,30 @@ class CheckReport:
     packs: int = 0
     packs_read: int = 0
     bytes_read: int = 0
+    unindexed_packs: int = 0
+    """packs no segment lists: a backup running now, or one that was interrupted (the next backup
+    adopts them, prune removes them): not a problem"""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def parse_subset(text: str, total_packs: int, total_bytes: int) -> tuple[str, float]:
-    """``N%``, ``N/M`` or a size like ``500M``/``2G`` → (mode, value)."""
+def parse_subset(text: str, total_bytes: int) -> tuple[str, float, int]:
+    """``N%``, ``N/M`` or a size like ``500M``/``2G`` → (mode, value, groups)."""
     if m := re.fullmatch(r"(\d+(?:\.\d+)?)%", text):
         pct = float(m.group(1))
         if not 0 < pct <= 100:
             raise UsageError("--read-data-subset percentage must be in (0, 100]")
-        return "bytes", total_bytes * pct / 100
+        return "bytes", total_bytes * pct / 100, 0
     if m := re.fullmatch(r"(\d+)/(\d+)", text):
         n, t = int(m.group(1)), int(m.group(2))
         if not 1 <= n <= t:
             raise UsageError("--read-data-subset N/M needs 1 <= N <= M")
-        return "group", float(n - 1 + t * 1000)
+        return "group", float(n - 1), t
     if m := re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)i?B?", text, re.IGNORECASE):
         factor = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
-        return "bytes", float(m.group(1)) * factor
+        return "bytes", float(m.group(1)) * factor, 0
     raise UsageError(f"--read-data-subset {text!r}: use N%, N/M or a size such as 500M")
 
 
@@ -73,11 +76,9 @@ def choose_packs(packs: list[PackStat], subset: str | None, verified: dict[str, 
     """Pure: which packs a --read-data(-subset) run reads."""
     if subset is None:
         return packs
-    total = sum(p.size for p in packs)
-    mode, value = parse_subset(subset, len(packs), total)
+    mode, value, groups = parse_subset(subset, sum(p.size for p in packs))
     if mode == "group":
-        t, n = divmod(int(value), 1000)
-        return [p for p in packs if int(p.pack_id[:8], 16) % t == n]
+        return [p for p in packs if int(p.pack_id[:8], 16) % groups == int(value)]
     oldest_first = sorted(packs, key=lambda p: (verified.get(p.pack_id, dt.datetime.min.replace(tzinfo=dt.UTC)),
                                                  p.pack_id))
     chosen, size = [], 0
@@ -110,6 +111,8 @@ class CheckRun:
         return report
 
     def _check_references(self, scan: RepositoryScan, report: CheckReport) -> None:
+        for snap_id, why in sorted(self._ctx.snapshots.unreadable.items()):
+            report.problems.append(Problem("bad-manifest", f"snapshots/{snap_id}", why, [snap_id], []))
         for snap_id, paths in scan.missing.items():
             report.problems.append(Problem("missing-data", f"snapshots/{snap_id}",
                                            f"snapshot {snap_id[:8]} refers to data that is in no index",
@@ -142,11 +145,7 @@ class CheckRun:
             for stat, error in pool.map(trailer, present):
                 if error:
                     self._pack_problem(scan, report, stat, "bad-pack", error)
-        for stat in scan.packs.values():
-            if not stat.indexed:
-                report.problems.append(Problem("unindexed-pack", f"pack {stat.pack_id}",
-                                               "is in no index segment (left by an interrupted backup; "
-                                               "the next backup or prune takes care of it)"))
+        report.unindexed_packs = sum(1 for stat in scan.packs.values() if not stat.indexed)
 
     def _read_data(self, scan: RepositoryScan, report: CheckReport, subset: str | None) -> None:
         ctx = self._ctx

@@ -190,7 +190,7 @@ class PruneRun:
             ctx.store.delete(name)
         for pack_id in plan.delete:
             stat = scan.packs[pack_id]
-            ctx.store.delete(layout.pack_name(pack_id, stat.kind == BLOB_META))
+            ctx.store.delete(stat.name or layout.pack_name(pack_id, stat.kind == BLOB_META))
         ctx.cache.reset()
 
 

@@ -49,6 +49,7 @@ class PackStat:
     kind: int = -1
     indexed: bool = False
     listed_size: int | None = None
+    name: str = ""
     modified: dt.datetime | None = None
     index_end: int = 0
     blobs: int = 0
@@ -127,7 +128,7 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     scratch = Scratch()
     packs: dict[str, PackStat] = {}
     for pack_id, info in list_packs(ctx.store).items():
-        packs[pack_id] = PackStat(pack_id, listed_size=info.size, modified=info.modified)
+        packs[pack_id] = PackStat(pack_id, listed_size=info.size, name=info.name, modified=info.modified)
     progress("reading the index")
     segments = sorted(info.name for info in ctx.store.list(layout.INDEX))
     for name in segments:

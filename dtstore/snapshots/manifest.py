@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from dtstore.errors import UnsupportedFormat
+from dtstore.errors import SourceError, UnsupportedFormat
 
 MANIFEST_VERSION = 1
 CHUNK_ID_SIZE = 32
@@ -67,6 +67,22 @@ def decode_items(stream: BinaryIO) -> Iterator[Item]:
         yield Item.from_doc(doc)
 
 
+def clean(value: Any) -> Any:
+    """Make a value msgpack-safe and readable back: str keys, text that is valid UTF-8 (a name
+    that is not keeps its undecodable bytes as ``\\xNN``), datetimes as ISO 8601 text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {clean(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return value
+    raise SourceError(f"source metadata holds a {type(value).__name__}, which a manifest cannot store")
+
+
 @dataclass
 class Snapshot:
     """A committed snapshot, as listed by ``Repository.snapshots()``."""
@@ -94,13 +110,13 @@ class Snapshot:
         return {
             "version": MANIFEST_VERSION,
             "time": self.time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-            "host": self.host,
-            "username": self.username,
-            "tags": list(self.tags),
-            "source": {"kind": self.source_kind, "id": self.source_id, "paths": list(self.paths),
-                       "metadata": self.source_metadata},
+            "host": clean(self.host),
+            "username": clean(self.username),
+            "tags": clean(list(self.tags)),
+            "source": {"kind": self.source_kind, "id": clean(self.source_id), "paths": clean(list(self.paths)),
+                       "metadata": clean(self.source_metadata)},
             "parent": self.parent,
-            "summary": self.summary,
+            "summary": clean(self.summary),
             "program_version": self.program_version,
             "items": {"chunks": b"".join(self.items_chunks), "count": self.items_count},
         }

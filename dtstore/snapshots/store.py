@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import blake3
 
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import BlobNotFound, SnapshotNotFound, UsageError
+from dtstore.errors import BlobNotFound, IntegrityError, SnapshotNotFound, UnsupportedFormat, UsageError
 from dtstore.format import AAD_SNAPSHOT
 from dtstore.snapshots.manifest import Snapshot, decode_manifest, encode_manifest
 from dtstore.storage import layout
@@ -20,6 +20,8 @@ class SnapshotStore:
         self._store = store
         self._sealer = sealer
         self._loaded: dict[str, Snapshot] = {}
+        self.unreadable: dict[str, str] = {}
+        """snapshot ID → why its manifest could not be read (filled by ``load_all``)"""
 
     def save(self, snapshot: Snapshot) -> Snapshot:
         """Write the sealed manifest; its ID is the BLAKE3 hash of the sealed bytes."""
@@ -43,9 +45,25 @@ class SnapshotStore:
         return self._loaded[snapshot_id]
 
     def load_all(self, ids: Iterable[str] | None = None) -> list[Snapshot]:
+        """The given snapshots, or every listed one; one forgotten between the listing and its
+        download (a concurrent ``forget``) is left out rather than failing the whole call."""
+        listed = ids is None
         wanted = list(self.ids() if ids is None else ids)
+
+        def load(snapshot_id: str) -> Snapshot | None:
+            try:
+                return self.load(snapshot_id)
+            except SnapshotNotFound:
+                if listed:
+                    return None
+                raise
+            except (IntegrityError, UnsupportedFormat) as exc:
+                # one damaged manifest must not hide every other snapshot; check reports it
+                self.unreadable[snapshot_id] = str(exc)
+                return None
+
         with ThreadPoolExecutor(8) as pool:
-            snapshots = list(pool.map(self.load, wanted))
+            snapshots = [s for s in pool.map(load, wanted) if s is not None]
         return sorted(snapshots, key=lambda s: (s.time, s.id))
 
     def delete(self, snapshot_id: str) -> None:
@@ -54,16 +72,21 @@ class SnapshotStore:
 
     def resolve(self, ref: str) -> Snapshot:
         """``latest``, a full ID or a unique prefix of one."""
+        return self.load(self.resolve_id(ref))
+
+    def resolve_id(self, ref: str) -> str:
+        """Like ``resolve`` without reading the manifest (so a damaged one can still be forgotten)."""
         if not ref:
             raise UsageError("no snapshot given")
         ids = self.ids()
         if ref == "latest":
-            if not ids:
+            snapshots = self.load_all()
+            if not snapshots:
                 raise SnapshotNotFound("the repository has no snapshots yet")
-            return self.load_all(ids)[-1]
+            return snapshots[-1].id
         matches = [i for i in ids if i.startswith(ref.lower())]
         if not matches:
             raise SnapshotNotFound(f"no snapshot matches {ref!r}")
         if len(matches) > 1:
             raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more of the ID")
-        return self.load(matches[0])
+        return matches[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import sys
 import time
@@ -80,7 +79,7 @@ class CommandSource:
     @contextmanager
     def _run(self) -> Iterator[BinaryIO]:
         started = time.monotonic()
-        program = shlex.split(self._command)[0] if self._command.strip() else "?"
+        program = self._command.split()[0]
         proc = subprocess.Popen(self._command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         try:

@@ -21,6 +21,7 @@ from tests.helpers import (
     NON_UTF8_NAME,
     PASSWORD,
     UNICODE_NAME,
+    flip_byte,
     make_sample_tree,
     random_bytes,
     restored,
@@ -99,6 +100,7 @@ def test_snapshot_paths_with_tags_and_host_then_list(cli: Cli, repo_dir: Path, s
                  str(src))
     assert result.code == 0, result.err
     assert re.search(r"snapshot [0-9a-f]{8} saved", result.out)
+    assert result.err == ""  # no progress output when stderr is not a terminal
 
     listed = cli("snapshots", "--repo", str(repo_dir), "--json")
     assert listed.code == 0
@@ -213,6 +215,20 @@ def test_latest_on_an_empty_repository_is_an_error(cli: Cli, repo_dir: Path) -> 
     result = cli("ls", "--repo", str(repo_dir), "latest")
     assert result.code == 1
     assert "no snapshots" in result.err
+
+
+def test_corrupted_data_exits_16_naming_the_pack(cli: Cli, repo_dir: Path, src: Path, tmp_path: Path) -> None:
+    assert cli("snapshot", "--repo", str(repo_dir), str(src)).code == 0
+    packs = sorted(p for p in (repo_dir / "data").rglob("*") if p.is_file())
+    for pack in packs:
+        flip_byte(pack, 100)
+    result = cli("restore", "--repo", str(repo_dir), "latest", "--target", str(tmp_path / "t"))
+    assert result.code == 16
+    assert any(p.name in result.err for p in packs)
+    assert "not restored" in result.err
+    dumped = cli("dump", "--repo", str(repo_dir), "latest", str(src / "big.bin"))
+    assert dumped.code == 16
+    assert "corrupt" in dumped.err
 
 
 # stdin and --from-command ---------------------------------------------------------------------

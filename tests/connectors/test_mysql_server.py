@@ -27,15 +27,14 @@ from dtstore.connectors import make_source, restore_to
 from dtstore.connectors.mysql import MysqlRestorePlan
 
 import dtstore
-from dtstore.crypto.keys import CHEAP_KDF
 from dtstore.errors import ChainError, ConnectorError
+from tests.helpers import PASSWORD, init_repo
 
 if TYPE_CHECKING:
     from tests.servers.mariadb import MariaDBFactory, MariaDBServer
 
 pytest_plugins = ["tests.servers.mariadb"]
 
-REPO_PASSWORD = "repo-pw"
 Contents = dict[str, list[tuple[str, ...]]]
 
 
@@ -53,7 +52,7 @@ def mysql_pwd(password: str | None) -> Iterator[None]:
 
 
 def new_repo(base: Path) -> dtstore.Repository:
-    return dtstore.Repository.init(str(base / "repo"), REPO_PASSWORD, kdf=CHEAP_KDF, cache_dir=base / "cache")
+    return init_repo(str(base / "repo"), base / "cache")
 
 
 def snap(
@@ -105,7 +104,8 @@ def seed(server: MariaDBServer) -> None:
         CREATE PROCEDURE shop.restock(IN n INT) UPDATE shop.items SET note = CONCAT('restocked ', n);
         USE shop;
         INSERT INTO shop.items (name, price, note, data)
-            SELECT CONCAT('item-', seq), seq * 1.25, REPEAT('n', seq % 50), UNHEX(SHA2(seq, 256)) FROM shop.seq_1_to_400;
+            SELECT CONCAT('item-', seq), seq * 1.25, REPEAT('n', seq % 50), UNHEX(SHA2(seq, 256))
+            FROM shop.seq_1_to_400;
         CREATE DATABASE crm;
         CREATE TABLE crm.contacts (id INT PRIMARY KEY, email VARCHAR(80), seen DATETIME, ts TIMESTAMP NULL)
             ENGINE=InnoDB;
@@ -341,7 +341,7 @@ from pathlib import Path
 import dtstore
 from dtstore.connectors import make_source
 repo_url, cache, url, marker, stage = sys.argv[1:6]
-repo = dtstore.Repository.open(repo_url, "repo-pw", cache_dir=Path(cache))
+repo = dtstore.Repository.open(repo_url, os.environ["DTSTORE_PASSWORD"], cache_dir=Path(cache))
 def progress(event):
     Path(marker).touch()
     time.sleep(0.2)  # slow the upload down so the kill lands in the middle
@@ -393,7 +393,7 @@ def test_kill_9_during_a_snapshot_then_the_next_one_succeeds(mariadb_factory: Ma
             stage_arg,
         ]
         child = subprocess.Popen(
-            argv, env=src.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, env={**src.env(), "DTSTORE_PASSWORD": PASSWORD}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 30
         while not marker.exists() and child.poll() is None and time.monotonic() < deadline:

@@ -431,6 +431,20 @@ def test_deleted_cache_is_rebuilt_from_the_remote_index(repo_dir: Path, cache: P
     assert second.summary["bytes_stored"] < 1024
 
 
+def test_two_handles_on_one_repository_in_one_process(repo: Repository, repo_dir: Path, cache: Path,
+                                                     tmp_path: Path) -> None:
+    """E.g. a scheduler or a connector holding the repository open while another part of the same
+    program opens it too: both handles share the local cache directory."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    first = snap_of(repo, src)
+    with Repository.open(str(repo_dir), PASSWORD, cache_dir=cache) as other:
+        assert [s.id for s in other.snapshots()] == [first.id]
+        with other.open_item(other.get_snapshot(first.id), str(src / "f")) as stream:
+            assert stream.read() == b"data"
+
+
 # keyed chunk IDs and encryption --------------------------------------------------------------
 
 def test_two_repositories_name_the_same_data_differently(tmp_path: Path) -> None:

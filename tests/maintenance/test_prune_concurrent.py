@@ -15,6 +15,7 @@ that is always running and nothing would ever be deleted during the test.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import threading
 import time
@@ -158,14 +159,16 @@ def verify(url: str, base: Path, model: Model) -> None:
         assert report.packs_read == report.packs
 
 
-def run_and_verify(url: str, base: Path, *, seed: int, writers: int, seconds: float,
+def run_and_verify(url: str, base: Path, *, seed: int, writers: int, seconds: float, min_snapshots: int,
                    monkeypatch: pytest.MonkeyPatch) -> Model:
     model = run_model(url, base, seed=seed, writers=writers, seconds=seconds, monkeypatch=monkeypatch)
     # the run must have exercised what it claims to
-    assert len(model.expected) >= writers * 3
-    assert model.forgotten & set(model.expected)
-    assert model.prunes >= 5
-    assert model.marked and model.deleted, (model.marked, model.deleted)
+    activity = (f"seed {seed}: {len(model.expected)} snapshots, {len(model.forgotten)} forgotten, "
+                f"{model.prunes} prunes marked {model.marked}, deleted {model.deleted}, repacked {model.repacked}")
+    assert len(model.expected) >= min_snapshots, activity
+    assert model.forgotten & set(model.expected), activity
+    assert model.prunes >= 5, activity
+    assert model.marked and model.deleted, activity
     verify(url, base, model)
     # an exclusive prune afterwards removes every unreferenced pack; everything still restores
     with open_repo(url, base / "final-cache") as repo:
@@ -177,12 +180,17 @@ def run_and_verify(url: str, base: Path, *, seed: int, writers: int, seconds: fl
     return model
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_prune_beside_writers_local(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = run_and_verify(str(tmp_path / "repo"), tmp_path, seed=seed, writers=3, seconds=12,
+SEED = int(os.environ.get("DTSTORE_TEST_SEED", "1"))
+"""Set DTSTORE_TEST_SEED to explore other interleavings; a failure message names the seed."""
+
+
+def test_prune_beside_writers_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = run_and_verify(str(tmp_path / "repo"), tmp_path, seed=SEED, writers=3, seconds=12, min_snapshots=9,
                            monkeypatch=monkeypatch)
-    assert model.repacked or seed != 1
+    assert model.repacked, f"seed {SEED}: no repack happened"
 
 
 def test_prune_beside_writers_s3(s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_and_verify(s3_env, tmp_path, seed=3, writers=2, seconds=10, monkeypatch=monkeypatch)
+    # a CLI start against S3 costs ~2 s of imports on its own: fewer, longer iterations
+    run_and_verify(s3_env, tmp_path, seed=SEED + 100, writers=2, seconds=12, min_snapshots=4,
+                   monkeypatch=monkeypatch)

@@ -95,11 +95,16 @@ def pack_bytes(repo: dtstore.Repository) -> int:
     return sum(info.size for info in list_packs(repo.store).values())
 
 
-def assert_restores(repo: dtstore.Repository, snapshot: dtstore.Snapshot, source: Path, target: Path) -> None:
-    """Restore ``snapshot`` into ``target`` and compare it, byte for byte and with metadata, to ``source``."""
-    repo.restore(snapshot, target)
+def assert_tree_equal(target: Path, source: Path) -> None:
+    """What a restore into ``target`` made of ``source`` equals it, byte for byte and with metadata."""
     got = tree_state(restored(target, source))
     want = tree_state(source)
-    assert got.keys() == want.keys(), f"snapshot {snapshot.short_id}: different entries"
+    assert got.keys() == want.keys(), f"{source}: different entries"
     bad = [path for path in want if got[path] != want[path]]
-    assert not bad, f"snapshot {snapshot.short_id} restores differently: {bad[:5]}"
+    assert not bad, f"{source} restores differently: {bad[:5]}"
+
+
+def assert_restores(repo: dtstore.Repository, snapshot: dtstore.Snapshot, source: Path, target: Path) -> None:
+    """Restore ``snapshot`` into ``target`` with the library and compare it to ``source``."""
+    repo.restore(snapshot, target)
+    assert_tree_equal(target, source)

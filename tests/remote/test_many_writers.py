@@ -36,7 +36,7 @@ from tests.helpers import PASSWORD, init_repo
 from tests.remote.common import (
     BACKENDS,
     CliRun,
-    assert_restores,
+    assert_tree_equal,
     child_env,
     finish,
     pack_bytes,
@@ -73,16 +73,22 @@ def _snapshot_all(url: str, tmp_path: Path, sources: list[Path], extra: tuple[st
     return runs
 
 
-def _verify_all(url: str, tmp_path: Path, sources: list[Path]) -> int:
-    """Every host's snapshot restores byte-identical (fresh cache: all from the remote); the repository
-    checks clean; returns its size."""
+def _verify_all(url: str, tmp_path: Path, sources: list[Path], *, read_data: bool = True) -> int:
+    """Every host's snapshot restores byte-identical (``dtstore restore`` with an empty cache: all from the
+    remote); the repository checks clean; returns its size."""
     with dtstore.Repository.open(url, PASSWORD, cache_dir=tmp_path / "verify-cache") as repo:
         snaps = {s.host: s for s in repo.snapshots()}
         assert sorted(snaps) == [f"host{i}" for i in range(len(sources))]
-        for i, src in enumerate(sources):
-            assert_restores(repo, snaps[f"host{i}"], src, tmp_path / f"restore-host{i}")
-        report = repo.check(read_data=True)
-        assert report.ok, report
+        procs = [start_cli(["--quiet", "restore", "--repo", url, snaps[f"host{i}"].id,
+                            "--target", str(tmp_path / f"restore-host{i}")], child_env(tmp_path / f"rcache-{i}"))
+                 for i in range(len(sources))]
+        for i, proc in enumerate(procs):
+            run = finish(proc)
+            assert run.code == 0, run.err
+            assert_tree_equal(tmp_path / f"restore-host{i}", sources[i])
+        if read_data:
+            report = repo.check(read_data=True)
+            assert report.ok, report
         return pack_bytes(repo)
 
 
