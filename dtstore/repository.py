@@ -256,6 +256,10 @@ class Repository:
             session.ensure_alive()
             self._snapshots.save(snapshot)
         self._cache.put_files(result.file_records)
+        for source in sources:
+            committed = getattr(source, "committed", None)
+            if committed is not None:
+                committed(snapshot)
         return snapshot
 
     def forget(self, snapshot_ids: Sequence[str]) -> None:

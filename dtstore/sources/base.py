@@ -85,6 +85,14 @@ class Source(Protocol):
         """Called after every entry was stored; the dict is recorded in the manifest verbatim."""
 
 
+class CommitAware(Protocol):
+    """Optional: a source that must confirm something to its application only once the snapshot is
+    durable (truncate Exchange logs, ``NSFDoneArchivingLog`` on Domino, purge archived logs) defines
+    ``committed``; the core calls it after the manifest is written, never before."""
+
+    def committed(self, snapshot: Any) -> None: ...
+
+
 def mode_type(mode: int) -> EntryType | None:
     if statmod.S_ISREG(mode):
         return "file"

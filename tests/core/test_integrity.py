@@ -200,14 +200,24 @@ def test_flipped_byte_in_a_meta_pack_fails_listing(repo: Repository, repo_dir: P
 
 
 def test_flipped_byte_in_a_snapshot_manifest_is_a_clear_error(repo: Repository, repo_dir: Path, cache: Path,
-                                                              snap: dtstore.Snapshot) -> None:
-    (manifest,) = repo_objects(repo_dir, "snapshots")
+                                                              snap: dtstore.Snapshot, tmp_path: Path) -> None:
+    other_src = tmp_path / "other"
+    other_src.mkdir()
+    (other_src / "f").write_bytes(b"fine")
+    good = repo.snapshot([FilesSource([str(other_src)])])
+    manifest = repo_dir / "snapshots" / snap.id
     flip_byte(manifest, manifest.stat().st_size // 2)
     with _reopen(repo, repo_dir, cache) as repo2:
         with pytest.raises(IntegrityError, match=f"snapshot {snap.id[:8]}.*(corrupt|tampered)"):
             repo2.get_snapshot(snap.id)
         with pytest.raises(IntegrityError, match=snap.id[:8]):
-            repo2.snapshots()
+            repo2.get_snapshot(snap.id[:10])
+        # the damaged manifest does not hide the good one, and check names it
+        assert [s.id for s in repo2.snapshots()] == [good.id]
+        assert repo2.get_snapshot("latest").id == good.id
+        report = repo2.check()
+        assert not report.ok
+        assert any(snap.id in p.where and snap.id in p.snapshots for p in report.problems)
 
 
 def test_flipped_byte_in_an_index_segment_is_a_clear_error(repo: Repository, repo_dir: Path,

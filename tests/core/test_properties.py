@@ -24,6 +24,7 @@ from dtstore.format import BLOB_DATA, BLOB_META, CODEC_RAW, CODEC_ZSTD
 from dtstore.snapshots.manifest import Item, Snapshot, decode_items, decode_manifest, encode_item, encode_manifest
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANIFESTS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 MASTER = MasterKey.generate()
 SEALER = MASTER.sealer()
 HASHER = ChunkHasher(MASTER.id_key)
@@ -269,8 +270,8 @@ chunk_ids = st.lists(st.binary(min_size=32, max_size=32), max_size=5)
 json_like = st.recursive(
     st.none() | st.booleans() | int64 | small_text | st.binary(max_size=20)
     | st.floats(allow_nan=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(small_text, inner, max_size=4),
-    max_leaves=12,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(small_text, inner, max_size=3),
+    max_leaves=6,
 )
 extras = st.dictionaries(small_text, json_like, max_size=3)
 
@@ -289,8 +290,8 @@ def items(draw: st.DrawFn) -> Item:
     return item
 
 
-@FAST
-@given(its=st.lists(items(), max_size=10))
+@MANIFESTS
+@given(its=st.lists(items(), max_size=6))
 def test_items_round_trip(its: list[Item]) -> None:
     stream = io.BytesIO(b"".join(encode_item(i) for i in its))
     assert list(decode_items(stream)) == its
@@ -318,7 +319,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     )
 
 
-@FAST
+@MANIFESTS
 @given(snap=snapshots(), snap_id=st.text("0123456789abcdef", min_size=64, max_size=64))
 def test_snapshot_manifest_round_trip(snap: Snapshot, snap_id: str) -> None:
     snap.id = snap_id

@@ -70,7 +70,8 @@ def mutate(data: Path, rng: random.Random, pool: list[bytes], iteration: int) ->
         (data / f"extra-{iteration}.bin").write_bytes(rng.choice(pool)[: rng.randrange(1_000, BLOCK)])
 
 
-def writer(n: int, url: str, base: Path, seed: int, deadline: float, pool: list[bytes], model: Model) -> None:
+def writer(n: int, url: str, base: Path, seed: int, deadline: float, pool: list[bytes], model: Model,
+           pause: float) -> None:
     rng = random.Random(seed * 1000 + n)
     data, cache = base / f"writer{n}" / "data", base / f"writer{n}" / "cache"
     iteration = 0
@@ -87,7 +88,7 @@ def writer(n: int, url: str, base: Path, seed: int, deadline: float, pool: list[
                     model.expected[snap_id] = state
                     model.source[snap_id] = data
             iteration += 1
-            time.sleep(rng.uniform(0, 0.2))
+            time.sleep(rng.uniform(0, pause))
     except Exception:
         model.fail(f"writer {n}: {traceback.format_exc()}")
 
@@ -114,7 +115,9 @@ def forgetter(url: str, cache: Path, seed: int, stop: threading.Event, model: Mo
         with open_repo(url, cache) as repo:
             while not stop.wait(rng.uniform(0.3, 1.2)):
                 snaps = repo.snapshots()
-                victims = [s.id for s in rng.sample(snaps, len(snaps) // 3)]
+                if len(snaps) < 2:
+                    continue
+                victims = [s.id for s in rng.sample(snaps, rng.randint(1, len(snaps) // 2))]
                 with model.lock:
                     model.forgotten.update(victims)
                 repo.forget(victims)
@@ -122,7 +125,7 @@ def forgetter(url: str, cache: Path, seed: int, stop: threading.Event, model: Mo
         model.fail(f"forget: {traceback.format_exc()}")
 
 
-def run_model(url: str, base: Path, *, seed: int, writers: int, seconds: float,
+def run_model(url: str, base: Path, *, seed: int, writers: int, seconds: float, pause: float,
               monkeypatch: pytest.MonkeyPatch) -> Model:
     monkeypatch.setattr(prune_module, "CLOCK_SKEW", dt.timedelta(seconds=1))
     make_repo(url, base / "init-cache").close()
@@ -131,7 +134,7 @@ def run_model(url: str, base: Path, *, seed: int, writers: int, seconds: float,
     model = Model()
     stop = threading.Event()
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=writer, args=(n, url, base, seed, deadline, pool, model))
+    threads = [threading.Thread(target=writer, args=(n, url, base, seed, deadline, pool, model, pause))
                for n in range(writers)]
     helpers = [threading.Thread(target=pruner, args=(url, base / "prune-cache", seed, stop, model)),
                threading.Thread(target=forgetter, args=(url, base / "forget-cache", seed, stop, model))]
@@ -159,9 +162,9 @@ def verify(url: str, base: Path, model: Model) -> None:
         assert report.packs_read == report.packs
 
 
-def run_and_verify(url: str, base: Path, *, seed: int, writers: int, seconds: float, min_snapshots: int,
-                   monkeypatch: pytest.MonkeyPatch) -> Model:
-    model = run_model(url, base, seed=seed, writers=writers, seconds=seconds, monkeypatch=monkeypatch)
+def run_and_verify(url: str, base: Path, *, seed: int, writers: int, seconds: float, pause: float,
+                   min_snapshots: int, monkeypatch: pytest.MonkeyPatch) -> Model:
+    model = run_model(url, base, seed=seed, writers=writers, seconds=seconds, pause=pause, monkeypatch=monkeypatch)
     # the run must have exercised what it claims to
     activity = (f"seed {seed}: {len(model.expected)} snapshots, {len(model.forgotten)} forgotten, "
                 f"{model.prunes} prunes marked {model.marked}, deleted {model.deleted}, repacked {model.repacked}")
@@ -185,12 +188,14 @@ SEED = int(os.environ.get("DTSTORE_TEST_SEED", "1"))
 
 
 def test_prune_beside_writers_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = run_and_verify(str(tmp_path / "repo"), tmp_path, seed=SEED, writers=3, seconds=12, min_snapshots=9,
+    model = run_and_verify(str(tmp_path / "repo"), tmp_path, seed=SEED, writers=3, seconds=11, pause=0.2,
+                           min_snapshots=9,
                            monkeypatch=monkeypatch)
     assert model.repacked, f"seed {SEED}: no repack happened"
 
 
 def test_prune_beside_writers_s3(s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a CLI start against S3 costs ~2 s of imports on its own: fewer, longer iterations
-    run_and_verify(s3_env, tmp_path, seed=SEED + 100, writers=2, seconds=12, min_snapshots=4,
+    # A CLI start against S3 costs ~2 s of imports on its own: fewer, longer iterations, and pauses
+    # between them so that marked packs see moments without an older live writer.
+    run_and_verify(s3_env, tmp_path, seed=SEED + 100, writers=2, seconds=13, pause=1.0, min_snapshots=4,
                    monkeypatch=monkeypatch)
