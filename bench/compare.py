@@ -705,7 +705,20 @@ def run_scaling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         secs = "-" if row["seconds"] is None else f"{row['seconds']:.1f}"
         rate = "-" if row["mb_per_s"] is None else f"{row['mb_per_s']:.1f}"
         print(f"| {row['tool']} | {row['size']} | {secs} | {rate} | {_mb(row['max_rss_bytes'])} |")
-    return {"mode": "rss-scaling", "runs": rows}
+    growth = rss_growth(rows)
+    for name, g in growth.items():
+        print(f"\n{name}: peak RSS at the largest input / at the smallest = {g:.2f}")
+    return {"mode": "rss-scaling", "runs": rows, "rss_growth": growth}
+
+
+def rss_growth(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per tool: peak RSS of the largest input's backup divided by that of the smallest."""
+    out: dict[str, float] = {}
+    for tool in dict.fromkeys(r["tool"] for r in rows):
+        ok = sorted((r["bytes"], r["max_rss_bytes"]) for r in rows if r["tool"] == tool and r["max_rss_bytes"])
+        if len(ok) >= 2:
+            out[tool] = ok[-1][1] / ok[0][1]
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -81,7 +81,10 @@ class LocalStore:
                     if filename.startswith(".tmp-"):
                         continue
                     full = os.path.join(dirpath, filename)
-                    st = os.stat(full)
+                    try:
+                        st = os.stat(full)
+                    except FileNotFoundError:  # deleted since the directory was read
+                        continue
                     name = os.path.relpath(full, self.root).replace(os.sep, "/")
                     yield BlobInfo(name, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
         except OSError as exc:

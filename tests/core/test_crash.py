@@ -14,6 +14,7 @@ import pytest
 from dtstore import FilesSource, Repository
 from dtstore.chunking import ChunkerParams
 from dtstore.content.segments import decode_segment
+from dtstore.content.store import SEGMENT_EVERY_PACKS
 from dtstore.errors import StorageError
 from dtstore.storage import layout
 from dtstore.storage.local import LocalStore
@@ -67,8 +68,8 @@ def test_snapshot_killed_half_way_leaves_a_usable_repository(tmp_path: Path) -> 
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             count = len(repo_objects(repo_dir, "data"))
-            # kill between two index segments (one per 4 packs), so some packs are in no segment
-            if count >= 5 and count % 4 in (1, 2):
+            # kill between two index segments (one per few packs), so some packs are in no segment
+            if count > SEGMENT_EVERY_PACKS and count % SEGMENT_EVERY_PACKS in (1, 2):
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_at = count
                 break
@@ -132,7 +133,7 @@ def test_packs_of_a_failed_snapshot_are_adopted_by_the_next(tmp_path: Path) -> N
         repo.snapshot([FilesSource([str(data)])])
     orphans = {p.name for p in repo_objects(repo_dir, "data")}
     orphan_bytes = sum(p.stat().st_size for p in repo_objects(repo_dir, "data"))
-    assert len(orphans) >= 4  # a segment is due after 4 packs: that write failed
+    assert len(orphans) >= SEGMENT_EVERY_PACKS  # a segment was due after that many packs: its write failed
     assert repo_objects(repo_dir, "index") == []
     assert repo_objects(repo_dir, "snapshots") == []
 

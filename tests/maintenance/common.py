@@ -43,11 +43,13 @@ def cli_args(url: str, *args: str) -> list[str]:
 
 def run_cli(url: str, cache: Path, *args: str, password: str = PASSWORD, timeout: float = 120,
             input: bytes | None = None) -> tuple[int, list[dict[str, Any]], str]:
-    """Run ``dtstore --json ARGS[0] --repo URL ARGS[1:]``; return (exit code, JSON lines, stderr)."""
+    """Run ``dtstore --json ARGS[0] --repo URL ARGS[1:]``; return (exit code, JSON lines, stderr and
+    the messages of JSON error lines)."""
     done = subprocess.run(cli_args(url, *args), env=cli_env(cache, password), input=input,
                           capture_output=True, timeout=timeout, check=False)
     lines = [json.loads(line) for line in done.stdout.decode().splitlines() if line.startswith("{")]
-    return done.returncode, lines, done.stderr.decode(errors="replace")
+    errors = [line["message"] for line in lines if line.get("type") == "error"]
+    return done.returncode, lines, "\n".join([done.stderr.decode(errors="replace"), *errors])
 
 
 def summary(lines: list[dict[str, Any]]) -> dict[str, Any]:
