@@ -529,6 +529,11 @@ def _rss(res: ToolResult, step: str) -> str:
     return _mb(m.max_rss_bytes) if m else "-"
 
 
+def backup_rss(r: ToolResult) -> int | None:
+    """Peak RSS over both backups."""
+    return max((r.steps[s].max_rss_bytes for s in ("backup1", "backup2") if s in r.steps), default=None)
+
+
 def main_table(results: list[ToolResult]) -> str:
     head = [
         "tool",
@@ -545,7 +550,7 @@ def main_table(results: list[ToolResult]) -> str:
         if not r.available:
             lines.append(f"| {r.tool} | not available |" + " |" * (len(head) - 2))
             continue
-        rss_b = max((r.steps[s].max_rss_bytes for s in ("backup1", "backup2") if s in r.steps), default=None)
+        rss_b = backup_rss(r)
         cells = [
             r.tool + (" (FAILED)" if r.error else ""),
             _mb(_rate(r, "backup1")),
@@ -587,13 +592,14 @@ def ratios(subject: ToolResult, base: ToolResult) -> dict[str, float | None]:
         m = r.step(s)
         return float(m.max_rss_bytes) if m and m.ok else None
 
+    b_rss, s_rss = backup_rss(base), backup_rss(subject)
     return {
         "first_backup_speedup": _ratio(t(base, "backup1"), t(subject, "backup1")),
         "stored_bytes_ratio": _ratio(subject.stored_bytes, base.stored_bytes),
         "second_added_bytes_ratio": _ratio(subject.added_bytes, base.added_bytes),
         "second_backup_speedup": _ratio(t(base, "backup2"), t(subject, "backup2")),
         "restore_speedup": _ratio(t(base, "restore"), t(subject, "restore")),
-        "backup_rss_ratio": _ratio(rss(subject, "backup1"), rss(base, "backup1")),
+        "backup_rss_ratio": _ratio(s_rss, b_rss),
         "restore_rss_ratio": _ratio(rss(subject, "restore"), rss(base, "restore")),
     }
 

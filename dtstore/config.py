@@ -12,7 +12,7 @@ import msgpack
 from dtstore import format as fmt
 from dtstore.chunking import ChunkerParams
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import UnsupportedFormat
+from dtstore.errors import UnsupportedFormat, UsageError
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class RepoConfig:
     @classmethod
     def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
             pack_size: int = fmt.DEFAULT_PACK_SIZE) -> RepoConfig:
+        if chunker is not None:
+            validate_chunker(chunker)
+        if not 0 <= zstd_level <= 22:
+            raise UsageError("the zstd level must be between 0 (no compression) and 22")
+        if not 64 * 1024 <= pack_size <= 1 << 30:
+            raise UsageError("the pack size must be between 64 KiB and 1 GiB")
         return cls(
             repository_id=os.urandom(16).hex(),
             chunker=chunker or ChunkerParams(fmt.DEFAULT_CHUNK_MIN, fmt.DEFAULT_CHUNK_AVG, fmt.DEFAULT_CHUNK_MAX),
@@ -70,6 +76,16 @@ class RepoConfig:
             pack_size=int(doc["pack_size"]), features=tuple(doc.get("features", [])),
             created=doc.get("created", ""),
         )
+
+
+def validate_chunker(params: ChunkerParams) -> None:
+    """The limits of pyfastcdc's FastCDC2020 (see spec §chunking)."""
+    mask = params.avg_size - params.min_size
+    ok = (64 <= params.min_size <= 1 << 20 and 256 <= mask <= 4 << 20 and params.min_size < params.avg_size
+          and 1024 <= params.max_size <= 16 << 20 and params.avg_size <= params.max_size)
+    if not ok:
+        raise UsageError(f"chunker sizes {params.min_size}/{params.avg_size}/{params.max_size} are out of range: "
+                         "need 64 B ≤ min < avg ≤ max ≤ 16 MiB, min ≤ 1 MiB, 256 B ≤ avg−min ≤ 4 MiB")
 
 
 def seal_config(config: RepoConfig, sealer: Sealer) -> bytes:

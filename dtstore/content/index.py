@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,20 +21,49 @@ _LOCATION = struct.Struct("<32sBQII")
 _MAP_SIZE = 1 << 40  # address space only; LMDB files grow as needed
 
 
+_ENVS: dict[str, tuple[lmdb.Environment, int]] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _acquire_env(path: Path) -> lmdb.Environment:
+    """LMDB allows one environment per file per process: share it between handles."""
+    key = str(path.resolve())
+    with _ENVS_LOCK:
+        env, users = _ENVS.get(key, (None, 0))
+        if env is None:
+            env = lmdb.open(key, map_size=_MAP_SIZE, max_dbs=8, subdir=True, metasync=False, sync=False,
+                            lock=True, writemap=False)
+        _ENVS[key] = (env, users + 1)
+        return env
+
+
+def _release_env(path: Path) -> None:
+    key = str(path.resolve())
+    with _ENVS_LOCK:
+        env, users = _ENVS[key]
+        if users <= 1:
+            del _ENVS[key]
+            env.close()
+        else:
+            _ENVS[key] = (env, users - 1)
+
+
 class IndexCache:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)
         self.path = path
-        self._env = lmdb.open(str(path), map_size=_MAP_SIZE, max_dbs=8, subdir=True,
-                              metasync=False, sync=False, lock=True, writemap=False)
+        self._env = _acquire_env(path)
         self._chunks = self._env.open_db(b"chunks")
         self._segments = self._env.open_db(b"segments")
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"files")
+        self._closed = False
 
     def close(self) -> None:
-        self._env.close()
+        if not self._closed:
+            self._closed = True
+            _release_env(self.path)
 
     # chunks -------------------------------------------------------------------------------
     def lookup(self, chunk_id: bytes) -> BlobLocation | None:

@@ -192,6 +192,5 @@ def test_backup_starting_while_prune_compacts_the_index(url: str, tmp_path: Path
             snap = writer.snapshot([StdinSource("db.dump", io.BytesIO(DATA))])
         assert not before & {b.name for b in pruner.store.list(layout.INDEX)}
     assert_restores(url, tmp_path / "cv", snap.id)
-    with open_repo(url, tmp_path / "cv2") as repo:
-        with repo.open_item(repo.get_snapshot(keep.id), "keep") as f:
-            assert f.read() == random_bytes(300_000, seed=5)
+    with open_repo(url, tmp_path / "cv2") as repo, repo.open_item(repo.get_snapshot(keep.id), "keep") as f:
+        assert f.read() == random_bytes(300_000, seed=5)
