@@ -167,14 +167,15 @@ class RestoreRun:
         name = layout.pack_name(first.pack_id, first.kind == BLOB_META)
         data = memoryview(self._reader.store.get_range(name, first.offset,
                                                        last.offset + last.length - first.offset))
-        for task in group:
-            start = task.location.offset - first.offset
-            plain = self._reader.open(task.chunk_id, task.location, data[start : start + task.location.length])
-            for number, offset in task.targets:
-                _pwrite(self._plan.files[number], plain, offset)
-            with self._lock:
-                self._done += len(plain) * len(task.targets)
-            self._emit()
+        with _Files(self._plan.files) as files:
+            for task in group:
+                start = task.location.offset - first.offset
+                plain = self._reader.open(task.chunk_id, task.location, data[start : start + task.location.length])
+                for number, offset in task.targets:
+                    files.pwrite(number, plain, offset)
+                with self._lock:
+                    self._done += len(plain) * len(task.targets)
+                self._emit()
 
     def _emit(self) -> None:
         self._progress(ProgressEvent("restore", self._done, self._plan.total_bytes))
@@ -216,15 +217,28 @@ def _replace_with_file(path: bytes, size: int) -> None:
         os.close(fd)
 
 
-def _pwrite(path: bytes, data: bytes, offset: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
+class _Files:
+    """Descriptors of the files one range read writes into, each opened once."""
+
+    def __init__(self, paths: list[bytes]) -> None:
+        self._paths = paths
+        self._fds: dict[int, int] = {}
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+    def pwrite(self, number: int, data: bytes, offset: int) -> None:
+        fd = self._fds.get(number)
+        if fd is None:
+            fd = self._fds[number] = os.open(self._paths[number], os.O_WRONLY)
         view = memoryview(data)
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
-    finally:
-        os.close(fd)
 
 
 def _chown(path: bytes, item: Item, *, follow: bool) -> None:

@@ -77,6 +77,26 @@ class Fixture:
             snap = self.repo.snapshot([FilesSource([str(src)])])
             self.expected[snap.id] = (src, tree_digest(src))
 
+    def add_partly_shared(self) -> str:
+        """Two snapshots, the first of files X and Y, the second of X alone; returns the first, whose
+        forgetting leaves packs that are partly used (worth repacking)."""
+        x, y = self.rng.randbytes(150_000), self.rng.randbytes(150_000)
+        ids = []
+        for files in ({"x.bin": x, "y.bin": y}, {"x.bin": x}):
+            self.counter += 1
+            src = self.base / "src" / f"s{self.counter}"
+            src.mkdir(parents=True)
+            for name, data in files.items():
+                (src / name).write_bytes(data)
+            snap = self.repo.snapshot([FilesSource([str(src)])])
+            self.expected[snap.id] = (src, tree_digest(src))
+            ids.append(snap.id)
+        return ids[0]
+
+    def forget(self, snap_id: str) -> None:
+        self.repo.forget([snap_id])
+        del self.expected[snap_id]
+
     def forget_some(self, count: int) -> None:
         victims = self.rng.sample(sorted(self.expected), min(count, len(self.expected) - 1))
         self.repo.forget(victims)
@@ -141,6 +161,7 @@ def test_prune_killed_at_random_points(tmp_path: Path) -> None:
     fx = Fixture(tmp_path, SEED)
     fx.add_snapshots(6)
     fx.forget_some(2)
+    fx.forget(fx.add_partly_shared())
     exclusive = ["--grace", "0", "--exclusive", "--max-unused", "0%"]
     two_phase = ["--grace", "1s", "--max-unused", "0%"]
     # how long a whole prune holds its lock here, measured on a copy
@@ -151,8 +172,9 @@ def test_prune_killed_at_random_points(tmp_path: Path) -> None:
     killed = 0
     findings: list[str] = []
     for round_no in range(8):
-        fx.add_snapshots(2)
+        fx.add_snapshots(1)
         fx.forget_some(2)
+        fx.forget(fx.add_partly_shared())
         if round_no % 2 == 0:
             args = exclusive
         else:  # two-phase: earlier rounds' marks are past their 1 s grace, new ones are made
@@ -243,8 +265,9 @@ def test_prune_crash_after_every_write(tmp_path: Path, exclusive: bool) -> None:
     """Deterministic companion of the SIGKILL test: for every N, a prune that dies right after its
     N-th write, on a fresh copy of one repository; then the next prune completes."""
     fx = Fixture(tmp_path, SEED + 50)
-    fx.add_snapshots(5)
-    fx.forget_some(2)
+    fx.add_snapshots(4)
+    fx.forget_some(1)
+    fx.forget(fx.add_partly_shared())
     if not exclusive:  # marks from an earlier prune, past their grace: this prune deletes and marks
         fx.repo.prune(grace=dt.timedelta(seconds=1), max_unused=0.0)
         fx.forget_some(1)
