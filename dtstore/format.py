@@ -39,10 +39,13 @@ INFO_NAME_KEY = b"dtstore/v1/object-names"
 # Defaults written into a new repository's config.
 # Chosen by measurement (bench/compare.py data: a 1 GiB mysqldump-like file, then the next night's
 # dump with 20 clusters of edited rows and appended rows).  Compressed bytes the second backup adds:
-# 256K/1M/8M 20.9 MB, 128K/512K/4M 14.4 MB, 64K/256K/2M 12.2 MB (restic 0.14: 23.0 MB).
-DEFAULT_CHUNK_MIN = 128 * 1024
-DEFAULT_CHUNK_AVG = 512 * 1024
-DEFAULT_CHUNK_MAX = 4 * 1024 * 1024
+# 256K/1M/8M 20.9 MB, 128K/512K/4M 14.4 MB (16.0 MB in a real repository), 64K/256K/2M 12.2 MB;
+# restic 0.14 added 23.0 MB.  Rows of a dump are ~100–300 bytes, so smaller chunks keep an edited
+# cluster of rows from dragging large unchanged neighbours along; 256 KiB chunks cost ~4k index
+# entries per GiB, which LMDB handles without effort.
+DEFAULT_CHUNK_MIN = 64 * 1024
+DEFAULT_CHUNK_AVG = 256 * 1024
+DEFAULT_CHUNK_MAX = 2 * 1024 * 1024
 META_CHUNK_MIN = 16 * 1024
 META_CHUNK_AVG = 64 * 1024
 META_CHUNK_MAX = 256 * 1024
