@@ -39,9 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtstore.connectors import make_source, restore_to
-
 import dtstore
+from dtstore.connectors import make_source, restore_to
 from dtstore.crypto.keys import CHEAP_KDF
 from tests.servers.mariadb import MariaDBServer, install_datadir
 

@@ -6,10 +6,9 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from dtstore import Repository, clock
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
-
-from dtstore import Repository, clock
 from dtstore.errors import UsageError
 from dtstore.snapshots.retention import (
     Decision,

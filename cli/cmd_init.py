@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dtstore import Repository
 from dtstore.cli._repo import password, repo_url
 from dtstore.cli.output import Output
-
-from dtstore import Repository
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

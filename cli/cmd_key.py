@@ -8,7 +8,6 @@ from typing import Any
 
 from dtstore.cli._repo import open_repo, prompt
 from dtstore.cli.output import Output
-
 from dtstore.errors import UsageError
 
 
@@ -35,11 +34,11 @@ def new_password(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, out: Output) -> int:
     with open_repo(args) as repo:
         if args.action == "list":
-            for key in repo.keys():
+            for slot in repo.keys():
                 if out.json:
-                    out.emit({"type": "key", "id": key.slot_id, "current": key.current, "kdf": key.kdf})
+                    out.emit({"type": "key", "id": slot.slot_id, "current": slot.current, "kdf": slot.kdf})
                 else:
-                    out.line(f"{'*' if key.current else ' '} {key.slot_id}  {key.kdf}")
+                    out.line(f"{'*' if slot.current else ' '} {slot.slot_id}  {slot.kdf}")
         elif args.action == "add":
             slot = repo.add_key(new_password(args))
             _done(out, "added", slot)

@@ -9,7 +9,6 @@ from typing import Any
 
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output, human_size
-
 from dtstore.errors import UsageError
 
 

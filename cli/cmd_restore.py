@@ -7,7 +7,6 @@ from typing import Any
 
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
-
 from dtstore.errors import UsageError
 
 

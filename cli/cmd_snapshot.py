@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dtstore import CommandSource, FilesSource, Source, StdinSource
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output, human_size
-
-from dtstore import CommandSource, FilesSource, Source, StdinSource
 from dtstore.errors import EXIT_PARTIAL, UsageError
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from dtstore import __version__
 from dtstore.cli import (
     cmd_check,
     cmd_dump,
@@ -25,8 +26,6 @@ from dtstore.cli import (
     cmd_unlock,
 )
 from dtstore.cli.output import Output
-
-from dtstore import __version__
 from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
 COMMANDS: tuple[ModuleType, ...] = (

@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dtstore.connectors.base import Connector, RestorePlan
-
 from dtstore.errors import UsageError
 
 if TYPE_CHECKING:

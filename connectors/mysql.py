@@ -50,6 +50,8 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import mysql.connector
+
+from dtstore import clock
 from dtstore.connectors import _proc
 from dtstore.connectors.base import (
     ChainCheck,
@@ -64,8 +66,6 @@ from dtstore.connectors.base import (
     pick_source_id,
     snapshots_of,
 )
-
-from dtstore import clock
 from dtstore.errors import ChainError, ConnectorError, UsageError
 from dtstore.sources.base import Entry, Reporter
 
@@ -313,6 +313,14 @@ def non_transactional_tables(server: Server, databases: Sequence[str]) -> list[s
         databases,
     )
     return [f"{r[0]}.{r[1]} ({r[2]})" for r in rows]
+
+
+def data_size(server: Server, databases: Sequence[str]) -> int:
+    if not databases:
+        return 0
+    marks = ",".join(["%s"] * len(databases))
+    sql = f"SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({marks})"
+    return int(server.value(sql, databases) or 0)
 
 
 def quote_ident(name: str) -> str:
@@ -913,6 +921,16 @@ class MysqlSource:
     def metadata(self) -> dict[str, Any]:
         return self._meta
 
+    def estimated_size(self) -> int:
+        """For the progress bar: binlog bytes not yet archived (log/auto), else InnoDB data size."""
+        with Server(self.url) as server:
+            expected = NextBinlog.of(self.history[-1].meta) if self.history and self.mode != "full" else None
+            logs = binary_logs(server) if expected and self.info.log_bin else []
+            names = [n for n, _ in logs]
+            if expected and expected.file in names:
+                return sum(size for _, size in logs[names.index(expected.file) :])
+            return data_size(server, self.databases)
+
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
         self._meta = {
             "format": METADATA_FORMAT,
@@ -1051,8 +1069,9 @@ class MysqlSource:
     ) -> Iterator[BinaryIO]:
         raw = _ChunkStream(self._section_chunks(proc, splitter, name, offset))
         try:
-            yield io.BufferedReader(raw, BLOCK)
-            raw.drain()
+            with io.BufferedReader(raw, BLOCK) as stream:
+                yield stream
+                raw.drain()  # the next section starts where this one ends, read or not
         except BaseException:
             proc.kill()
             raise
@@ -1219,7 +1238,7 @@ def _open_file(path: Path) -> AbstractContextManager[BinaryIO]:
 
 
 def _bytes_opener(data: bytes) -> AbstractContextManager[BinaryIO]:
-    return contextlib.nullcontext(io.BytesIO(data))
+    return io.BytesIO(data)
 
 
 STAGE_PREFIX = "dtstore-mysql-"

@@ -25,10 +25,10 @@ from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_
 from dtstore.errors import (
     BlobNotFound,
     DtstoreError,
-    UnsupportedFormat,
     ItemNotFound,
     RepositoryExists,
     RepositoryNotFound,
+    UnsupportedFormat,
     UsageError,
     WrongPassword,
 )

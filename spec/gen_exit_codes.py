@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 
-from dtstore.cli.main import EPILOG
-
 from dtstore import errors
+from dtstore.cli.main import EPILOG
 
 
 def _epilog_meanings() -> dict[int, str]:

@@ -49,7 +49,8 @@ class LockInfo:
         return self.host == this_host and not pid_alive(self.pid)
 
     def describe(self) -> str:
-        return f"{self.kind} lock {self.lock_id[:8]} held by pid {self.pid} on {self.host} since {self.created:%Y-%m-%d %H:%M:%S}Z"
+        since = self.created.strftime("%Y-%m-%d %H:%M:%S")
+        return f"{self.kind} lock {self.lock_id[:8]} held by pid {self.pid} on {self.host} since {since}Z"
 
 
 def read_locks(store: BlobStore, sealer: Sealer) -> list[LockInfo]:

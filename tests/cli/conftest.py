@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dtstore.cli.main import main
 
 from dtstore.chunking import ChunkerParams
+from dtstore.cli.main import main
 from tests.helpers import PASSWORD, SMALL_CHUNKER_ARGS, SMALL_PACK, init_repo
 
 _OUR_VARIABLES = ("DTSTORE_REPOSITORY", "DTSTORE_PASSWORD", "DTSTORE_PASSWORD_FILE", "DTSTORE_PASSWORD_COMMAND",

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dtstore.cli.main import main
 
 import dtstore
 from dtstore import clock
+from dtstore.cli.main import main
 from dtstore.errors import EXIT_USAGE
 from tests.helpers import PASSWORD, init_repo
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dtstore.connectors import _proc, is_connector_url, load
 from dtstore.connectors.base import LogPosition, SnapshotInfo, parse_until, pick_source_id
 from dtstore.connectors.mysql import (
@@ -32,7 +33,6 @@ from dtstore.connectors.mysql import (
     scan_binlog,
     select_grant_blocks,
 )
-
 from dtstore.errors import ChainError, ConnectorError, UsageError
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)

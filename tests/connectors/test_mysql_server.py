@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from dtstore.connectors import make_source, restore_to
-from dtstore.connectors.mysql import MysqlRestorePlan
 
 import dtstore
+from dtstore.connectors import make_source, restore_to
+from dtstore.connectors.mysql import MysqlRestorePlan
 from dtstore.errors import ChainError, ConnectorError
 from tests.helpers import PASSWORD, init_repo
 
 if TYPE_CHECKING:
     from tests.servers.mariadb import MariaDBFactory, MariaDBServer
 
-pytest_plugins = ["tests.servers.mariadb"]
 
 Contents = dict[str, list[tuple[str, ...]]]
 
@@ -417,6 +416,10 @@ def test_second_full_deduplicates_and_staged_equals_streamed(mariadb_factory: Ma
     seed(src)
     repo = new_repo(tmp_path)
     first = snap(repo, src, "full")
+    with mysql_pwd(src.password):  # the progress-bar estimate: table data for a full, binlog bytes for a log
+        assert make_source(src.url(), repo=repo, mode="full").estimated_size() > 16384
+        pending = sum(int(r[1]) for r in src.rows("SHOW BINARY LOGS")[-1:])
+        assert make_source(src.url(), repo=repo, mode="log").estimated_size() == pending
     second = snap(repo, src, "full", stage=tmp_path / "stage")
     for path in ("mysql/shop.sql", "mysql/crm.sql", "mysql/_grants.sql"):
         with repo.open_item(first, path) as a, repo.open_item(second, path) as b:

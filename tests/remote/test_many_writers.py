@@ -51,7 +51,7 @@ from tests.remote.common import (
 
 KIB = 1024
 CHUNKER = ChunkerParams(2048, 8192, 32768)  # ~10 KiB chunks
-PACK_SIZE = 64 * KIB  # a dozen packs per writer, yet few objects (moto slows down with many)
+PACK_SIZE = 64 * KIB  # the smallest allowed: several packs per writer, few objects (moto slows down with many)
 WRITERS = 4
 
 
@@ -68,8 +68,8 @@ def _backend(url: str) -> str:
 
 # --- four writers at once --------------------------------------------------------------------------
 SHARED_FILES = 8  # two per writer: "its own quarter"
-SHARED_SIZE = 128 * KIB
-UNIQUE_SIZE = 448 * KIB  # after its own quarter (4-5 packs): 8 packs more, so the quarter gets indexed
+SHARED_SIZE = 96 * KIB
+UNIQUE_SIZE = 256 * KIB  # own quarter ≈ 3 packs, then enough for the 4th: the 4-pack segment lists it
 
 
 def _shell_path(path: Path) -> str:
@@ -125,11 +125,11 @@ def test_simultaneous_writers_store_shared_data_about_once(repo_url: str, tmp_pa
         stream = head + write_random(unique, UNIQUE_SIZE, seed=1000 + i) + b"".join(shared[k] for k in rest)
         expected.append(stream)
         offset = 0
-        for chunk in chunker.chunks_of(stream):  # the chunks of the own quarter (+ the one across its end)
-            if offset >= len(head):
+        for chunk in chunker.chunks_of(stream):  # the chunks inside the own quarter
+            offset += len(chunk)
+            if offset > len(head):
                 break
             first_quarters.add(hasher(chunk))
-            offset += len(chunk)
         files = " ".join(_shell_path(tmp_path / "shared" / str(k)) for k in own)
         later = " ".join(_shell_path(tmp_path / "shared" / str(k)) for k in rest)
         commands.append(
