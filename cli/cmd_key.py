@@ -34,22 +34,22 @@ def new_password(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, out: Output) -> int:
     with open_repo(args) as repo:
         if args.action == "list":
-            for slot in repo.keys():
+            for slot in repo.keys():  # noqa: SIM118 (key slots, not a dict)
                 if out.json:
                     out.emit({"type": "key", "id": slot.slot_id, "current": slot.current, "kdf": slot.kdf})
                 else:
                     out.line(f"{'*' if slot.current else ' '} {slot.slot_id}  {slot.kdf}")
         elif args.action == "add":
-            slot = repo.add_key(new_password(args))
-            _done(out, "added", slot)
+            slot_id = repo.add_key(new_password(args))
+            _done(out, "added", slot_id)
         elif args.action == "remove":
             if not args.slot:
                 raise UsageError("key remove needs KEY_ID (see dtstore key list)")
             repo.remove_key(args.slot)
             _done(out, "removed", args.slot)
         else:
-            slot = repo.change_password(new_password(args))
-            _done(out, "password changed; new key", slot)
+            slot_id = repo.change_password(new_password(args))
+            _done(out, "password changed; new key", slot_id)
     return 0
 
 
