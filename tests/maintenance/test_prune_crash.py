@@ -267,11 +267,10 @@ def test_prune_crash_after_every_write(tmp_path: Path, exclusive: bool) -> None:
     fx = Fixture(tmp_path, SEED + 50)
     fx.add_snapshots(4)
     fx.forget_some(1)
-    fx.forget(fx.add_partly_shared())
     if not exclusive:  # marks from an earlier prune, past their grace: this prune deletes and marks
         fx.repo.prune(grace=dt.timedelta(seconds=1), max_unused=0.0)
-        fx.forget_some(1)
         time.sleep(1.1)
+    fx.forget(fx.add_partly_shared())  # and something to repack
     kwargs = ({"grace": dt.timedelta(0), "exclusive": True} if exclusive
               else {"grace": dt.timedelta(seconds=1)})
     fx.repo.close()

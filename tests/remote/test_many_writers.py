@@ -50,7 +50,7 @@ from tests.remote.common import (
 )
 
 KIB = 1024
-CHUNKER = ChunkerParams(2048, 8192, 32768)  # ~10 KiB chunks
+CHUNKER = ChunkerParams(1024, 4096, 16384)  # ~5 KiB chunks
 PACK_SIZE = 64 * KIB  # the smallest allowed: several packs per writer, few objects (moto slows down with many)
 WRITERS = 4
 
@@ -68,8 +68,8 @@ def _backend(url: str) -> str:
 
 # --- four writers at once --------------------------------------------------------------------------
 SHARED_FILES = 8  # two per writer: "its own quarter"
-SHARED_SIZE = 96 * KIB
-UNIQUE_SIZE = 256 * KIB  # own quarter ≈ 3 packs, then enough for the 4th: the 4-pack segment lists it
+SHARED_SIZE = 192 * KIB
+UNIQUE_SIZE = 320 * KIB  # own quarter: 6-7 packs; then enough for 8, so the second 4-pack segment lists it
 
 
 def _shell_path(path: Path) -> str:
@@ -180,7 +180,7 @@ def test_lockstep_writers_store_no_more_than_independent_backups(tmp_path: Path)
     still correct, and nothing is stored more than once per writer."""
     url = str(tmp_path / "repo")
     init_repo(url, tmp_path / "init-cache", chunker=CHUNKER, pack_size=PACK_SIZE).close()
-    shared = [write_random(tmp_path / "shared" / f"{k}", 2 * SHARED_SIZE, seed=k) for k in range(4)]
+    shared = [write_random(tmp_path / "shared" / f"{k}", SHARED_SIZE, seed=k) for k in range(4)]
     unique_size = 64 * KIB
     sources = []
     for i in range(WRITERS):
@@ -201,7 +201,7 @@ def test_lockstep_writers_store_no_more_than_independent_backups(tmp_path: Path)
             assert_restores(repo, snaps[f"host{i}"], src, tmp_path / f"restore-host{i}")
         assert repo.check(read_data=True).ok
         stored = pack_bytes(repo)
-    shared_total = len(shared) * 2 * SHARED_SIZE
+    shared_total = len(shared) * SHARED_SIZE
     ratio = (stored - WRITERS * unique_size) / shared_total
     print(f"\nlockstep: shared data stored {ratio:.2f}x (four independent backups: 4x)")
     assert ratio < 4.2  # at most one copy per writer (plus pack and metadata overhead)

@@ -1,0 +1,78 @@
+"""The layer rules of the style guide, checked on the import statements of every module."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (package directory, import prefix it is known by)
+PACKAGES = [(ROOT / "dtstore", "dtstore"), (ROOT / "connectors", "dtstore.connectors"), (ROOT / "cli", "dtstore.cli")]
+
+# module prefix → prefixes it must never import
+FORBIDDEN = {
+    "dtstore.storage": ["dtstore.content", "dtstore.objects", "dtstore.snapshots", "dtstore.backup",
+                        "dtstore.restore", "dtstore.repository", "dtstore.maintenance", "dtstore.cli",
+                        "dtstore.connectors"],
+    "dtstore.crypto": ["dtstore.storage", "dtstore.content", "dtstore.snapshots", "dtstore.repository"],
+    "dtstore.content": ["dtstore.objects", "dtstore.snapshots", "dtstore.backup", "dtstore.restore",
+                        "dtstore.repository", "dtstore.maintenance", "dtstore.cli", "dtstore.connectors"],
+    "dtstore.objects": ["dtstore.content", "dtstore.storage", "dtstore.snapshots", "dtstore.repository"],
+    "dtstore.snapshots": ["dtstore.backup", "dtstore.restore", "dtstore.repository", "dtstore.maintenance"],
+    "dtstore.connectors": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.cli"],
+    "dtstore.cli": ["dtstore.storage", "dtstore.content", "dtstore.objects"],
+    "dtstore": ["dtstore.cli", "dtstore.connectors"],
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for directory, prefix in PACKAGES:
+        for path in sorted(directory.rglob("*.py")):
+            rel = path.relative_to(directory).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            found.append((".".join([prefix, *parts]), path))
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _owner(module: str) -> str:
+    for prefix in sorted(FORBIDDEN, key=len, reverse=True):
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix
+    return ""
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_module_respects_layers(module: str, path: Path) -> None:
+    banned = FORBIDDEN.get(_owner(module), [])
+    bad = sorted(name for name in _imports(path)
+                 if any(name == b or name.startswith(b + ".") for b in banned)
+                 and not module.startswith(name))
+    assert not bad, f"{module} imports {bad}, which its layer must not use"
+
+
+def test_ruff_is_clean() -> None:
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_mypy_is_clean() -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "typecheck.sh")], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
