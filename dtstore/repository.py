@@ -337,9 +337,14 @@ class Repository:
         remove_key(self.store, slot_id, self.key)
 
     def change_password(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
-        """Add a slot for the new password, then remove the one this repository was opened with."""
+        """Add a slot for the new password, then remove the one this repository was opened with.
+
+        The new slot is opened with the new password first (so the old one only goes once the new
+        one is known to work), and becomes this repository's current key."""
         new_slot = self.add_key(password, kdf=kdf)
+        _, info = unwrap_key(self.store.get(layout.key_name(new_slot)), _as_bytes(password), new_slot)
         remove_key(self.store, self.key.slot_id, self.key, allow_current=True)
+        self.key = info
         return new_slot
 
     def stats(self) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dtstore import clock
-from dtstore.content.pack import BlobLocation, open_blob, pack_id_of, pack_key, parse_pack
+from dtstore.content.pack import open_blob, pack_id_of, pack_key, parse_pack
 from dtstore.content.segments import read_pack_record
+from dtstore.crypto.aead import SubKey
 from dtstore.errors import DtstoreError, UsageError
 from dtstore.format import BLOB_META
 from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
@@ -125,27 +126,40 @@ class CheckRun:
             if stat.listed_size is None:
                 self._pack_problem(scan, report, stat, "missing-pack", "is listed in the index but does not exist")
             elif stat.index_end > stat.listed_size:
+                size = stat.listed_size
+                cut_off = {c for c, offset, length, _ in scan.blobs_of(stat.pack_id) if offset + length > size}
                 self._pack_problem(scan, report, stat, "truncated-pack",
-                                   f"is {stat.listed_size} bytes, the index needs {stat.index_end}")
+                                   f"is {stat.listed_size} bytes, the index needs {stat.index_end}", cut_off)
         present = [s for s in indexed if s.listed_size is not None and s.index_end <= s.listed_size]
 
-        def trailer(stat: PackStat) -> tuple[PackStat, str | None]:
+        def trailer(stat: PackStat) -> tuple[PackStat, str | None, set[bytes] | None]:
             name = layout.pack_name(stat.pack_id, stat.kind == BLOB_META)
             try:
                 record = read_pack_record(self._ctx.store, self._ctx.sealer, name, stat.size)
             except DtstoreError as exc:
-                return stat, f"trailer unreadable: {exc}"
+                # the index may still locate every blob: read them to name only what is lost
+                return stat, f"trailer unreadable: {exc}", self._lost_blobs(scan, stat)
             in_index = {(c, o, n) for c, o, n, _ in scan.blobs_of(stat.pack_id)}
             in_pack = {(e.chunk_id, e.offset, e.length) for e in record.entries}
             if not in_index <= in_pack:
-                return stat, f"trailer disagrees with the index ({len(in_index - in_pack)} entries differ)"
-            return stat, None
+                return stat, f"trailer disagrees with the index ({len(in_index - in_pack)} entries differ)", None
+            return stat, None, None
 
         with ThreadPoolExecutor(self._workers) as pool:
-            for stat, error in pool.map(trailer, present):
+            for stat, error, lost in pool.map(trailer, present):
                 if error:
-                    self._pack_problem(scan, report, stat, "bad-pack", error)
+                    self._pack_problem(scan, report, stat, "bad-pack", error, lost)
         report.unindexed_packs = sum(1 for stat in scan.packs.values() if not stat.indexed)
+
+    def _lost_blobs(self, scan: RepositoryScan, stat: PackStat) -> set[bytes] | None:
+        """The indexed chunks of one pack that do not decrypt and hash; None: the pack is unreadable."""
+        ctx = self._ctx
+        try:
+            data = ctx.store.get(layout.pack_name(stat.pack_id, stat.kind == BLOB_META))
+            key = pack_key(ctx.sealer, data, stat.pack_id)
+        except DtstoreError:
+            return None
+        return _open_blobs(ctx, scan, stat, data, key)[0]
 
     def _read_data(self, scan: RepositoryScan, report: CheckReport, subset: str | None) -> None:
         ctx = self._ctx
@@ -154,29 +168,34 @@ class CheckRun:
         chosen = choose_packs(sorted(candidates, key=lambda s: s.pack_id), subset, verified.packs)
         self._progress(f"reading {len(chosen)} pack(s)")
 
-        def read(stat: PackStat) -> tuple[PackStat, int, str | None]:
+        def read(stat: PackStat) -> tuple[PackStat, int, str | None, set[bytes] | None]:
+            """(stat, bytes read, what is wrong, the chunks that are lost — None: all of them)."""
             name = layout.pack_name(stat.pack_id, stat.kind == BLOB_META)
             try:
                 data = ctx.store.get(name)
-                if pack_id_of(data) != stat.pack_id:
-                    return stat, len(data), "content does not match its name (BLAKE3)"
-                parse_pack(ctx.sealer, data, stat.pack_id)
                 key = pack_key(ctx.sealer, data, stat.pack_id)
-                for chunk_id, offset, length, raw in scan.blobs_of(stat.pack_id):
-                    location = BlobLocation(stat.pack_id, stat.kind, offset, length, raw)
-                    open_blob(key, memoryview(data)[offset : offset + length], chunk_id, raw,
-                              location.pack_id, ctx.hasher)
             except DtstoreError as exc:
-                return stat, 0, str(exc)
-            return stat, len(data), None
+                return stat, 0, str(exc), None
+            errors = []
+            if pack_id_of(data) != stat.pack_id:
+                errors.append("content does not match its name (BLAKE3)")
+            # every blob on its own, so that the report names only what is really lost
+            lost, first = _open_blobs(ctx, scan, stat, data, key)
+            if lost:
+                errors.append(f"{len(lost)} blob(s) unreadable ({first})")
+            try:
+                parse_pack(ctx.sealer, data, stat.pack_id)
+            except DtstoreError as exc:
+                errors.append(f"trailer: {exc}")
+            return stat, len(data), "; ".join(errors) or None, lost
 
         now = clock.now()
         with ThreadPoolExecutor(self._workers) as pool:
-            for stat, nbytes, error in pool.map(read, chosen):
+            for stat, nbytes, error, lost in pool.map(read, chosen):
                 report.packs_read += 1
                 report.bytes_read += nbytes
                 if error:
-                    self._pack_problem(scan, report, stat, "corrupt-pack", error)
+                    self._pack_problem(scan, report, stat, "corrupt-pack", error, lost)
                 else:
                     verified.packs[stat.pack_id] = now
         for pack_id in list(verified.packs):
@@ -185,15 +204,31 @@ class CheckRun:
         save_times(ctx.store, ctx.sealer, VERIFIED, verified)
 
     def _pack_problem(self, scan: RepositoryScan, report: CheckReport, stat: PackStat, kind: str,
-                      message: str) -> None:
-        snapshots, paths = affected(self._ctx, scan, stat.pack_id)
+                      message: str, lost: set[bytes] | None = None) -> None:
+        snapshots, paths = affected(self._ctx, scan, stat.pack_id, lost)
         report.problems.append(Problem(kind, f"pack {stat.pack_id}", f"pack {stat.pack_id[:16]} {message}",
                                        snapshots, paths))
 
 
-def affected(ctx: MaintenanceContext, scan: RepositoryScan, pack_id: str) -> tuple[list[str], list[str]]:
-    """Snapshots and paths that need a chunk stored only in this pack."""
-    chunks = {c for c, _, _, _ in scan.blobs_of(pack_id)}
+def _open_blobs(ctx: MaintenanceContext, scan: RepositoryScan, stat: PackStat, data: bytes,
+                key: SubKey) -> tuple[set[bytes], str]:
+    """Decrypt and hash every indexed blob of one pack: (chunks that fail, the first error)."""
+    lost: set[bytes] = set()
+    first = ""
+    for chunk_id, offset, length, raw in scan.blobs_of(stat.pack_id):
+        try:
+            open_blob(key, memoryview(data)[offset : offset + length], chunk_id, raw, stat.pack_id, ctx.hasher)
+        except DtstoreError as exc:
+            lost.add(chunk_id)
+            first = first or str(exc)
+    return lost, first
+
+
+def affected(ctx: MaintenanceContext, scan: RepositoryScan, pack_id: str,
+             lost: set[bytes] | None = None) -> tuple[list[str], list[str]]:
+    """Snapshots and paths that need a chunk stored only in this pack (of ``lost``: the chunks of
+    this pack that are damaged; all of them when None)."""
+    chunks = {c for c, _, _, _ in scan.blobs_of(pack_id) if lost is None or c in lost}
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
         only_here = {c for c in chunks if txn.get(c) == bytes.fromhex(pack_id)}
     snapshots: list[str] = []

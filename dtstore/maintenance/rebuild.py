@@ -6,7 +6,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dtstore.content.segments import PackRecord, encode_segment, list_packs, new_segment_name, read_pack_record
+from dtstore.content.segments import (
+    PackRecord,
+    decode_segment,
+    encode_segment,
+    list_packs,
+    new_segment_name,
+    read_pack_record,
+)
 from dtstore.errors import DtstoreError
 from dtstore.maintenance.prune import _batches
 from dtstore.maintenance.scan import MaintenanceContext
@@ -21,13 +28,17 @@ class RebuildReport:
     segments_written: int = 0
     segments_removed: int = 0
     unreadable: list[str] = field(default_factory=list)
+    salvaged: int = 0
+    """entries of unreadable packs kept from the old index (they still lie inside the pack)"""
 
 
 def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], workers: int = 4) -> RebuildReport:
     """Read every pack's trailer, write fresh segments, then remove the old ones.
 
     The new segments are written before any old one is deleted, so a crash leaves a usable index.
-    Packs whose trailer cannot be read are reported and left in place.
+    Packs whose trailer cannot be read are reported and left in place; what the old segments say
+    about them is kept where it still lies inside the pack (a truncated pack keeps the blobs before
+    the cut: every read verifies a blob, so a stale entry can fail but never return wrong data).
     """
     report = RebuildReport()
     old = [info.name for info in ctx.store.list(layout.INDEX)]
@@ -41,12 +52,17 @@ def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], work
             return f"{info.name}: {exc}"
 
     records: list[PackRecord] = []
+    damaged: dict[str, int] = {}
     with ThreadPoolExecutor(workers) as pool:
-        for result in pool.map(read, packs.values()):
+        for (pack_id, info), result in zip(packs.items(), pool.map(read, packs.values()), strict=True):
             if isinstance(result, str):
                 report.unreadable.append(result)
+                damaged[pack_id] = info.size
             else:
                 records.append(result)
+    salvaged = _salvage(ctx, old, damaged)
+    report.salvaged = sum(len(r.entries) for r in salvaged)
+    records += salvaged
     for batch in _batches(records):
         ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
         report.segments_written += 1
@@ -57,3 +73,23 @@ def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], work
     report.entries = sum(len(r.entries) for r in records)
     ctx.cache.reset()
     return report
+
+
+def _salvage(ctx: MaintenanceContext, segments: list[str], damaged: dict[str, int]) -> list[PackRecord]:
+    """The old index's entries for packs whose trailer is unreadable, where they fit in the pack."""
+    if not damaged:
+        return []
+    found: dict[str, PackRecord] = {}
+    for name in segments:
+        try:
+            records, _ = decode_segment(ctx.sealer, ctx.store.get(name), name)
+        except DtstoreError:
+            continue
+        for record in records:
+            size = damaged.get(record.pack_id)
+            if size is None:
+                continue
+            kept = found.setdefault(record.pack_id, PackRecord(record.pack_id, record.kind, size))
+            known = {e.offset for e in kept.entries}
+            kept.entries += [e for e in record.entries if e.offset + e.length <= size and e.offset not in known]
+    return [r for r in found.values() if r.entries]

@@ -73,23 +73,27 @@ class RetryingStore:
 class RateLimitedStore:
     """Caps upload bandwidth (token bucket shared by all threads); downloads are not limited."""
 
-    def __init__(self, inner: BlobStore, bytes_per_second: float) -> None:
+    def __init__(self, inner: BlobStore, bytes_per_second: float, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.inner = inner
         self.capabilities = inner.capabilities
         self._rate = float(bytes_per_second)
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
-        self._next_free = time.monotonic()
+        self._next_free = clock()
 
     def describe(self) -> str:
         return self.inner.describe()
 
     def put(self, name: str, data: bytes) -> None:
         with self._lock:
-            start = max(time.monotonic(), self._next_free)
-            self._next_free = start + len(data) / self._rate
-        wait = self._next_free - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+            now = self._clock()
+            start = max(now, self._next_free)
+            until = self._next_free = start + len(data) / self._rate
+        # this put's own slot: _next_free may already have moved on for another thread's put
+        if until > now:
+            self._sleep(until - now)
         self.inner.put(name, data)
 
     def get(self, name: str) -> bytes:
