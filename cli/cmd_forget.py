@@ -6,10 +6,10 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from dtstore import Repository, clock
+from dtstore import Repository, Snapshot, clock
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
-from dtstore.errors import UsageError
+from dtstore.errors import IntegrityError, UnsupportedFormat, UsageError
 from dtstore.snapshots.retention import (
     Decision,
     GroupKey,
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.prune and not callable(getattr(Repository, "prune", None)):
         raise UsageError("--prune is not available yet: this dtstore has no prune; nothing was removed")
     with open_repo(args) as repo:
+        damaged: list[str] = []
         if args.snapshots:
-            named = {s.id: s for s in (repo.get_snapshot(ref) for ref in args.snapshots)}
+            named, damaged = _named(repo, args.snapshots)
             plan: dict[GroupKey, list[Decision]] = {
                 (): [Decision(s, False, [EXPLICIT])
                      for s in sorted(named.values(), key=lambda s: (s.time, s.id), reverse=True)]}
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
             now = clock.now()
             plan = {key: apply_policy(group, policy, now) for key, group in group_snapshots(chosen, group_by).items()}
         _report(plan, policy, out, explicit=bool(args.snapshots))
-        remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep]
+        for snap_id in damaged:
+            out.info(f"snapshot {snap_id[:8]} has a damaged manifest; it is removed as named")
+        remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep] + damaged
         kept = sum(len(decisions) for decisions in plan.values()) - len(remove)
         if not args.dry_run:
             repo.forget(remove)
@@ -110,6 +113,19 @@ def run(args: argparse.Namespace, out: Output) -> int:
     else:
         out.line(f"removed {len(remove)} snapshot(s), kept {kept}")
     return 0
+
+
+def _named(repo: Repository, refs: list[str]) -> tuple[dict[str, Snapshot], list[str]]:
+    """Snapshots named on the command line; damaged manifests can still be forgotten by ID."""
+    named: dict[str, Snapshot] = {}
+    damaged: list[str] = []
+    for ref in refs:
+        snap_id = repo.resolve_snapshot_id(ref)
+        try:
+            named[snap_id] = repo.get_snapshot(snap_id)
+        except (IntegrityError, UnsupportedFormat):
+            damaged.append(snap_id)
+    return named, damaged
 
 
 def _report(plan: dict[GroupKey, list[Decision]], policy: RetentionPolicy, out: Output, *, explicit: bool) -> None:

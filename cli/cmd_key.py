@@ -34,7 +34,7 @@ def new_password(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, out: Output) -> int:
     with open_repo(args) as repo:
         if args.action == "list":
-            for slot in repo.keys():  # noqa: SIM118 (key slots, not a dict)
+            for slot in repo.keys():
                 if out.json:
                     out.emit({"type": "key", "id": slot.slot_id, "current": slot.current, "kdf": slot.kdf})
                 else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -98,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except OSError as exc:
-        out.error(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", EXIT_ERROR)
+        where = f": {os.fsdecode(exc.filename)}" if exc.filename else ""
+        out.error(f"{exc.strerror or exc}{where}", EXIT_ERROR)
         return EXIT_ERROR
 
 

@@ -81,11 +81,11 @@ class RepoConfig:
 def validate_chunker(params: ChunkerParams) -> None:
     """The limits of pyfastcdc's FastCDC2020 (see spec §chunking)."""
     mask = params.avg_size - params.min_size
-    ok = (64 <= params.min_size <= 1 << 20 and 256 <= mask <= 4 << 20 and params.min_size < params.avg_size
+    ok = (64 <= params.min_size <= 1 << 20 and 256 <= mask <= 4 << 20 and 2 * params.min_size <= params.avg_size
           and 1024 <= params.max_size <= 16 << 20 and params.avg_size <= params.max_size)
     if not ok:
         raise UsageError(f"chunker sizes {params.min_size}/{params.avg_size}/{params.max_size} are out of range: "
-                         "need 64 B ≤ min < avg ≤ max ≤ 16 MiB, min ≤ 1 MiB, 256 B ≤ avg−min ≤ 4 MiB")
+                         "need 64 B ≤ min ≤ avg/2, avg ≤ max ≤ 16 MiB, min ≤ 1 MiB, 256 B ≤ avg−min ≤ 4 MiB")
 
 
 def seal_config(config: RepoConfig, sealer: Sealer) -> bytes:

@@ -50,7 +50,7 @@ from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
 from dtstore.restore import RestoreRun, normalize_include, plan_restore
 from dtstore.sessions import WriterSession
-from dtstore.snapshots.manifest import Item, Snapshot, decode_items
+from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items
 from dtstore.snapshots.store import SnapshotStore
 from dtstore.sources.base import Source
 from dtstore.storage import layout
@@ -182,6 +182,10 @@ class Repository:
     def snapshots(self) -> list[Snapshot]:
         """All snapshots, oldest first."""
         return self._snapshots.load_all()
+
+    def resolve_snapshot_id(self, ref: str) -> str:
+        """The full ID for ``latest``, an ID or a prefix, without reading that manifest."""
+        return self._snapshots.resolve_id(ref)
 
     def get_snapshot(self, ref: str) -> Snapshot:
         """``latest``, a snapshot ID or a unique prefix of one."""
@@ -362,7 +366,8 @@ class Repository:
         }
 
     def _latest(self, source_id: str, host: str) -> Snapshot | None:
-        same = [s for s in self.snapshots() if s.source_id == source_id and s.host == host]
+        wanted = (clean(source_id), clean(host))
+        same = [s for s in self.snapshots() if (s.source_id, s.host) == wanted]
         return same[-1] if same else None
 
     def _chunker(self, params: ChunkerParams) -> Chunker:

@@ -73,9 +73,26 @@ def _safe(item: Item) -> Item:
     return item
 
 
+def _checked_tree(items: list[Item]) -> list[Item]:
+    """Refuse a tree in which one path appears twice or something lies below a symlink: restoring
+    it would write through the link, outside the target."""
+    kinds: dict[bytes, str] = {}
+    for item in items:
+        if item.path in kinds:
+            raise IntegrityError(f"snapshot lists {item.name!r} twice; refusing to restore it")
+        kinds[item.path] = item.type
+    for item in items:
+        parent = os.path.dirname(item.path)
+        while parent:
+            if kinds.get(parent) == "symlink":
+                raise IntegrityError(f"snapshot item {item.name!r} lies below a symlink; refusing to restore it")
+            parent = os.path.dirname(parent)
+    return items
+
+
 def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
                  includes: Sequence[bytes] = ()) -> RestorePlan:
-    chosen = [_safe(item) for item in items if matches(item.path, includes)]
+    chosen = _checked_tree([_safe(item) for item in items if matches(item.path, includes)])
     if includes and not chosen:
         shown = ", ".join(i.decode("utf-8", "surrogateescape") for i in includes)
         raise UsageError(f"nothing in the snapshot matches {shown}")
@@ -138,11 +155,9 @@ class RestoreRun:
         number = 0
         for item in self._plan.items:
             path = os.path.join(self._target, item.path)
-            parent = os.path.dirname(path)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
+            _make_dirs(self._target, os.path.dirname(item.path))
             if item.type == "dir":
-                os.makedirs(path, exist_ok=True)
+                _make_dirs(self._target, item.path)
             elif item.type == "file":
                 _replace_with_file(path, item.size)
                 number += 1
@@ -205,6 +220,17 @@ class RestoreRun:
             _chown(path, item, follow=True)
             os.chmod(path, item.mode)
             os.utime(path, ns=(item.mtime_ns, item.mtime_ns))
+
+
+def _make_dirs(target: bytes, relative: bytes) -> None:
+    """mkdir -p below the target that never follows a symlink already there: it is replaced."""
+    current = target
+    for part in relative.split(b"/") if relative else []:
+        current = os.path.join(current, part)
+        if os.path.islink(current) or (os.path.lexists(current) and not os.path.isdir(current)):
+            os.unlink(current)
+        if not os.path.lexists(current):
+            os.mkdir(current, 0o700)
 
 
 def _replace_with_file(path: bytes, size: int) -> None:

@@ -25,6 +25,8 @@ from dtstore.storage.base import BlobStore
 
 HEARTBEAT_SECONDS = 60.0
 SESSION_TIMEOUT = dt.timedelta(minutes=15)
+COMMIT_MARGIN = dt.timedelta(minutes=6)
+"""more than prune's allowance for clock skew between hosts (5 min)"""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class WriterSession:
     def ensure_alive(self) -> None:
         """Before committing: a session whose heartbeat could not be written for too long may have
         been declared dead by a prune, which may then delete packs this backup relies on."""
-        if clock.now() - self._last_beat > SESSION_TIMEOUT - dt.timedelta(minutes=2):
+        if clock.now() - self._last_beat > SESSION_TIMEOUT - COMMIT_MARGIN:
             raise StorageUnavailable("the writer session's heartbeat could not be written for too long; "
                                      "nothing was committed — run the snapshot again")
 

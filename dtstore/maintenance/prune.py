@@ -22,7 +22,7 @@ from dtstore import clock
 from dtstore.content.pack import BlobEntry, BlobLocation
 from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
 from dtstore.content.store import ContentReader, ContentStore
-from dtstore.errors import RepositoryLocked, UsageError
+from dtstore.errors import IntegrityError, RepositoryLocked, UsageError
 from dtstore.format import BLOB_META
 from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
 from dtstore.maintenance.state import MARKS, PackTimes, load_times, save_times
@@ -127,6 +127,12 @@ class PruneRun:
         # committing meanwhile would be in neither, and packs only it refers to would be deleted.
         sessions = read_sessions(ctx.store, ctx.sealer)
         scan = scan_repository(ctx, now, set(marks.packs), self._progress)
+        if ctx.snapshots.unreadable:
+            scan.close()
+            ids = ", ".join(sorted(i[:8] for i in ctx.snapshots.unreadable))
+            raise IntegrityError(f"prune refuses to run: snapshot manifest(s) {ids} cannot be read, so the data "
+                                 "they refer to cannot be told apart from garbage; run 'dtstore check', then "
+                                 "'dtstore forget ID' for each one you give up")
         plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
         return plan, scan, marks
 

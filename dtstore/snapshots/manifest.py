@@ -43,7 +43,7 @@ class Item:
         elif self.type == "symlink":
             doc["target"] = self.target
         if self.extra:
-            doc["extra"] = self.extra
+            doc["extra"] = clean(self.extra)
         return doc
 
     @classmethod
@@ -71,13 +71,19 @@ def clean(value: Any) -> Any:
     """Make a value msgpack-safe and readable back: str keys, text that is valid UTF-8 (a name
     that is not keeps its undecodable bytes as ``\\xNN``), datetimes as ISO 8601 text."""
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
     if isinstance(value, dict):
         return {clean(str(k)): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, dt.datetime):
         return value.isoformat()
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
     if value is None or isinstance(value, (bool, int, float, bytes)):
         return value
     raise SourceError(f"source metadata holds a {type(value).__name__}, which a manifest cannot store")

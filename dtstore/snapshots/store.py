@@ -48,6 +48,8 @@ class SnapshotStore:
         """The given snapshots, or every listed one; one forgotten between the listing and its
         download (a concurrent ``forget``) is left out rather than failing the whole call."""
         listed = ids is None
+        if listed:
+            self.unreadable.clear()
         wanted = list(self.ids() if ids is None else ids)
 
         def load(snapshot_id: str) -> Snapshot | None:
@@ -57,7 +59,7 @@ class SnapshotStore:
                 if listed:
                     return None
                 raise
-            except (IntegrityError, UnsupportedFormat) as exc:
+            except (IntegrityError, UnsupportedFormat, ValueError, KeyError, TypeError) as exc:
                 # one damaged manifest must not hide every other snapshot; check reports it
                 self.unreadable[snapshot_id] = str(exc)
                 return None
