@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,12 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.compare import Measured, run_measured, tree_bytes
+from bench.compare import _read_rusage, _rusage_wrapper, tree_bytes
 
 PASSWORD = "bench-password-not-secret"
 RECORDS = 250
 RECORD_SIZE = 4096
-NEW_CHUNKS_PER_RECORD = 4.8  # measured: a rewritten 4 KiB record costs ~4.8 new chunks (edges included)
+FILES = 1000
+FILE_SIZE = 1024
+NEW_CHUNKS_PER_FILE = 1.45  # measured with the 256/1024/4096 chunker
+NEW_CHUNKS_PER_RECORD = 4.5  # measured: a rewritten 4 KiB record costs ~4.6 new chunks (edges included)
 
 
 # --------------------------------------------------------------------------- the data
@@ -67,6 +71,23 @@ class Nights:
             for _ in range(self._changes):
                 self._records[self._rng.randrange(RECORDS)] = self._rng.randbytes(RECORD_SIZE)
             yield b"".join(self._records)
+
+
+class DirNights:
+    """The ``files`` shape: a directory of FILES small files, ``changes`` of them rewritten per night.
+    Small files are one blob each in restic too, so both repositories hold ~as many blobs."""
+
+    def __init__(self, root: Path, seed: int, changes: int) -> None:
+        self.root = root
+        self._rng = random.Random(seed)
+        self._changes = changes
+        root.mkdir(parents=True)
+        for n in range(FILES):
+            (root / f"r{n:04d}").write_bytes(self._rng.randbytes(FILE_SIZE))
+
+    def next(self) -> None:
+        for _ in range(self._changes):
+            (self.root / f"r{self._rng.randrange(FILES):04d}").write_bytes(self._rng.randbytes(FILE_SIZE))
 
 
 # --------------------------------------------------------------------------- restic
@@ -124,6 +145,16 @@ def restic_json(argv: list[str], env: dict[str, str]) -> Any:
 
 
 @dataclass
+class Measured:
+    seconds: float
+    max_rss_bytes: int
+    """ru_maxrss of the process itself (GNU time / wait4): anonymous and file-backed pages"""
+    max_anon_bytes: int
+    """peak RssAnon sampled from /proc every 20 ms: the heap, without mapped files (LMDB)"""
+    log: str
+
+
+@dataclass
 class Row:
     operation: str
     dtstore: Measured | None = None
@@ -131,12 +162,53 @@ class Row:
     note: str = ""
 
 
+def _child_of(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _anon_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def measure(argv: list[str], env: dict[str, str], logs: Path, name: str) -> Measured:
-    result = run_measured(argv, env, logs / f"{name}.log")
-    if not result.ok:
-        tail = "\n".join(Path(result.log).read_text(errors="replace").splitlines()[-15:])
-        raise SystemExit(f"{name} failed with exit code {result.returncode}:\n{tail}")
-    return result
+    """Run one command to completion: wall time, its own peak RSS, and its peak anonymous RSS."""
+    log, stats = logs / f"{name}.log", logs / f"{name}.rusage"
+    os.sync()
+    peak_anon = 0
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(_rusage_wrapper(argv, stats), env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_anon
+            while not done.wait(0.02):
+                child = _child_of(proc.pid)
+                if child is not None:
+                    peak_anon = max(peak_anon, _anon_bytes(child))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, _ = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise SystemExit(f"{name} failed with exit code {code}:\n{tail}")
+    return Measured(seconds, _read_rusage(stats)[0], peak_anon, str(log))
 
 
 def json_summary(result: Measured) -> dict[str, Any]:
@@ -147,9 +219,11 @@ def json_summary(result: Measured) -> dict[str, Any]:
 
 
 def fmt(result: Measured | None) -> tuple[str, str]:
+    """(time, "peak RSS (peak anonymous RSS)")."""
     if result is None:
         return "–", "–"
-    return f"{result.seconds:.2f} s", f"{result.max_rss_bytes / 2**20:.0f} MiB"
+    return (f"{result.seconds:.2f} s",
+            f"{result.max_rss_bytes / 2**20:.0f} MiB ({result.max_anon_bytes / 2**20:.0f})")
 
 
 # --------------------------------------------------------------------------- the run
@@ -162,9 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory, removed afterwards")
     parser.add_argument("--no-restic", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shape", choices=["stdin", "files"], default="stdin",
+                        help="stdin: one 1 MB dump per snapshot (restic: --stdin, ~1 MiB blobs); files: a "
+                             "directory of 1,000 files of 1 KiB (about as many restic blobs as dtstore chunks)")
     args = parser.parse_args(argv)
 
-    from dtstore import Repository, StdinSource
+    from dtstore import FilesSource, Repository, Source, StdinSource
     from dtstore.chunking import ChunkerParams
     from dtstore.crypto.keys import CHEAP_KDF
 
@@ -182,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     r_env = restic_env(r_repo, r_cache)
     use_restic = not args.no_restic and shutil.which("restic") is not None
 
-    changes = max(1, round(args.chunks / args.snapshots / NEW_CHUNKS_PER_RECORD))
+    per_unit = NEW_CHUNKS_PER_RECORD if args.shape == "stdin" else NEW_CHUNKS_PER_FILE
+    changes = max(1, round(args.chunks / args.snapshots / per_unit))
     small_at = max(1, args.snapshots // 4)
     repo = Repository.init(str(d_repo), PASSWORD, kdf=CHEAP_KDF, cache_dir=d_cache,
                            chunker=ChunkerParams(256, 1024, 4096), pack_size=4 << 20)
@@ -192,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     restic_pool = ThreadPoolExecutor(1)
     pending: list[Future[Any]] = []
 
-    def restic_backup(data: bytes) -> None:
+    def restic_backup(data: bytes | Path) -> None:
+        if isinstance(data, Path):  # a private copy of that night's directory
+            subprocess.run(["restic", "backup", "-q", "--host", "bench", str(data)], env=r_env, check=True,
+                           stdout=subprocess.DEVNULL)
+            shutil.rmtree(data)
+            return
         subprocess.run(["restic", "backup", "-q", "--stdin", "--stdin-filename", "dump.sql"], input=data,
                        env=r_env, check=True, stdout=subprocess.DEVNULL)
 
@@ -201,13 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     t_build = time.perf_counter()
     t_dtstore = 0.0
     nights = iter(Nights(args.seed, changes))
+    shutil.rmtree(work / "src", ignore_errors=True)
+    tree = DirNights(work / "src" / "dump", args.seed, changes) if args.shape == "files" else None
     ids: list[str] = []
     for number in range(1, args.snapshots + 1):
-        data = next(nights)
-        if use_restic:
-            pending.append(restic_pool.submit(restic_backup, data))
+        if tree is not None:
+            if number > 1:
+                tree.next()
+            source: Source = FilesSource([str(tree.root)])
+            if use_restic:
+                copy = work / "src" / f"night{number:04d}"
+                shutil.copytree(tree.root, copy)
+                pending.append(restic_pool.submit(restic_backup, copy))
+        else:
+            data = next(nights)
+            source = StdinSource("dump.sql", io.BytesIO(data))
+            if use_restic:
+                pending.append(restic_pool.submit(restic_backup, data))
         t0 = time.perf_counter()
-        ids.append(repo.snapshot([StdinSource("dump.sql", io.BytesIO(data))]).id)
+        ids.append(repo.snapshot([source]).id)
         t_dtstore += time.perf_counter() - t0
         if number % 100 == 0:
             print(f"  {number} snapshots, {repo.stats()['chunks_indexed']} chunks, "
@@ -271,8 +366,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # --------------------------------------------------------------------------- report
     print()
-    print(f"Repository: {args.snapshots} snapshots of a {RECORDS * RECORD_SIZE // 1024} KiB dump, "
-          f"{changes} records of 4 KiB rewritten per snapshot; logical {stats['logical_bytes'] / 1e9:.2f} GB.")
+    if args.shape == "stdin":
+        print(f"Repository: {args.snapshots} snapshots of a {RECORDS * RECORD_SIZE // 1024} KiB dump on standard "
+              f"input, {changes} records of 4 KiB rewritten per snapshot; logical "
+              f"{stats['logical_bytes'] / 1e9:.2f} GB.")
+    else:
+        print(f"Repository: {args.snapshots} snapshots of a directory of {FILES} files of {FILE_SIZE} B, "
+              f"{changes} files rewritten per snapshot; logical {stats['logical_bytes'] / 1e9:.2f} GB.")
     print(f"dtstore: {stats['chunks_indexed']} distinct chunks (chunker 256/1024/4096), {stats['packs']} packs, "
           f"{stats['stored_bytes'] / 1e6:.0f} MB stored; its {args.snapshots} snapshots took {t_dtstore:.0f} s "
           f"({t_dtstore / args.snapshots * 1000:.0f} ms each, in-process).")
@@ -281,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r_stats.get('total_size', 0) / 1e6:.0f} MB stored.")
     print(f"Build (both tools, overlapping): {build_seconds:.0f} s.  Machine: {os.cpu_count()} cores.")
     print()
-    print("| operation | dtstore time | dtstore peak RSS | restic time | restic peak RSS |")
+    print("Peak RSS is the process's own ru_maxrss; in brackets its peak anonymous RSS (heap, without "
+          "mapped files such as dtstore's LMDB scratch and cache), sampled every 20 ms.")
+    print()
+    print("| operation | dtstore time | dtstore peak RSS (anon) | restic time | restic peak RSS (anon) |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
         dt_time, dt_rss = fmt(row.dtstore)
@@ -293,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Memory against repository size (check, structure only):")
     print()
-    print("| snapshots | dtstore chunks | dtstore repo size | dtstore check RSS | restic check RSS |")
+    print("| snapshots | dtstore chunks | dtstore repo size | dtstore check RSS (anon) | restic check RSS (anon) |")
     print("|---:|---:|---:|---:|---:|")
     for number, chunks, size, row in sizes:
         print(f"| {number} | {chunks} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} | {fmt(row.restic)[1]} |")

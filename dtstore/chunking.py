@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -40,3 +41,49 @@ class Chunker:
     def chunks_of(self, data: bytes) -> Iterator[bytes]:
         for chunk in self._cdc.cut_buf(data):
             yield bytes(chunk.data)
+
+    def batches(self, stream: BinaryIO, block_size: int = 4 << 20, buffers: int = 6) -> Iterator[list[memoryview]]:
+        """The same chunks as ``chunks``, as views into large blocks: no copy and no allocation per
+        chunk, and a whole block's chunks can go to one worker.
+
+        Blocks live in a ring of ``buffers`` preallocated buffers: a caller may keep the views of the
+        last ``buffers - 2`` batches while it asks for the next one.  The tail of each block, whose
+        end is not a cut point, is moved to the front of the next buffer; cut points depend only on
+        data from a chunk's start, so the result equals cutting the whole stream at once."""
+        block_size = max(block_size, 2 * self.params.max_size)  # a full block then holds ≥ 2 chunks
+        size = block_size + self.params.max_size
+        ring = [bytearray(size) for _ in range(buffers)]
+        carry = 0
+        previous: memoryview | None = None
+        for turn in itertools.count():
+            buf = memoryview(ring[turn % buffers])
+            if carry and previous is not None:
+                buf[:carry] = previous[-carry:]
+            filled = carry + _read_into(stream, buf[carry : carry + block_size])
+            at_end = filled < carry + block_size
+            if filled == 0:
+                return
+            views = [chunk.data for chunk in self._cdc.cut_buf(buf[:filled])]
+            carry = 0 if at_end else len(views.pop())
+            previous = buf[:filled]
+            if views:
+                yield views
+            if at_end:
+                return
+
+
+def _read_into(stream: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from the stream as far as it goes; fewer bytes only at the end of the stream."""
+    done = 0
+    readinto = getattr(stream, "readinto", None)
+    while done < len(view):
+        if readinto is not None:
+            n = readinto(view[done:])
+        else:
+            part = stream.read(len(view) - done)
+            n = len(part)
+            view[done : done + n] = part
+        if not n:
+            break
+        done += n
+    return done

@@ -78,12 +78,12 @@ class ContentStore:
         location = self._cache.lookup(chunk_id)
         return location is not None and location.pack_id not in self._excluded
 
-    def put(self, data: bytes, kind: int) -> bytes:
+    def put(self, data: bytes | memoryview, kind: int) -> bytes:
         chunk_id = self.hasher(data)
         self.put_with_id(chunk_id, data, kind)
         return chunk_id
 
-    def put_with_id(self, chunk_id: bytes, data: bytes, kind: int) -> None:
+    def put_with_id(self, chunk_id: bytes, data: bytes | memoryview, kind: int) -> None:
         self._raise_upload_error()
         with self._lock:
             fresh = chunk_id not in self._pending and not self._cached(chunk_id)

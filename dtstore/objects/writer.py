@@ -15,7 +15,7 @@ from dtstore.chunking import Chunker
 class ChunkWriter(Protocol):
     """The part of the content store this layer needs."""
 
-    def put(self, data: bytes, kind: int) -> bytes: ...
+    def put(self, data: bytes | memoryview, kind: int) -> bytes: ...
 
 
 @dataclass
@@ -65,7 +65,39 @@ class ObjectWriter:
 
     def write_stream(self, stream: BinaryIO, chunker: Chunker, kind: int,
                      on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
-        return self.write(chunker.chunks(stream), kind, on_bytes)
+        """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path."""
+        ids: list[bytes] = []
+        size = 0
+        inflight: deque[tuple[Future[list[bytes]], int]] = deque()
+        window = self._workers + 1
+        try:
+            for batch in chunker.batches(stream, buffers=window + 3):
+                nbytes = sum(len(v) for v in batch)
+                inflight.append((self._pool.submit(self._put_batch, batch, kind), nbytes))
+                size += nbytes
+                while len(inflight) > window:
+                    ids.extend(self._collect_batch(inflight, on_bytes))
+            while inflight:
+                ids.extend(self._collect_batch(inflight, on_bytes))
+        finally:
+            for future, _ in inflight:
+                future.cancel()
+            for future, _ in inflight:
+                if not future.cancelled():
+                    future.exception()
+        return ObjectRef(ids, size)
+
+    def _put_batch(self, batch: list[memoryview], kind: int) -> list[bytes]:
+        return [self._content.put(view, kind) for view in batch]
+
+    @staticmethod
+    def _collect_batch(inflight: deque[tuple[Future[list[bytes]], int]],
+                       on_bytes: Callable[[int], None] | None) -> list[bytes]:
+        future, length = inflight.popleft()
+        chunk_ids = future.result()
+        if on_bytes is not None:
+            on_bytes(length)
+        return chunk_ids
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

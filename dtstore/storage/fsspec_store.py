@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from dtstore.errors import (
 )
 from dtstore.storage.base import BlobInfo, Capabilities
 
-_AUTH_WORDS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
+_AUTH_WORDS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
                "ExpiredToken", "InvalidToken", "PermissionDenied", "Permission denied")
 _HOSTKEY_WORDS = ("HostKeyNotVerifiable", "host key", "Host key")
 
@@ -179,7 +180,7 @@ def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:
         )
     if isinstance(exc, PermissionError) or cls in ("PermissionDenied", "NoCredentialsError") or any(
         w in text for w in _AUTH_WORDS
-    ):
+    ) or _has_status(text, "403"):
         return StorageAuthError(f"{what}: access denied; check the credentials ({_short(exc)})")
     if isinstance(exc, (ConnectionError, TimeoutError)) or cls in (
         "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
@@ -194,8 +195,14 @@ def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:
 
 
 def _is_server_error(text: str) -> bool:
-    return any(code in text for code in ("500", "502", "503", "504", "InternalError", "SlowDown",
-                                         "ServiceUnavailable", "RequestTimeout"))
+    return _has_status(text, "500", "502", "503", "504") or any(
+        word in text for word in ("InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"))
+
+
+def _has_status(text: str, *codes: str) -> bool:
+    """An HTTP status standing alone, as in "(403)": not digits inside an object name or URL in the
+    message ("…/data/6a/6acd…f2aa403df…" is no access denial)."""
+    return any(re.search(rf"(?<![0-9A-Za-z]){code}(?![0-9A-Za-z])", text) for code in codes)
 
 
 def _short(exc: Exception) -> str:

@@ -406,3 +406,13 @@ def test_two_masters_derive_different_chunk_ids_and_seeds() -> None:
     assert ChunkHasher(a.id_key)(data) == ChunkHasher(a.id_key)(data)
     assert a.chunker_seed != b.chunker_seed
     assert len({a.id_key, a.name_key, a.secret[:32]}) == 3
+
+
+@FAST
+@given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
+       seed=st.integers(min_value=1, max_value=2**62))
+def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int) -> None:
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
+    expected = list(chunker.chunks(io.BytesIO(data)))
+    batched = [bytes(v) for batch in chunker.batches(io.BytesIO(data), block_size=block, buffers=3) for v in batch]
+    assert batched == expected
