@@ -13,5 +13,5 @@ class ChunkHasher:
     def __init__(self, id_key: bytes) -> None:
         self._key = id_key
 
-    def __call__(self, data: bytes | memoryview) -> bytes:  # noqa: D102
+    def __call__(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self._key).digest()
