@@ -390,7 +390,11 @@ def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> Dump:
 
 def _gen(args: list[str]) -> dict[str, Any]:
     """Run the generator in a child process (keeps its pools out of the harness)."""
-    out = subprocess.run([sys.executable, "-m", "bench.gen_dump", *args], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-m", "bench.gen_dump", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=root)
+    if out.returncode != 0:
+        raise SystemExit(f"generator failed ({out.returncode}): {' '.join(argv)}\n{out.stderr}")
     info: dict[str, Any] = json.loads(out.stdout)
     return info
 

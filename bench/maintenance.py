@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                        env=r_env, check=True, stdout=subprocess.DEVNULL)
 
     rows: list[Row] = []
-    sizes: list[tuple[int, int, int, Row]] = []
+    sizes: list[tuple[int, int, int, Row, Row]] = []
     t_build = time.perf_counter()
     t_dtstore = 0.0
     nights = iter(Nights(args.seed, changes))
@@ -316,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
             if use_restic:
                 row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
-            sizes.append((number, chunks, tree_bytes(d_repo), row))
+            dry = Row("prune --dry-run")
+            dry.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
+                                  f"dtstore-prune-dry-run-{number}")
+            if use_restic:
+                dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
+            sizes.append((number, chunks, tree_bytes(d_repo), row, dry))
     build_seconds = time.perf_counter() - t_build
     restic_pool.shutdown()
     stats = repo.stats()
@@ -394,12 +399,14 @@ def main(argv: list[str] | None = None) -> int:
         if row.note:
             print(f"\n{row.operation}: {row.note}")
     print()
-    print("Memory against repository size (check, structure only):")
+    print("Memory against repository size (before forgetting anything):")
     print()
-    print("| snapshots | dtstore chunks | dtstore repo size | dtstore check RSS (anon) | restic check RSS (anon) |")
-    print("|---:|---:|---:|---:|---:|")
-    for number, chunks, size, row in sizes:
-        print(f"| {number} | {chunks} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} | {fmt(row.restic)[1]} |")
+    print("| snapshots | dtstore chunks | dtstore repo size | dtstore check RSS (anon) | restic check RSS (anon) "
+          "| dtstore prune --dry-run RSS (anon) | restic prune --dry-run RSS (anon) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for number, chunks, size, row, dry in sizes:
+        print(f"| {number} | {chunks} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} | {fmt(row.restic)[1]} "
+              f"| {fmt(dry.dtstore)[1]} | {fmt(dry.restic)[1]} |")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     else:

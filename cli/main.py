@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,10 @@ def _tune_malloc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _tune_malloc()
+    # asyncio reports failures inside aiohttp's own tasks (an S3 connection cut mid-request) as "Task
+    # exception was never retrieved" plus a traceback on stderr; the same failure reaches dtstore as a
+    # StorageError, which is retried and, if it persists, reported in one line
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(as_json=args.json, quiet=args.quiet)

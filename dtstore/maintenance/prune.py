@@ -15,7 +15,7 @@ packs → delete the old segments → delete the packs → rewrite the marks.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dtstore import clock
@@ -184,11 +184,10 @@ class PruneRun:
     def _sweep(self, plan: PrunePlan, scan: RepositoryScan) -> None:
         ctx = self._ctx
         doomed = set(plan.delete)
-        survivors: list[PackRecord] = []
-        for pack_id, stat in sorted(scan.packs.items()):
-            if stat.indexed and pack_id not in doomed:
-                entries = [BlobEntry(c, o, n, r) for c, o, n, r in scan.blobs_of(pack_id)]
-                survivors.append(PackRecord(pack_id, stat.kind, stat.size, entries))
+        # a generator: one segment's worth of entries in memory at a time, however large the index
+        survivors = (PackRecord(pack_id, stat.kind, stat.size,
+                                [BlobEntry(c, o, n, r) for c, o, n, r in scan.blobs_of(pack_id)])
+                     for pack_id, stat in sorted(scan.packs.items()) if stat.indexed and pack_id not in doomed)
         old = set(scan.segments)
         for batch in _batches(survivors):
             ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
@@ -200,16 +199,19 @@ class PruneRun:
         ctx.cache.reset()
 
 
-def _batches(records: list[PackRecord]) -> list[list[PackRecord]]:
-    batches: list[list[PackRecord]] = [[]]
+def _batches(records: Iterable[PackRecord]) -> Iterator[list[PackRecord]]:
+    """Group records into segments of at most SEGMENT_ENTRIES entries (a record is never split),
+    lazily: only the batch being filled is held."""
+    batch: list[PackRecord] = []
     count = 0
     for record in records:
-        if count + len(record.entries) > SEGMENT_ENTRIES and batches[-1]:
-            batches.append([])
-            count = 0
-        batches[-1].append(record)
+        if count + len(record.entries) > SEGMENT_ENTRIES and batch:
+            yield batch
+            batch, count = [], 0
+        batch.append(record)
         count += len(record.entries)
-    return [b for b in batches if b]
+    if batch:
+        yield batch
 
 
 def check_exclusive_options(grace: dt.timedelta, exclusive: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,6 +19,9 @@ from dtstore.maintenance.prune import _batches
 from dtstore.maintenance.scan import MaintenanceContext
 from dtstore.storage import layout
 from dtstore.storage.base import BlobInfo
+
+WINDOW = 256
+"""packs whose trailers are read at a time"""
 
 
 @dataclass
@@ -51,26 +54,33 @@ def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], work
         except DtstoreError as exc:
             return f"{info.name}: {exc}"
 
-    records: list[PackRecord] = []
     damaged: dict[str, int] = {}
-    with ThreadPoolExecutor(workers) as pool:
-        for (pack_id, info), result in zip(packs.items(), pool.map(read, packs.values()), strict=True):
-            if isinstance(result, str):
-                report.unreadable.append(result)
-                damaged[pack_id] = info.size
-            else:
-                records.append(result)
-    salvaged = _salvage(ctx, old, damaged)
-    report.salvaged = sum(len(r.entries) for r in salvaged)
-    records += salvaged
-    for batch in _batches(records):
+
+    def records() -> Iterator[PackRecord]:
+        """Trailers in windows of packs, then what can be salvaged: memory bounded by the window
+        and one segment, not by the repository."""
+        infos = list(packs.items())
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(infos), WINDOW):
+                window = infos[start : start + WINDOW]
+                for (pack_id, info), result in zip(window, pool.map(read, [i for _, i in window]), strict=True):
+                    if isinstance(result, str):
+                        report.unreadable.append(result)
+                        damaged[pack_id] = info.size
+                    else:
+                        report.packs += 1
+                        report.entries += len(result.entries)
+                        yield result
+        salvaged = _salvage(ctx, old, damaged)
+        report.salvaged = sum(len(r.entries) for r in salvaged)
+        yield from salvaged
+
+    for batch in _batches(records()):
         ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
         report.segments_written += 1
     for name in old:
         ctx.store.delete(name)
     report.segments_removed = len(old)
-    report.packs = len(records)
-    report.entries = sum(len(r.entries) for r in records)
     ctx.cache.reset()
     return report
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -196,13 +195,13 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
         repo.snapshot([dtstore.FilesSource([str(earlier)])], tags=["earlier"])
     packs_before = remote.count_packs()
 
-    # the link goes down while the snapshot uploads (slowly: 1 MiB/s), and stays down
-    src = _tree(tmp_path / "src", 4, [1024 * KIB, 1024 * KIB])
+    # the link goes down while the snapshot uploads (slowly: 512 KiB/s), and stays down
+    src = _tree(tmp_path / "src", 4, [768 * KIB, 768 * KIB])
     failure: list[BaseException] = []
 
     def backup() -> None:
         try:
-            with dtstore.Repository.open(remote.url, PASSWORD, cache_dir=cache, limit_upload_kib=1024) as repo:
+            with dtstore.Repository.open(remote.url, PASSWORD, cache_dir=cache, limit_upload_kib=512) as repo:
                 repo.snapshot([dtstore.FilesSource([str(src)])], tags=["interrupted"])
         except BaseException as exc:
             failure.append(exc)
@@ -213,9 +212,7 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
     while remote.count_packs() < packs_before + 3 and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     remote.proxy.pause()
-    T = time.time()
     thread.join(60)
-    print("\nlibrary failure took", time.time() - T, file=sys.__stderr__)
     assert not thread.is_alive()
     assert len(failure) == 1 and isinstance(failure[0], StorageUnavailable), failure
     assert failure[0].exit_code == 15
@@ -227,9 +224,7 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
     monkeypatch.setenv("DTSTORE_PASSWORD", PASSWORD)
     monkeypatch.setenv("DTSTORE_CACHE_DIR", str(tmp_path / "cli-cache"))
     capsys.readouterr()
-    T = time.time()
     code = cli_main(["snapshot", "--repo", remote.url, str(src)])
-    print("cli failure took", time.time() - T, file=sys.__stderr__)
     err = capsys.readouterr().err
     assert code == 15, err
     assert err.startswith("dtstore: error: ") and err.count("\n") == 1 and "gave up after 6 attempts" in err, err
@@ -239,7 +234,6 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
         assert run.err.startswith("dtstore: error: ") and "Traceback" not in run.err, run.err
 
     remote.proxy.resume()
-    T = time.time()
     with dtstore.Repository.open(remote.url, PASSWORD, cache_dir=cache) as repo:
         rerun = repo.snapshot([dtstore.FilesSource([str(src)])], tags=["interrupted"])
         stored = pack_bytes(repo)
@@ -247,11 +241,29 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
           f"{rerun.summary['bytes_stored']} of {rerun.summary['bytes_total']} bytes")
     # the packs the interrupted run uploaded (adopted, though no index segment named all of them) are
     # not sent again
-    assert rerun.summary["bytes_stored"] <= 2048 * KIB - (uploaded - 1) * PACK_SIZE + 64 * KIB
-    assert stored < (400 + 2048 + 128) * KIB
-    print("rerun took", time.time() - T, file=sys.__stderr__); T = time.time()
+    assert rerun.summary["bytes_stored"] <= 1536 * KIB - (uploaded - 1) * PACK_SIZE + 64 * KIB
+    assert stored < (400 + 1536 + 128) * KIB
     _verify(remote.url, tmp_path / "verify-cache", {"earlier": earlier, "interrupted": src}, tmp_path)
-    print("verify took", time.time() - T, file=sys.__stderr__)
+
+
+def test_cli_through_flaky_s3_prints_no_foreign_traceback(s3_env: str, s3_server: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          flaky_proxy: Callable[[str, int], FlakyProxy]) -> None:
+    """A `dtstore` process (real retries) whose S3 connections are cut, some in the middle of a PUT: it
+    completes, and stderr stays empty.  aiohttp's write tasks that die with a cut connection used to
+    print "Task exception was never retrieved" and their traceback through asyncio's logger."""
+    init_repo(s3_env, tmp_path / "cache", chunker=CHUNKER, pack_size=64 * KIB).close()
+    src = _tree(tmp_path / "src", 6, [512 * KIB] * 4)
+    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
+    proxy = flaky_proxy(host, int(port))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url())
+    proxy.fail_rate(0.4, seed=5, max_bytes=64 * KIB)  # moto answers one request per connection
+    run = run_cli(["snapshot", "--repo", s3_env, "--tag", "cli", str(src)], child_env(tmp_path / "cli-cache"))
+    assert proxy.cut > 10
+    assert run.code == 0, run.err
+    assert run.err == ""
+    proxy.heal()
+    _verify(s3_env, tmp_path / "verify-cache", {"cli": src}, tmp_path)
 
 
 def test_digits_in_an_object_name_are_no_http_status() -> None:

@@ -50,8 +50,8 @@ from tests.remote.common import (
 )
 
 KIB = 1024
-CHUNKER = ChunkerParams(1024, 4096, 16384)  # ~5 KiB chunks
-PACK_SIZE = 64 * KIB  # the smallest allowed: several packs per writer, few objects (moto slows down with many)
+CHUNKER = ChunkerParams(2048, 8192, 32768)  # ~10 KiB chunks
+PACK_SIZE = 256 * KIB  # a few dozen packs per writer, not hundreds (moto slows down with many objects)
 WRITERS = 4
 
 
@@ -68,8 +68,11 @@ def _backend(url: str) -> str:
 
 # --- four writers at once --------------------------------------------------------------------------
 SHARED_FILES = 8  # two per writer: "its own quarter"
-SHARED_SIZE = 192 * KIB
-UNIQUE_SIZE = 320 * KIB  # own quarter: 6-7 packs; then enough for 8, so the second 4-pack segment lists it
+SHARED_SIZE = 512 * KIB
+# dtstore reads a stream in 4 MiB blocks and cuts a block once it is full: what comes before the
+# pause must fill the first block, so that the own quarter (4-5 packs) is cut, packed, uploaded and
+# listed by an index segment (one every 4 packs) while the dump pauses
+UNIQUE_SIZE = 3 * 1024 * KIB + 128 * KIB
 
 
 def _shell_path(path: Path) -> str:
@@ -180,7 +183,7 @@ def test_lockstep_writers_store_no_more_than_independent_backups(tmp_path: Path)
     still correct, and nothing is stored more than once per writer."""
     url = str(tmp_path / "repo")
     init_repo(url, tmp_path / "init-cache", chunker=CHUNKER, pack_size=PACK_SIZE).close()
-    shared = [write_random(tmp_path / "shared" / f"{k}", SHARED_SIZE, seed=k) for k in range(4)]
+    shared = [write_random(tmp_path / "shared" / f"{k}", 256 * KIB, seed=k) for k in range(4)]
     unique_size = 64 * KIB
     sources = []
     for i in range(WRITERS):
@@ -201,7 +204,7 @@ def test_lockstep_writers_store_no_more_than_independent_backups(tmp_path: Path)
             assert_restores(repo, snaps[f"host{i}"], src, tmp_path / f"restore-host{i}")
         assert repo.check(read_data=True).ok
         stored = pack_bytes(repo)
-    shared_total = len(shared) * SHARED_SIZE
+    shared_total = len(shared) * 256 * KIB
     ratio = (stored - WRITERS * unique_size) / shared_total
     print(f"\nlockstep: shared data stored {ratio:.2f}x (four independent backups: 4x)")
     assert ratio < 4.2  # at most one copy per writer (plus pack and metadata overhead)
