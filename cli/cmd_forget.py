@@ -119,10 +119,9 @@ def _named(repo: Repository, refs: list[str]) -> tuple[dict[str, Snapshot], list
     """Snapshots named on the command line; damaged manifests can still be forgotten by ID."""
     named: dict[str, Snapshot] = {}
     damaged: list[str] = []
-    for ref in refs:
-        snap_id = repo.resolve_snapshot_id(ref)
+    for snap_id in repo.resolve_snapshot_ids(refs):
         try:
-            named[snap_id] = repo.get_snapshot(snap_id)
+            named[snap_id] = repo.load_snapshot(snap_id)
         except (IntegrityError, UnsupportedFormat):
             damaged.append(snap_id)
     return named, damaged

@@ -42,17 +42,21 @@ class Chunker:
         for chunk in self._cdc.cut_buf(data):
             yield bytes(chunk.data)
 
-    def batches(self, stream: BinaryIO, block_size: int = 4 << 20, buffers: int = 6) -> Iterator[list[memoryview]]:
+    def ring(self, buffers: int, block_size: int = 4 << 20) -> list[bytearray]:
+        """Buffers for ``batches``; allocate once and reuse them for every stream."""
+        block_size = max(block_size, 2 * self.params.max_size)  # a full block then holds ≥ 2 chunks
+        return [bytearray(block_size + self.params.max_size) for _ in range(buffers)]
+
+    def batches(self, stream: BinaryIO, ring: list[bytearray]) -> Iterator[list[memoryview]]:
         """The same chunks as ``chunks``, as views into large blocks: no copy and no allocation per
         chunk, and a whole block's chunks can go to one worker.
 
-        Blocks live in a ring of ``buffers`` preallocated buffers: a caller may keep the views of the
-        last ``buffers - 2`` batches while it asks for the next one.  The tail of each block, whose
+        Blocks live in ``ring`` (see ``ring()``): a caller may keep the views of the last
+        ``len(ring) - 2`` batches while it asks for the next one.  The tail of each block, whose
         end is not a cut point, is moved to the front of the next buffer; cut points depend only on
         data from a chunk's start, so the result equals cutting the whole stream at once."""
-        block_size = max(block_size, 2 * self.params.max_size)  # a full block then holds ≥ 2 chunks
-        size = block_size + self.params.max_size
-        ring = [bytearray(size) for _ in range(buffers)]
+        buffers = len(ring)
+        block_size = len(ring[0]) - self.params.max_size
         carry = 0
         previous: memoryview | None = None
         for turn in itertools.count():

@@ -183,9 +183,14 @@ class Repository:
         """All snapshots, oldest first."""
         return self._snapshots.load_all()
 
-    def resolve_snapshot_id(self, ref: str) -> str:
-        """The full ID for ``latest``, an ID or a prefix, without reading that manifest."""
-        return self._snapshots.resolve_id(ref)
+    def resolve_snapshot_ids(self, refs: Sequence[str]) -> list[str]:
+        """Full IDs for ``latest``, IDs or prefixes, with one listing and without reading manifests."""
+        ids = self._snapshots.ids()
+        return [self._snapshots.resolve_id(ref, ids) for ref in refs]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot by its full ID (no listing)."""
+        return self._snapshots.load(snapshot_id)
 
     def get_snapshot(self, ref: str) -> Snapshot:
         """``latest``, a snapshot ID or a unique prefix of one."""

@@ -32,6 +32,7 @@ class ObjectWriter:
         self._workers = workers or max(2, os.cpu_count() or 2)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-chunk")
         self._window = 2 * self._workers + 2
+        self._rings: dict[tuple[int, int], list[bytearray]] = {}
 
     def write(self, chunks: Iterator[bytes], kind: int,
               on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
@@ -71,7 +72,7 @@ class ObjectWriter:
         inflight: deque[tuple[Future[list[bytes]], int]] = deque()
         window = self._workers + 1
         try:
-            for batch in chunker.batches(stream, buffers=window + 3):
+            for batch in chunker.batches(stream, self._ring(chunker, window + 3)):
                 nbytes = sum(len(v) for v in batch)
                 inflight.append((self._pool.submit(self._put_batch, batch, kind), nbytes))
                 size += nbytes
@@ -86,6 +87,13 @@ class ObjectWriter:
                 if not future.cancelled():
                     future.exception()
         return ObjectRef(ids, size)
+
+    def _ring(self, chunker: Chunker, buffers: int) -> list[bytearray]:
+        """One set of block buffers per writer and chunker, reused for every stream it writes."""
+        key = (id(chunker), buffers)
+        if self._rings.get(key) is None:
+            self._rings = {key: chunker.ring(buffers)}
+        return self._rings[key]
 
     def _put_batch(self, batch: list[memoryview], kind: int) -> list[bytes]:
         return [self._content.put(view, kind) for view in batch]

@@ -76,11 +76,12 @@ class SnapshotStore:
         """``latest``, a full ID or a unique prefix of one."""
         return self.load(self.resolve_id(ref))
 
-    def resolve_id(self, ref: str) -> str:
-        """Like ``resolve`` without reading the manifest (so a damaged one can still be forgotten)."""
+    def resolve_id(self, ref: str, ids: list[str] | None = None) -> str:
+        """Like ``resolve`` without reading the manifest (so a damaged one can still be forgotten);
+        pass ``ids`` (one listing) when resolving many references."""
         if not ref:
             raise UsageError("no snapshot given")
-        ids = self.ids()
+        ids = self.ids() if ids is None else ids
         if ref == "latest":
             snapshots = self.load_all()
             if not snapshots:

@@ -414,5 +414,6 @@ def test_two_masters_derive_different_chunk_ids_and_seeds() -> None:
 def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int) -> None:
     chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
     expected = list(chunker.chunks(io.BytesIO(data)))
-    batched = [bytes(v) for batch in chunker.batches(io.BytesIO(data), block_size=block, buffers=3) for v in batch]
+    ring = chunker.ring(3, block_size=block)
+    batched = [bytes(v) for batch in chunker.batches(io.BytesIO(data), ring) for v in batch]
     assert batched == expected

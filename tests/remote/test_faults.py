@@ -6,15 +6,18 @@ S3 or OpenSSH sshd) cuts connections, fails new ones, or stops answering.
 * A remote that stays down ends the CLI with exit code 15 and a one-line error, no traceback.
 * After healing, a re-run completes and uploads only what the interrupted run had not.
 * Nothing stored earlier becomes unreadable (earlier snapshots restore, ``check --read-data`` is ok).
+* A `dtstore` process whose S3 connections are cut mid-request prints nothing but its own messages.
 
-In this process the retry backoff is switched off (``RetryingStore(sleep=…)``: same attempts, no
-waiting) to keep the tests fast; CLI children run with the real backoff.
+Also here: the error translation must not read digits inside object names as HTTP statuses, and the
+upload rate limiter (``--limit-upload``), with an injected clock.
+
+In this process the retry backoff is switched off (``fast_retries``: the same attempts, no waiting)
+to keep the tests fast; CLI children run with the real backoff.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import socket
 import threading
 import time
@@ -157,11 +160,12 @@ def test_flaky_remote_snapshot_completes_or_fails_cleanly(remote: ProxiedRemote,
     with dtstore.Repository.open(remote.url, PASSWORD, cache_dir=cache) as repo:
         repo.snapshot([dtstore.FilesSource([str(earlier)])], tags=["earlier"])
 
-    # every connection dies after 1 MiB (three or four packs; mid-request), and a quarter of the new
-    # ones at once or after a few bytes (mid-handshake)
+    # SFTP: the SSH connection dies after every MiB (in the middle of a write) and a quarter of the new
+    # ones at once or in the handshake; S3 (moto answers one request per connection): a quarter of
+    # the requests is cut at once or in the middle of its body
     src = _tree(tmp_path / "src", 2, [1024 * KIB, 512 * KIB, 256 * KIB])
     remote.proxy.drop_after_bytes(1024 * KIB)
-    remote.proxy.fail_rate(0.25, seed=11)
+    remote.proxy.fail_rate(0.25, seed=11, max_bytes=128 * KIB)
     outcome: StorageError | dtstore.Snapshot
     try:
         with dtstore.Repository.open(remote.url, PASSWORD, cache_dir=cache) as repo:
@@ -228,7 +232,9 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
     err = capsys.readouterr().err
     assert code == 15, err
     assert err.startswith("dtstore: error: ") and err.count("\n") == 1 and "gave up after 6 attempts" in err, err
-    if remote.kind == "sftp":  # and a real `dtstore` process, with the real backoff (s3fs's adds ~20 s per try)
+    if remote.kind == "sftp":  # and a real `dtstore` process with the real backoff (against S3 it takes
+        # 15 s to give up at the first request, more mid-snapshot: s3fs's and botocore's retries with
+        # their own backoff sit below each of dtstore's 6 attempts)
         run = run_cli(["snapshot", "--repo", remote.url, str(src)], child_env(tmp_path / "cli-cache"), timeout=90)
         assert run.code == 15, (run.code, run.err)
         assert run.err.startswith("dtstore: error: ") and "Traceback" not in run.err, run.err
@@ -313,8 +319,7 @@ def test_rate_limiter_paces_uploads_to_the_rate() -> None:
     fake.now += 0.5
     store.put("b", b"x" * 2000)
     assert fake.sleeps[-1] == pytest.approx(2.0)
-    fake.now += 2.0
-    fake.now += 10  # idle: no credit piles up for a burst later
+    fake.now += 2.0 + 10  # then idle: no credit piles up for a burst later
     store.put("c", b"x" * 1000)
     assert fake.sleeps[-1] == pytest.approx(1.0)
     assert inner.get("b") == b"x" * 2000
@@ -371,5 +376,6 @@ def test_cli_limit_upload_reaches_the_store(tmp_path: Path, monkeypatch: pytest.
     run = run_cli(["--limit-upload", "50000", "snapshot", "--repo", str(repo_dir), str(src)],
                   child_env(tmp_path / "cache"))
     assert run.code == 0, run.err
-    assert os.path.isdir(repo_dir / "snapshots")
+    with dtstore.Repository.open(str(repo_dir), PASSWORD, cache_dir=tmp_path / "cache") as repo:
+        assert len(repo.snapshots()) == 3
 
