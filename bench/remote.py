@@ -26,6 +26,7 @@ bounded by it.  The 1-minute load average is printed; other work on the machine 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -269,14 +270,15 @@ def restic_cmd(repo: str, sftp: SFTPTarget | None) -> list[str]:
     return argv
 
 
-def restic_backup(repo: str, sftp: SFTPTarget | None, dump: Path, env: dict[str, str], log: Path,
-                  report: Callable[[Callable[[], Any]], tuple[float, tuple[float, float], Any]]) -> tuple[
-                      bool, float, tuple[float, float]]:
+def restic_backup(repo: str, sftp: SFTPTarget | None, dump: Path, env: dict[str, str],
+                  log: Path) -> tuple[bool, float, tuple[float, float]]:
+    """``restic init`` (not timed), then the timed ``restic backup``: (ok, seconds, load average)."""
     base = restic_cmd(repo, sftp)
     code, _ = run_logged([*base, "init", "--repository-version", "2"], env, log)
     if code != 0:
         return False, 0.0, (0.0, 0.0)
-    seconds, load, (code, _) = report(lambda: run_logged([*base, "backup", "--host", "bench", str(dump)], env, log))
+    warm(dump)
+    seconds, load, (code, _) = timed(lambda: run_logged([*base, "backup", "--host", "bench", str(dump)], env, log))
     return code == 0, seconds, load
 
 
@@ -308,7 +310,7 @@ def bench_target(kind: str, server: S3Target | SFTPTarget, dump: Path, work: Pat
 
     for n in (1, streams):
         warm(dump)
-        seconds, load, written = timed(lambda n=n: raw_puts(pipe, "raw", dump, n))
+        seconds, load, written = timed(functools.partial(raw_puts, pipe, "raw", dump, n))
         report.rows.append(Row(kind, f"plain puts, {n} stream{'s' if n > 1 else ''}", size, written, seconds,
                                load=load, note=f"{PUT_OBJECT >> 20} MiB objects"))
         server.delete("raw")
@@ -326,7 +328,7 @@ def bench_target(kind: str, server: S3Target | SFTPTarget, dump: Path, work: Pat
     stored = server.size("dtstore")
     note = ""
     if ok:
-        summary = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
+        summary: dict[str, Any] = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
         note = f"{summary.get('chunks_new', '?')} chunks, {summary.get('packs_written', '?')} packs"
     report.rows.append(Row(kind, "dtstore snapshot", size, stored, seconds, ok, note, load))
     print(f"  {kind}: dtstore: {seconds:.1f} s", file=sys.stderr)
@@ -336,9 +338,8 @@ def bench_target(kind: str, server: S3Target | SFTPTarget, dump: Path, work: Pat
         repo = (f"s3:{server.endpoint}/{server.bucket}/restic" if isinstance(server, S3Target)
                 else f"sftp:{server.user}@127.0.0.1:{server.root / 'restic'}")
         env = child_env(work, "restic", extra)
-        warm(dump)
         ok, seconds, load = restic_backup(repo, server if isinstance(server, SFTPTarget) else None, dump, env,
-                                          logs / f"restic-{kind}.log", timed)
+                                          logs / f"restic-{kind}.log")
         report.rows.append(Row(kind, "restic backup", size, server.size("restic"), seconds, ok, "", load))
         print(f"  {kind}: restic: {seconds:.1f} s", file=sys.stderr)
 
@@ -402,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         for kind in targets:
             print(f"{kind} …", file=sys.stderr)
-            server: S3Target | SFTPTarget = stack.enter_context(
-                moto_server(work) if kind == "s3" else sshd_server(work))
+            server: S3Target | SFTPTarget = (stack.enter_context(moto_server(work)) if kind == "s3"
+                                             else stack.enter_context(sshd_server(work)))
             bench_target(kind, server, dump, work, report)
             if isinstance(server, SFTPTarget) and not args.keep:
                 shutil.rmtree(server.root, ignore_errors=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -79,7 +80,7 @@ def _shell_path(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def _wait_until_every_host_knows(caches: list[Path], wanted: set[bytes], procs: list[object],
+def _wait_until_every_host_knows(caches: list[Path], wanted: set[bytes], procs: list[subprocess.Popen[bytes]],
                                  timeout: float = 60) -> float:
     """Poll the hosts' LMDB caches (LMDB allows a reader in another process) until each one holds every
     chunk in ``wanted``; return the seconds waited."""
@@ -93,7 +94,7 @@ def _wait_until_every_host_knows(caches: list[Path], wanted: set[bytes], procs: 
             if len(opened) == len(caches) and all(
                     len(cache.lookup_many(wanted)) == len(wanted) for cache in opened.values()):
                 return time.monotonic() - started
-            exited = [p for p in procs if p.poll() is not None]  # type: ignore[attr-defined]
+            exited = [p for p in procs if p.poll() is not None]
             assert not exited, "a writer exited before the others' data reached its cache"
             assert time.monotonic() - started < timeout, (
                 f"after {timeout}s the hosts' caches hold {[len(c.lookup_many(wanted)) for c in opened.values()]}"
