@@ -59,6 +59,7 @@ from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
 
 INDEX_REFRESH_SECONDS = 5.0
+MAX_EXCLUSIVE_PASSES = 4
 
 
 def _quiet(message: str) -> None:
@@ -299,12 +300,18 @@ class Repository:
                 refuse_live_writers(ctx)
             run = PruneRun(ctx, zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
                            progress=progress)
-            plan = self._prune_once(run, grace, max_unused, dry_run)
-            if exclusive and grace <= dt.timedelta(0) and not dry_run and (plan.mark or plan.repack):
+            plan = latest = self._prune_once(run, grace, max_unused, dry_run)
+            # With no writers and no grace, what one pass marks or repacks the next deletes; a repack
+            # can leave another pass's worth (duplicates stored by concurrent writers), so go on
+            # until a pass finds nothing new, a few times at most.
+            passes = 1
+            while exclusive and grace <= dt.timedelta(0) and not dry_run and (latest.mark or latest.repack) \
+                    and passes < MAX_EXCLUSIVE_PASSES:
                 self.refresh_index()
-                second = self._prune_once(run, grace, max_unused, dry_run)
-                plan.delete += second.delete
-                plan.bytes_delete += second.bytes_delete
+                latest = self._prune_once(run, grace, max_unused, dry_run)
+                plan.delete += latest.delete
+                plan.bytes_delete += latest.bytes_delete
+                passes += 1
         self._refreshed = False
         return plan
 
