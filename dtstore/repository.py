@@ -308,7 +308,10 @@ class Repository:
             while exclusive and grace <= dt.timedelta(0) and not dry_run and (latest.mark or latest.repack) \
                     and passes < MAX_EXCLUSIVE_PASSES:
                 self.refresh_index()
+                before = latest.bytes_unused
                 latest = self._prune_once(run, grace, max_unused, dry_run)
+                if latest.bytes_unused >= before and not latest.delete:
+                    break  # repacks only trade one duplicate copy for another: stop
                 plan.delete += latest.delete
                 plan.bytes_delete += latest.bytes_delete
                 passes += 1
