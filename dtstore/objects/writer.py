@@ -36,50 +36,30 @@ class ObjectWriter:
 
     def write(self, chunks: Iterator[bytes], kind: int,
               on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
-        ids: list[bytes] = []
-        size = 0
-        inflight: deque[tuple[Future[bytes], int]] = deque()
-        try:
-            for data in chunks:
-                inflight.append((self._pool.submit(self._content.put, data, kind), len(data)))
-                size += len(data)
-                while len(inflight) > self._window:
-                    ids.append(self._collect(inflight, on_bytes))
-            while inflight:
-                ids.append(self._collect(inflight, on_bytes))
-        finally:
-            for future, _ in inflight:
-                future.cancel()
-            for future, _ in inflight:
-                if not future.cancelled():
-                    future.exception()
-        return ObjectRef(ids, size)
-
-    @staticmethod
-    def _collect(inflight: deque[tuple[Future[bytes], int]],
-                 on_bytes: Callable[[int], None] | None) -> bytes:
-        future, length = inflight.popleft()
-        chunk_id = future.result()
-        if on_bytes is not None:
-            on_bytes(length)
-        return chunk_id
+        """Small objects (item lists): one chunk per task."""
+        return self._write_batches(([chunk] for chunk in chunks), kind, on_bytes, self._window)
 
     def write_stream(self, stream: BinaryIO, chunker: Chunker, kind: int,
                      on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
         """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path."""
+        window = self._workers + 1
+        return self._write_batches(chunker.batches(stream, self._ring(chunker, window + 3)), kind, on_bytes, window)
+
+    def _write_batches(self, batches: Iterator[list[bytes]] | Iterator[list[memoryview]], kind: int,
+                       on_bytes: Callable[[int], None] | None, window: int) -> ObjectRef:
+        """Store batches on the pool, at most ``window`` in flight, and collect the IDs in order."""
         ids: list[bytes] = []
         size = 0
         inflight: deque[tuple[Future[list[bytes]], int]] = deque()
-        window = self._workers + 1
         try:
-            for batch in chunker.batches(stream, self._ring(chunker, window + 3)):
+            for batch in batches:
                 nbytes = sum(len(v) for v in batch)
                 inflight.append((self._pool.submit(self._put_batch, batch, kind), nbytes))
                 size += nbytes
                 while len(inflight) > window:
-                    ids.extend(self._collect_batch(inflight, on_bytes))
+                    ids.extend(self._collect(inflight, on_bytes))
             while inflight:
-                ids.extend(self._collect_batch(inflight, on_bytes))
+                ids.extend(self._collect(inflight, on_bytes))
         finally:
             for future, _ in inflight:
                 future.cancel()
@@ -95,12 +75,12 @@ class ObjectWriter:
             self._rings = {key: chunker.ring(buffers)}
         return self._rings[key]
 
-    def _put_batch(self, batch: list[memoryview], kind: int) -> list[bytes]:
+    def _put_batch(self, batch: list[bytes] | list[memoryview], kind: int) -> list[bytes]:
         return [self._content.put(view, kind) for view in batch]
 
     @staticmethod
-    def _collect_batch(inflight: deque[tuple[Future[list[bytes]], int]],
-                       on_bytes: Callable[[int], None] | None) -> list[bytes]:
+    def _collect(inflight: deque[tuple[Future[list[bytes]], int]],
+                 on_bytes: Callable[[int], None] | None) -> list[bytes]:
         future, length = inflight.popleft()
         chunk_ids = future.result()
         if on_bytes is not None:
