@@ -2,7 +2,14 @@
 # Quick start: install dtstore, snapshot a folder into a local repository, restore it, compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --disable-pip-version-check -e .
+# A virtual environment: Debian's own Python refuses system-wide pip installs (PEP 668).
+if ! python3 -m venv --help >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv python3-pip >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
+export PATH="$PWD/.venv/bin:$PATH"
 
 work=$(mktemp -d)
 export DTSTORE_REPOSITORY="$work/repo" DTSTORE_CACHE_DIR="$work/cache"
