@@ -79,8 +79,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("refusing to forget with an empty policy, which would remove every snapshot: "
                          "give snapshot IDs or at least one --keep-* option")
     group_by = parse_group_by(args.group_by)
-    if args.prune and not callable(getattr(Repository, "prune", None)):
-        raise UsageError("--prune is not available yet: this dtstore has no prune; nothing was removed")
     with open_repo(args) as repo:
         damaged: list[str] = []
         if args.snapshots:
@@ -103,7 +101,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if not args.dry_run:
             repo.forget(remove)
             if args.prune and remove:
-                repo.prune()  # type: ignore[attr-defined]
+                repo.prune()
         elif args.prune:
             out.info("dry run: prune not run")
     if out.json:

@@ -185,14 +185,6 @@ def test_empty_policy_json_error(repo: Repo, capsys: pytest.CaptureFixture[str])
     assert record["type"] == "error" and record["exit_code"] == EXIT_USAGE
 
 
-def test_prune_unavailable_is_refused_before_anything_is_removed(
-        repo: Repo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delattr(dtstore.Repository, "prune", raising=False)
-    assert forget(repo, "--keep-last", "1", "--prune") == EXIT_USAGE
-    assert "prune is not available" in capsys.readouterr().err
-    assert repo.remaining() == ALL
-
-
 def test_prune_runs_after_forget_when_available(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[set[str]] = []
 
@@ -209,8 +201,6 @@ def test_prune_runs_after_forget_when_available(repo: Repo, monkeypatch: pytest.
 
 
 def test_prune_with_the_real_prune(repo: Repo) -> None:
-    if not callable(getattr(dtstore.Repository, "prune", None)):
-        pytest.skip("Repository.prune does not exist yet")
     assert forget(repo, "--keep-last", "1", "--prune") == 0
     assert repo.remaining() == {"a4", "b2", "o1"}
 
