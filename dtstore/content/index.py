@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import lmdb
@@ -87,11 +87,6 @@ class IndexCache:
     def chunk_count(self) -> int:
         with self._env.begin(db=self._chunks) as txn:
             return int(txn.stat(self._chunks)["entries"])
-
-    def iter_chunks(self) -> Iterator[tuple[bytes, BlobLocation]]:
-        with self._env.begin(db=self._chunks) as txn:
-            for key, raw in txn.cursor():
-                yield bytes(key), _decode_location(raw)
 
     # segments and packs -------------------------------------------------------------------
     def known_segments(self) -> set[str]:

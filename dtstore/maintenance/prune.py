@@ -23,7 +23,7 @@ from dtstore.content.pack import BlobEntry, BlobLocation
 from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.errors import IntegrityError, RepositoryLocked, UsageError
-from dtstore.format import BLOB_META
+from dtstore.format import BLOB_META, INDEX_SEGMENT_MAX_ENTRIES
 from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
 from dtstore.maintenance.state import MARKS, PackTimes, load_times, save_times
 from dtstore.sessions import SessionInfo, read_sessions
@@ -32,7 +32,6 @@ from dtstore.storage import layout
 DEFAULT_GRACE = dt.timedelta(hours=24)
 CLOCK_SKEW = dt.timedelta(minutes=5)
 ORPHAN_MIN_AGE = dt.timedelta(hours=1)
-SEGMENT_ENTRIES = 100_000
 
 
 @dataclass
@@ -200,12 +199,12 @@ class PruneRun:
 
 
 def _batches(records: Iterable[PackRecord]) -> Iterator[list[PackRecord]]:
-    """Group records into segments of at most SEGMENT_ENTRIES entries (a record is never split),
+    """Group records into segments of at most INDEX_SEGMENT_MAX_ENTRIES entries (a record is never split),
     lazily: only the batch being filled is held."""
     batch: list[PackRecord] = []
     count = 0
     for record in records:
-        if count + len(record.entries) > SEGMENT_ENTRIES and batch:
+        if count + len(record.entries) > INDEX_SEGMENT_MAX_ENTRIES and batch:
             yield batch
             batch, count = [], 0
         batch.append(record)
