@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -43,37 +44,49 @@ class Chunker:
             yield bytes(chunk.data)
 
     def ring(self, buffers: int, block_size: int = 4 << 20) -> list[bytearray]:
-        """Buffers for ``batches``; allocate once and reuse them for every stream."""
+        """Buffers for ``batches``; allocate once and reuse them for every stream.  Each holds a
+        block read from the stream after ``max_size`` bytes of room for the previous block's tail."""
         block_size = max(block_size, 2 * self.params.max_size)  # a full block then holds ≥ 2 chunks
-        return [bytearray(block_size + self.params.max_size) for _ in range(buffers)]
+        return [bytearray(self.params.max_size + block_size) for _ in range(buffers)]
 
-    def batches(self, stream: BinaryIO, ring: list[bytearray]) -> Iterator[list[memoryview]]:
+    def batches(self, stream: BinaryIO, ring: list[bytearray],
+                reader: Executor | None = None) -> Iterator[list[memoryview]]:
         """The same chunks as ``chunks``, as views into large blocks: no copy and no allocation per
         chunk, and a whole block's chunks can go to one worker.
 
         Blocks live in ``ring`` (see ``ring()``): a caller may keep the views of the last
-        ``len(ring) - 2`` batches while it asks for the next one.  The tail of each block, whose
-        end is not a cut point, is moved to the front of the next buffer; cut points depend only on
-        data from a chunk's start, so the result equals cutting the whole stream at once."""
-        buffers = len(ring)
-        block_size = len(ring[0]) - self.params.max_size
-        carry = 0
-        previous: memoryview | None = None
-        for turn in itertools.count():
-            buf = memoryview(ring[turn % buffers])
-            if carry and previous is not None:
-                buf[:carry] = previous[-carry:]
-            filled = carry + _read_into(stream, buf[carry : carry + block_size])
-            at_end = filled < carry + block_size
-            if filled == 0:
-                return
-            views = [chunk.data for chunk in self._cdc.cut_buf(buf[:filled])]
-            carry = 0 if at_end else len(views.pop())
-            previous = buf[:filled]
-            if views:
-                yield views
-            if at_end:
-                return
+        ``len(ring) - 2`` batches while it asks for the next one.  With a ``reader`` executor the
+        next block is read while this one is cut (reads drop the GIL), so on a busy machine the
+        read and the cut overlap.  The tail of each block, whose end is not a cut point, is copied
+        just in front of the next block; cut points depend only on data from a chunk's start, so the
+        result equals cutting the whole stream at once."""
+        room = self.params.max_size
+        block_size = len(ring[0]) - room
+
+        def read(turn: int) -> int:
+            return _read_into(stream, memoryview(ring[turn % len(ring)])[room:])
+
+        pending: Future[int] | None = None
+        carry: memoryview | bytes = b""
+        try:
+            for turn in itertools.count():
+                filled = pending.result() if pending is not None else read(turn)
+                at_end = filled < block_size
+                pending = None if at_end or reader is None else reader.submit(read, turn + 1)
+                buf = memoryview(ring[turn % len(ring)])
+                buf[room - len(carry) : room] = carry
+                block = buf[room - len(carry) : room + filled]
+                if not block:
+                    return
+                views = [chunk.data for chunk in self._cdc.cut_buf(block)]
+                carry = b"" if at_end else views.pop()
+                if views:
+                    yield views
+                if at_end:
+                    return
+        finally:
+            if pending is not None and not pending.cancel():
+                wait([pending])  # never leave a read running into a buffer the next stream reuses
 
 
 def _read_into(stream: BinaryIO, view: memoryview) -> int:

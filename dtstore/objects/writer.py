@@ -25,12 +25,14 @@ class ObjectRef:
 
 
 class ObjectWriter:
-    """Chunks streams in the calling thread (pyfastcdc drops the GIL) and stores chunks on a pool."""
+    """Reads streams one block ahead on a reader thread, chunks them in the calling thread (pyfastcdc
+    drops the GIL) and stores chunks on a pool."""
 
     def __init__(self, content: ChunkWriter, workers: int | None = None) -> None:
         self._content = content
         self._workers = workers or max(2, os.cpu_count() or 2)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-chunk")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="dtstore-read")
         self._window = 2 * self._workers + 2
         self._rings: dict[tuple[int, int], list[bytearray]] = {}
 
@@ -43,7 +45,8 @@ class ObjectWriter:
                      on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
         """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path."""
         window = self._workers + 1
-        return self._write_batches(chunker.batches(stream, self._ring(chunker, window + 3)), kind, on_bytes, window)
+        batches = chunker.batches(stream, self._ring(chunker, window + 3), self._reader)
+        return self._write_batches(batches, kind, on_bytes, window)
 
     def _write_batches(self, batches: Iterator[list[bytes]] | Iterator[list[memoryview]], kind: int,
                        on_bytes: Callable[[int], None] | None, window: int) -> ObjectRef:
@@ -89,3 +92,4 @@ class ObjectWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reader.shutdown(wait=True, cancel_futures=True)

@@ -3,10 +3,12 @@ sealing and key slots."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -409,12 +411,43 @@ def test_two_masters_derive_different_chunk_ids_and_seeds() -> None:
     assert len({a.id_key, a.name_key, a.secret[:32]}) == 3
 
 
+class _TrickleStream(io.RawIOBase):
+    """A pipe-like stream: ``readinto`` returns at most ``step`` bytes at a time."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = memoryview(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(self._step, len(self._data), len(buffer))
+        buffer[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+
 @FAST
 @given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
-       seed=st.integers(min_value=1, max_value=2**62))
-def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int) -> None:
+       seed=st.integers(min_value=1, max_value=2**62), step=st.integers(min_value=1, max_value=100_000),
+       buffers=st.integers(min_value=3, max_value=5), read_ahead=st.booleans())
+def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int, step: int,
+                                                   buffers: int, read_ahead: bool) -> None:
+    """Also checks the ring contract: the last ``len(ring) - 2`` batches stay intact while the next
+    one is asked for, with or without a read-ahead thread."""
     chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
     expected = list(chunker.chunks(io.BytesIO(data)))
-    ring = chunker.ring(3, block_size=block)
-    batched = [bytes(v) for batch in chunker.batches(io.BytesIO(data), ring) for v in batch]
+    ring = chunker.ring(buffers, block_size=block)
+    held: collections.deque[tuple[list[memoryview], list[bytes]]] = collections.deque()
+    batched: list[bytes] = []
+    with ThreadPoolExecutor(1) as reader:
+        for batch in chunker.batches(_TrickleStream(data, step), ring, reader if read_ahead else None):
+            for views, copies in held:
+                assert [bytes(v) for v in views] == copies, "a held batch was overwritten"
+            copies = [bytes(v) for v in batch]
+            batched.extend(copies)
+            held.append((batch, copies))
+            if len(held) > buffers - 2:
+                held.popleft()
     assert batched == expected
