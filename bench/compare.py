@@ -40,7 +40,8 @@ import blake3
 
 from bench import gen_dump
 
-TOOL_ORDER = ("dtstore", "restic", "borg")
+TOOL_ORDER = ("dtstore", "dtstore-z1", "restic", "borg")
+DEFAULT_TOOLS = ("dtstore", "restic", "borg")
 PASSWORD = "bench-password-not-secret"
 SRC_NAME = "dump.sql"
 V1_MTIME = 1709258400  # 2024-03-01 02:00 UTC: the "night" of v1; v2 is one day later
@@ -326,8 +327,11 @@ class Borg(Tool):
 class Dtstore(Tool):
     name = "dtstore"
 
-    def __init__(self, command: str | None = None) -> None:
+    def __init__(self, command: str | None = None, compression_level: int | None = None) -> None:
         self.command = command or self._find()
+        self.level_args = [] if compression_level is None else ["--compression-level", str(compression_level)]
+        if compression_level is not None:
+            self.name = f"dtstore-z{compression_level}"
 
     @staticmethod
     def _find() -> str:
@@ -348,7 +352,7 @@ class Dtstore(Tool):
         return env
 
     def init(self, ws: Workspace) -> list[str]:
-        return [self.command, "init", "--repo", str(ws.repo)]
+        return [self.command, "init", "--repo", str(ws.repo), *self.level_args]
 
     def backup(self, ws: Workspace, path: Path, name: str) -> list[str]:
         return [self.command, "snapshot", "--repo", str(ws.repo), str(path)]
@@ -652,6 +656,7 @@ def machine_info() -> dict[str, Any]:
 def make_tools(names: list[str], args: argparse.Namespace) -> list[Tool]:
     known: dict[str, Callable[[], Tool]] = {
         "dtstore": lambda: Dtstore(args.dtstore_cmd),
+        "dtstore-z1": lambda: Dtstore(args.dtstore_cmd, compression_level=1),
         "restic": Restic,
         "borg": lambda: Borg(args.borg_encryption),
     }
@@ -674,6 +679,8 @@ def run_compare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"\n## {args.size} SQL dump, tools run in order {', '.join(r.tool for r in results)}\n")
     print(main_table(results), "\n")
     print(ratio_table("dtstore", rat), "\n")
+    if any(r.tool == "dtstore-z1" for r in results):
+        print(ratio_table("dtstore-z1", all_ratios(results, "dtstore-z1")), "\n")
     print(detail_table(results))
     for r in results:
         if r.error and r.available:
@@ -737,7 +744,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sizes", help="RSS scaling mode: e.g. 1G,10G; first backup only")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dtstore-bench")
     ap.add_argument(
-        "--tools", default=",".join(TOOL_ORDER), help="comma list; always run in order " + ",".join(TOOL_ORDER)
+        "--tools", default=",".join(DEFAULT_TOOLS),
+        help="comma list; always run in order " + ",".join(TOOL_ORDER) + " (dtstore-z1: a repository made with "
+             "--compression-level 1)"
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write results here")

@@ -92,6 +92,32 @@ def test_init_creates_a_repository_once(cli: Cli, tmp_path: Path) -> None:
     assert "created repository" in text.out
 
 
+def test_init_compression_level_is_kept_in_the_config_and_used(cli: Cli, env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    data = (b"INSERT INTO t VALUES (1,'abc'),(2,'abd');\n" * 20000) + os.urandom(50000)
+    (tmp_path / "dump.sql").write_bytes(data)
+    stored = {}
+    for level in (0, 1, 19):
+        repo = tmp_path / f"level-{level}"
+        assert cli("init", "--repo", str(repo), "--compression-level", str(level)).code == 0
+        assert cli("snapshot", "--repo", str(repo), str(tmp_path / "dump.sql")).code == 0
+        with Repository.open(str(repo), PASSWORD) as opened:
+            assert opened.config.zstd_level == level
+        stored[level] = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
+        dumped = run_dtstore("dump", "--repo", str(repo), "latest", str(tmp_path / "dump.sql"), env=env)
+        assert dumped.returncode == 0, dumped.stderr
+        assert dumped.stdout == data
+    assert stored[0] > len(data) > stored[1] >= stored[19]
+
+
+@pytest.mark.parametrize("level", ["23", "-1", "fast"])
+def test_init_refuses_a_bad_compression_level_and_writes_nothing(cli: Cli, tmp_path: Path, level: str) -> None:
+    repo = tmp_path / "repo"
+    result = cli("init", "--repo", str(repo), f"--compression-level={level}")
+    assert result.code == 2, result.err
+    assert not repo.exists() or not any(repo.rglob("*"))
+
+
 # snapshot, snapshots, ls, restore, dump -------------------------------------------------------
 
 def test_snapshot_paths_with_tags_and_host_then_list(cli: Cli, repo_dir: Path, src: Path) -> None:
