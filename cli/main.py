@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -73,20 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BACKUP_MMAP_THRESHOLD = 256 << 10
-READ_MMAP_THRESHOLD = 32 << 20  # glibc's largest
+@dataclass(frozen=True)
+class MallocTuning:
+    mmap_threshold: int
+    trim_threshold: int | None = None
+
+
+# Large buffers (chunks, packs) come and go all the time.  When writing, glibc's defaults keep freed
+# ones in per-thread arenas and peak memory grows, so a low fixed mmap threshold returns them to the
+# system.  Restore and dump only hold a few ranges at a time; there a low threshold costs a fresh mmap,
+# page faults and munmap per chunk, and a low trim threshold hands freed heap back only to fault it in
+# again (measured per GiB restored: system time 1.7-1.9 s → 0.7-0.9 s, page faults 89k → 44k, same RSS).
+WRITING = MallocTuning(mmap_threshold=256 << 10)
+READING = MallocTuning(mmap_threshold=32 << 20, trim_threshold=64 << 20)  # 32 MiB: glibc's largest
 READING_COMMANDS = frozenset({"restore", "dump"})
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
-def _tune_malloc(mmap_threshold: int) -> None:
-    """Large buffers (chunks, packs) come and go all the time.  When writing, glibc's defaults keep
-    freed ones in per-thread arenas and peak memory grows, so a low fixed mmap threshold returns them
-    to the system.  Restore and dump only hold a few ranges at a time, and there a low threshold costs
-    a fresh mmap, page faults and munmap per chunk (measured ~0.7 s of system time per GiB)."""
+
+def _tune_malloc(tuning: MallocTuning) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(_M_MMAP_THRESHOLD, tuning.mmap_threshold)
+        if tuning.trim_threshold is not None:
+            libc.mallopt(_M_TRIM_THRESHOLD, tuning.trim_threshold)
+        libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass
 
@@ -98,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _tune_malloc(READ_MMAP_THRESHOLD if args.command in READING_COMMANDS else BACKUP_MMAP_THRESHOLD)
+    _tune_malloc(READING if args.command in READING_COMMANDS else WRITING)
     out = Output(as_json=args.json, quiet=args.quiet)
     try:
         return int(args.run(args, out))
