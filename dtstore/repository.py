@@ -55,6 +55,7 @@ from dtstore.snapshots.store import SnapshotStore
 from dtstore.sources.base import Source
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
+from dtstore.storage.local import LocalStore
 from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
 
@@ -99,7 +100,7 @@ class Repository:
         self._hasher = ChunkHasher(master.id_key)
         self._cache = IndexCache(Path(cache_dir or cache_root()) / config.repository_id)
         self._workers = workers or max(2, os.cpu_count() or 2)
-        self._snapshots = SnapshotStore(store, self._sealer)
+        self._snapshots = SnapshotStore(store, self._sealer, LocalStore(self._cache.path / "manifests"))
         self._refreshed = False
         self._reader_pool: ThreadPoolExecutor | None = None
 
@@ -280,7 +281,9 @@ class Repository:
     # maintenance ------------------------------------------------------------------------------
     def _maintenance(self) -> MaintenanceContext:
         self._ensure_index()
-        return MaintenanceContext(self.store, self._sealer, self._cache, self._hasher, self._snapshots,
+        # maintenance judges the remote itself: no local copies of manifests
+        remote_only = SnapshotStore(self.store, self._sealer)
+        return MaintenanceContext(self.store, self._sealer, self._cache, self._hasher, remote_only,
                                   self.list_items, default_host())
 
     def check(self, *, read_data: bool = False, subset: str | None = None,

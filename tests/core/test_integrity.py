@@ -13,6 +13,7 @@ from dtstore.chunking import ChunkerParams
 from dtstore.content.pack import HEADER_SIZE, parse_pack
 from dtstore.errors import DtstoreError, IntegrityError
 from dtstore.storage import layout
+from dtstore.storage.local import LocalStore
 from tests.helpers import (
     PASSWORD,
     SMALL_CHUNKER_ARGS,
@@ -207,7 +208,8 @@ def test_flipped_byte_in_a_snapshot_manifest_is_a_clear_error(repo: Repository, 
     good = repo.snapshot([FilesSource([str(other_src)])])
     manifest = repo_dir / "snapshots" / snap.id
     flip_byte(manifest, manifest.stat().st_size // 2)
-    with _reopen(repo, repo_dir, cache) as repo2:
+    repo.close()
+    with Repository.open(str(repo_dir), PASSWORD, cache_dir=tmp_path / "cold-cache") as repo2:
         with pytest.raises(IntegrityError, match=f"snapshot {snap.id[:8]}.*(corrupt|tampered)"):
             repo2.get_snapshot(snap.id)
         with pytest.raises(IntegrityError, match=snap.id[:8]):
@@ -218,6 +220,60 @@ def test_flipped_byte_in_a_snapshot_manifest_is_a_clear_error(repo: Repository, 
         report = repo2.check()
         assert not report.ok
         assert any(snap.id in p.where and snap.id in p.snapshots for p in report.problems)
+
+
+def test_a_verified_local_copy_of_a_manifest_serves_reads_but_check_judges_the_remote(
+        repo: Repository, repo_dir: Path, cache: Path, snap: dtstore.Snapshot, tmp_path: Path) -> None:
+    assert [s.id for s in repo.snapshots()] == [snap.id]  # now in the local cache
+    local = next(cache.rglob(f"manifests/snapshots/{snap.id}"))
+    manifest = repo_dir / "snapshots" / snap.id
+    flip_byte(manifest, manifest.stat().st_size // 2)
+    with _reopen(repo, repo_dir, cache) as repo2:
+        assert repo2.get_snapshot(snap.id).id == snap.id
+        repo2.restore(snap, tmp_path / "out")
+        report = repo2.check()
+        assert not report.ok
+        assert any(snap.id in p.where for p in report.problems)
+    # a damaged local copy is never believed: it no longer hashes to its name
+    manifest.write_bytes(local.read_bytes())  # repair the remote from the good copy
+    flip_byte(local, local.stat().st_size // 2)
+    with Repository.open(str(repo_dir), PASSWORD, cache_dir=cache) as repo3:
+        assert repo3.get_snapshot(snap.id).id == snap.id
+        assert repo3.check().ok
+        assert local.read_bytes() == manifest.read_bytes()  # fetched again and kept
+
+
+class _CountingLocalStore(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.names: list[str] = []
+
+    def get(self, name: str) -> bytes:
+        self.names.append(name)
+        return super().get(name)
+
+    def gets(self, prefix: str) -> int:
+        return sum(name.startswith(prefix) for name in self.names)
+
+
+def test_a_snapshot_run_downloads_only_manifests_it_has_not_seen(repo: Repository, repo_dir: Path, cache: Path,
+                                                                  snap: dtstore.Snapshot, tmp_path: Path) -> None:
+    src = tmp_path / "more"
+    src.mkdir()
+    for n in range(3):
+        (src / "f").write_bytes(b"version %d" % n)
+        repo.snapshot([FilesSource([str(src)])])
+    repo.close()
+    store = _CountingLocalStore(repo_dir)
+    with Repository.open(store, PASSWORD, cache_dir=cache) as repo2:
+        assert len(repo2.snapshots()) == 4
+        assert store.gets("snapshots/") == 0
+    forgotten = snap.id
+    with Repository.open(str(repo_dir), PASSWORD, cache_dir=tmp_path / "other-cache") as other:
+        other.forget([forgotten])
+    with Repository.open(store, PASSWORD, cache_dir=cache) as repo3:
+        assert forgotten not in {s.id for s in repo3.snapshots()}
+    assert not list(cache.rglob(f"manifests/snapshots/{forgotten}"))  # its local copy went with it
 
 
 def test_flipped_byte_in_an_index_segment_is_a_clear_error(repo: Repository, repo_dir: Path,
