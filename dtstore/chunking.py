@@ -49,36 +49,44 @@ class Chunker:
         block_size = max(block_size, 2 * self.params.max_size)  # a full block then holds ≥ 2 chunks
         return [bytearray(self.params.max_size + block_size) for _ in range(buffers)]
 
-    def batches(self, stream: BinaryIO, ring: list[bytearray],
-                reader: Executor | None = None) -> Iterator[list[memoryview]]:
+    def batches(self, stream: BinaryIO, ring: list[bytearray], reader: Executor | None = None,
+                cutter: Executor | None = None) -> Iterator[list[memoryview]]:
         """The same chunks as ``chunks``, as views into large blocks: no copy and no allocation per
         chunk, and a whole block's chunks can go to one worker.
 
         Blocks live in ``ring`` (see ``ring()``): a caller may keep the views of the last
-        ``len(ring) - 2`` batches while it asks for the next one.  With a ``reader`` executor the
-        next block is read while this one is cut (reads drop the GIL), so on a busy machine the
-        read and the cut overlap.  The tail of each block, whose end is not a cut point, is copied
-        just in front of the next block; cut points depend only on data from a chunk's start, so the
-        result equals cutting the whole stream at once."""
+        ``len(ring) - 2`` batches while it asks for the next one.  The tail of each block, whose end
+        is not a cut point, is copied just in front of the next block; cut points depend only on
+        data from a chunk's start, so the result equals cutting the whole stream at once.
+
+        With a ``reader`` executor the next block is read while this one is cut (reads drop the
+        GIL).  With a ``cutter`` executor as well, each block is also cut on its own, from its first
+        byte, as soon as it is read, in parallel with other work; the calling thread then only cuts
+        from the previous block's tail until that chain of cuts meets one of the block's own (from
+        a common cut point on, both continue alike), usually within a chunk or two (see _stitch)."""
         room = self.params.max_size
         block_size = len(ring[0]) - room
 
-        def read(turn: int) -> int:
-            return _read_into(stream, memoryview(ring[turn % len(ring)])[room:])
+        def read(turn: int) -> tuple[int, Future[list[int]] | None]:
+            block = memoryview(ring[turn % len(ring)])[room:]
+            filled = _read_into(stream, block)
+            own_cuts = cutter.submit(self._cut_ends, block[:filled]) if cutter is not None and filled else None
+            return filled, own_cuts
 
-        pending: Future[int] | None = None
+        pending: Future[tuple[int, Future[list[int]] | None]] | None = None
         carry: memoryview | bytes = b""
         try:
             for turn in itertools.count():
-                filled = pending.result() if pending is not None else read(turn)
+                filled, own_cuts = pending.result() if pending is not None else read(turn)
                 at_end = filled < block_size
                 pending = None if at_end or reader is None else reader.submit(read, turn + 1)
                 buf = memoryview(ring[turn % len(ring)])
-                buf[room - len(carry) : room] = carry
-                block = buf[room - len(carry) : room + filled]
-                if not block:
+                start, end = room - len(carry), room + filled
+                buf[start:room] = carry
+                if start == end:
                     return
-                views = [chunk.data for chunk in self._cdc.cut_buf(block)]
+                ends = self._stitch(buf, start, room, end, own_cuts.result() if own_cuts is not None else None)
+                views = [buf[a:b] for a, b in itertools.pairwise([start, *ends])]
                 carry = b"" if at_end else views.pop()
                 if views:
                     yield views
@@ -87,6 +95,28 @@ class Chunker:
         finally:
             if pending is not None and not pending.cancel():
                 wait([pending])  # never leave a read running into a buffer the next stream reuses
+
+    def _cut_ends(self, data: memoryview) -> list[int]:
+        return [chunk.offset + chunk.length for chunk in self._cdc.cut_buf(data)]
+
+    def _stitch(self, buf: memoryview, start: int, room: int, end: int, own_cuts: list[int] | None) -> list[int]:
+        """The true cut ends (offsets in ``buf``) of ``buf[start:end]``, whose block starts at ``room``.
+
+        ``own_cuts`` are the block's cut ends (relative to ``room``) when cut from its first byte.  The
+        true chain starts at ``start`` (the previous block's tail); cut it until it ends a chunk where
+        the block's own chain also does, then take the rest from ``own_cuts``.  The block's last own
+        cut is forced by the end of the buffer, not a real one, so it never counts as a meeting."""
+        if own_cuts is not None and start == room:
+            return [room + e for e in own_cuts]
+        meeting = {room + e for e in own_cuts or ()}
+        meeting.discard(end)
+        ends: list[int] = []
+        for chunk in self._cdc.cut_buf(buf[start:end]):
+            ends.append(start + chunk.offset + chunk.length)
+            if ends[-1] in meeting:
+                ends.extend(room + e for e in own_cuts or () if room + e > ends[-1])
+                break
+        return ends
 
 
 def _read_into(stream: BinaryIO, view: memoryview) -> int:

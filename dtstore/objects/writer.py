@@ -25,8 +25,9 @@ class ObjectRef:
 
 
 class ObjectWriter:
-    """Reads streams one block ahead on a reader thread, chunks them in the calling thread (pyfastcdc
-    drops the GIL) and stores chunks on a pool."""
+    """Reads streams one block ahead on a reader thread; cuts each block and stores its chunks on a
+    pool (pyfastcdc, BLAKE3, zstd and AES drop the GIL); the calling thread only joins the blocks'
+    cuts (Chunker.batches)."""
 
     def __init__(self, content: ChunkWriter, workers: int | None = None) -> None:
         self._content = content
@@ -45,7 +46,7 @@ class ObjectWriter:
                      on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
         """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path."""
         window = self._workers + 1
-        batches = chunker.batches(stream, self._ring(chunker, window + 3), self._reader)
+        batches = chunker.batches(stream, self._ring(chunker, window + 3), self._reader, self._pool)
         return self._write_batches(batches, kind, on_bytes, window)
 
     def _write_batches(self, batches: Iterator[list[bytes]] | Iterator[list[memoryview]], kind: int,

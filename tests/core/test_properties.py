@@ -411,6 +411,23 @@ def test_two_masters_derive_different_chunk_ids_and_seeds() -> None:
     assert len({a.id_key, a.name_key, a.secret[:32]}) == 3
 
 
+@pytest.mark.parametrize("kind", ["random", "zeros", "text"])
+def test_blocks_cut_in_parallel_match_the_stream_on_large_inputs(kind: str) -> None:
+    """Many blocks: random data (the block chains meet within a chunk or two), zeros (every cut is
+    forced at max_size, so they never meet and each block is cut again from its tail) and text."""
+    rng = random.Random(11)
+    data = {"random": rng.randbytes(3_000_000), "zeros": bytes(3_000_000),
+            "text": b"".join(b"INSERT INTO t VALUES (%d,'%s');\n" % (i, rng.choice([b"ab", b"cd", b"efg"]) * 9)
+                             for i in range(70_000))}[kind]
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), 12345)
+    expected = list(chunker.chunks(io.BytesIO(data)))
+    ring = chunker.ring(4, block_size=40_000)
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
+        got = [bytes(v) for batch in chunker.batches(io.BytesIO(data), ring, reader, cutter) for v in batch]
+    assert got == expected
+    assert len(expected) > 100
+
+
 class _TrickleStream(io.RawIOBase):
     """A pipe-like stream: ``readinto`` returns at most ``step`` bytes at a time."""
 
@@ -431,18 +448,19 @@ class _TrickleStream(io.RawIOBase):
 @FAST
 @given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
        seed=st.integers(min_value=1, max_value=2**62), step=st.integers(min_value=1, max_value=100_000),
-       buffers=st.integers(min_value=3, max_value=5), read_ahead=st.booleans())
+       buffers=st.integers(min_value=3, max_value=5), read_ahead=st.booleans(), parallel_cut=st.booleans())
 def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int, step: int,
-                                                   buffers: int, read_ahead: bool) -> None:
+                                                   buffers: int, read_ahead: bool, parallel_cut: bool) -> None:
     """Also checks the ring contract: the last ``len(ring) - 2`` batches stay intact while the next
-    one is asked for, with or without a read-ahead thread."""
+    one is asked for, with or without a read-ahead thread and blocks cut in parallel."""
     chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
     expected = list(chunker.chunks(io.BytesIO(data)))
     ring = chunker.ring(buffers, block_size=block)
     held: collections.deque[tuple[list[memoryview], list[bytes]]] = collections.deque()
     batched: list[bytes] = []
-    with ThreadPoolExecutor(1) as reader:
-        for batch in chunker.batches(_TrickleStream(data, step), ring, reader if read_ahead else None):
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
+        for batch in chunker.batches(_TrickleStream(data, step), ring, reader if read_ahead else None,
+                                     cutter if parallel_cut else None):
             for views, copies in held:
                 assert [bytes(v) for v in views] == copies, "a held batch was overwritten"
             copies = [bytes(v) for v in batch]
