@@ -327,6 +327,10 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def unquote_ident(quoted: str) -> str:
+    return quoted[1:-1].replace("``", "`")
+
+
 def account_key(user: str, host: str, is_role: bool) -> str:
     """How an account is named in ``mysql/_grants.sql`` block headers (roles have no host)."""
     return quote_ident(user) if is_role else f"{quote_ident(user)}@{quote_ident(host)}"
@@ -430,18 +434,28 @@ class DumpTruncated(Exception):
     """The dump stream ended before the comment that starts the named database."""
 
 
+MARKER_PREFIX = b"\n--\n-- Current Database: "
+QUOTED_NAME = re.compile(rb"(`(?:[^`]|``)*`)\n--\n")
+
+
 def database_marker(name: str) -> bytes:
     """The comment block mysqldump writes before each database with ``--databases``."""
-    return b"\n--\n-- Current Database: " + quote_ident(name).encode() + b"\n--\n"
+    return MARKER_PREFIX + quote_ident(name).encode() + b"\n--\n"
 
 
 class DumpSplitter:
     """Cuts the stdout of one ``--databases A B ...`` dump into one section per database.
 
     Each section starts with the dump's header (``SET NAMES``, ``TIME_ZONE='+00:00'``,
-    ``FOREIGN_KEY_CHECKS=0`` ...) so it loads on its own; the last one keeps the dump's trailer,
-    which is where the GTID position and the ``-- Dump completed`` line are.  Sections must be
-    read in order.  Searching is done on 1 MiB blocks, never line by line.
+    ``FOREIGN_KEY_CHECKS=0`` ...) so it loads on its own.  Sections must be read in order.
+    Searching is done on 1 MiB blocks, never line by line.
+
+    mysqldump writes views in two passes: a stand-in (``CREATE VIEW v AS SELECT 1 AS c``) inside
+    each database, and the real definitions after the last database, under a second
+    ``Current Database`` comment per database (so that a view may use tables of a database dumped
+    later).  That second pass is not part of the last database's section: ``views`` maps each
+    database to its own part of it (header first), to be loaded after the databases.  The trailer,
+    where the GTID position and the ``-- Dump completed`` line are, ends the last part read.
     """
 
     def __init__(self, stream: BinaryIO, databases: Sequence[str], block_size: int = BLOCK) -> None:
@@ -449,6 +463,7 @@ class DumpSplitter:
         self._block_size = block_size
         self._pending = list(databases)
         self._buf = b""
+        self.views: dict[str, bytes] = {}
         self.header: bytes | None = None
         self.coordinates: LogPosition | None = None
         self.gtid: str | None = None
@@ -494,16 +509,43 @@ class DumpSplitter:
         self._buf = self._buf[i + 1 :]
 
     def _until_end(self) -> Iterator[bytes]:
-        """The last section runs to EOF; its tail is kept back to read the trailer from."""
-        while self._fill():
+        """The last section runs to the views pass or to EOF; its tail is kept back to search."""
+        while (i := self._buf.find(MARKER_PREFIX)) < 0:
             if len(self._buf) > TRAILER_KEEP:
                 yield self._buf[:-TRAILER_KEEP]
                 self._buf = self._buf[-TRAILER_KEEP:]
-        tail, self._buf = self._buf, b""
+            if not self._fill():
+                break
+        if i < 0:
+            tail, self._buf = self._buf, b""
+            self._read_trailer(tail)
+            yield tail
+            return
+        yield self._buf[: i + 1]
+        rest = [self._buf[i + 1 :]]
+        self._buf = b""
+        while block := self._stream.read(self._block_size):
+            rest.append(block)
+        self._split_views(b"".join(rest))
+
+    def _split_views(self, views_pass: bytes) -> None:
+        """The second pass holds only view definitions and the trailer: small, so read whole."""
+        assert self.header is not None
+        text = b"\n" + views_pass
+        starts = [m.start() + 1 for m in re.finditer(re.escape(MARKER_PREFIX), text)]
+        for start, end in itertools.pairwise([*starts, len(text)]):
+            part = text[start:end]
+            match = QUOTED_NAME.match(part, len(MARKER_PREFIX) - 1)
+            if match is None:
+                raise DumpTruncated(f"(a view definition: unreadable comment {part[:60]!r})")
+            name = unquote_ident(match.group(1).decode("utf-8", "surrogateescape"))
+            self.views[name] = self.views.get(name, self.header) + part
+        self._read_trailer(views_pass[-TRAILER_KEEP:])
+
+    def _read_trailer(self, tail: bytes) -> None:
         self.completed = b"\n-- Dump completed" in tail
         if match := GTID_SLAVE_POS.search(tail):
             self.gtid = match.group(1).decode()
-        yield tail
 
 
 class _ChunkStream(io.RawIOBase):
@@ -675,6 +717,7 @@ class MysqlRestorePlan(RestorePlan):
     full: SnapshotInfo
     logs: list[SnapshotInfo]
     databases: list[tuple[str, str]]  # (name, item path)
+    views: list[tuple[str, str]]  # (name, item path): loaded after every database
     grants_path: str | None
     start: LogPosition | None
     binlogs: list[PlannedBinlog]
@@ -689,6 +732,7 @@ class MysqlRestorePlan(RestorePlan):
             f"  full  {self.full.short_id}  {iso(self.full.time)}  consistent at "
             f"{self.full.meta.get('consistent_at')}  binlog {self.start or 'none'}",
             f"        databases: {', '.join(n for n, _ in self.databases) or '(none)'}"
+            + (f"  + views of {', '.join(n for n, _ in self.views)}" if self.views else "")
             + ("  + users and grants" if self.grants_path else ""),
         ]
         for log in self.logs:
@@ -717,6 +761,7 @@ class MysqlRestorePlan(RestorePlan):
             },
             "logs": [{"id": s.id, "time": iso(s.time)} for s in self.logs],
             "databases": [n for n, _ in self.databases],
+            "views": [n for n, _ in self.views],
             "grants": self.grants_path is not None,
             "start": str(self.start) if self.start else None,
             "stop": self.stop.to_json(),
@@ -746,6 +791,7 @@ def plan_restore(
         binlogs = _cut_at_position(history, full, chain, binlogs, target.position)
     names = list(databases) if databases is not None else [d["name"] for d in full.meta.get("databases", [])]
     paths = {d["name"]: d["path"] for d in full.meta.get("databases", [])}
+    views = {d["name"]: d["path"] for d in full.meta.get("views", [])}
     replay_all = databases is None and bool(full.meta.get("all_databases"))
     return MysqlRestorePlan(
         connector=KIND,
@@ -754,6 +800,7 @@ def plan_restore(
         full=full,
         logs=chain,
         databases=[(n, paths[n]) for n in names],
+        views=[(n, views[n]) for n in names if n in views],
         grants_path=full.meta.get("grants", {}).get("path") if databases is None else None,
         start=start if binlogs else None,
         binlogs=binlogs,
@@ -884,6 +931,15 @@ def dump_command(tool: str, url: MysqlUrl, info: ServerInfo, databases: Sequence
     return [*argv, "--databases", *databases]
 
 
+VIEWS_DIR = "mysql/views"
+
+
+def views_item_path(database: str) -> str:
+    """``mysql/views/<db>.sql``: the database's real view definitions (a directory, so no database
+    name can collide with it)."""
+    return f"{VIEWS_DIR}/{item_path(database).removeprefix('mysql/')}"
+
+
 def item_path(database: str) -> str:
     """``mysql/<db>.sql``; ``/``, ``%`` and a leading ``_`` or ``.`` are percent-encoded."""
     name = quote(database, safe=" !#$&'()*+,-;=@[]^`{|}~") if database else "%"
@@ -983,7 +1039,8 @@ class MysqlSource:
     # -- full -----------------------------------------------------------------------------------
 
     def _full_entries(self) -> Iterator[Entry]:
-        self._meta.update(all_databases=not self.url.databases, databases=[], binlog=None, gtid=None, dump=None)
+        self._meta.update(all_databases=not self.url.databases, databases=[], views=[], binlog=None, gtid=None,
+                          dump=None)
         with Server(self.url) as server:
             offset = server_epoch(server) - clock.now().timestamp()
             risky = self._meta["non_transactional_tables"] = non_transactional_tables(server, self.databases)
@@ -1062,6 +1119,15 @@ class MysqlSource:
                 last = i == len(self.databases) - 1
                 opener = partial(self._open_section, proc, splitter, name, offset, last)
                 yield _file_entry(item_path(name), opener)
+            yield from self._view_entries(splitter.views)
+
+    def _view_entries(self, views: dict[str, bytes]) -> Iterator[Entry]:
+        """The real view definitions, one item per database that has views (see DumpSplitter)."""
+        if views:
+            yield _dir_entry(VIEWS_DIR)
+        for name, data in views.items():
+            self._meta["views"].append({"name": name, "path": views_item_path(name), "bytes": len(data)})
+            yield _file_entry(views_item_path(name), partial(_bytes_opener, data))
 
     @contextlib.contextmanager
     def _open_section(
@@ -1097,13 +1163,14 @@ class MysqlSource:
         assert self.stage_dir is not None
         run_dir = _new_stage_dir(self.stage_dir)
         try:
-            files = self._dump_to_stage(run_dir, offset)
+            files, views = self._dump_to_stage(run_dir, offset)
             for name, path in zip(self.databases, files, strict=True):
                 yield _file_entry(item_path(name), partial(_open_file, path))
+            yield from self._view_entries(views)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    def _dump_to_stage(self, run_dir: Path, offset: float) -> list[Path]:
+    def _dump_to_stage(self, run_dir: Path, offset: float) -> tuple[list[Path], dict[str, bytes]]:
         files = []
         with self._start_dump() as proc:
             splitter = DumpSplitter(proc.stdout, self.databases)
@@ -1113,7 +1180,7 @@ class MysqlSource:
                 self._record_database(name, size)
                 files.append(path)
             self._finish_dump(proc, splitter)
-        return files
+        return files, splitter.views
 
     # -- log ------------------------------------------------------------------------------------
 
@@ -1296,10 +1363,11 @@ def execute_restore(plan: MysqlRestorePlan, url: MysqlUrl, repo: Any, progress: 
         existing = {account_key(*a) for a in list_accounts(server, info.flavor)}
     client = [_client_tool(info.flavor), *url.client_args()]
     secrets = [url.password() or ""]
-    for name, path in plan.databases:
-        progress({"event": "restore", "step": "load", "database": name})
-        with contextlib.closing(repo.open_item(snaps[plan.full.id], path)) as stream:
-            _proc.feed(client, stream, env=url.env(), secrets=secrets, label=f"loading {name}")
+    for step, items in (("load", plan.databases), ("views", plan.views)):
+        for name, path in items:
+            progress({"event": "restore", "step": step, "database": name})
+            with contextlib.closing(repo.open_item(snaps[plan.full.id], path)) as stream:
+                _proc.feed(client, stream, env=url.env(), secrets=secrets, label=f"loading {name} ({step})")
     if plan.grants_path:
         progress({"event": "restore", "step": "grants"})
         with contextlib.closing(repo.open_item(snaps[plan.full.id], plan.grants_path)) as stream:

@@ -157,6 +157,31 @@ def test_splitter_cuts_one_dump_into_self_contained_sections(block: int) -> None
     assert splitter.gtid == "0-1-42" and splitter.completed
 
 
+def views_part(name: str, body: bytes) -> bytes:
+    quoted = name.replace("`", "``").encode()
+    return b"--\n-- Current Database: `" + quoted + b"`\n--\n\nUSE `" + quoted + b"`;\n" + body
+
+
+@pytest.mark.parametrize("block", [1, 7, 31, 1 << 20])
+def test_splitter_keeps_the_second_pass_of_views_out_of_the_last_database(block: int) -> None:
+    """mysqldump defines views for real only after the last database, under a second 'Current
+    Database' comment per database: each database's part becomes its own views item."""
+    names = ["a", "we`ird", "z"]
+    bodies = [b"CREATE VIEW va AS SELECT 1 AS id;\n", b"INSERT INTO t VALUES (2);\n", b"x\n" * 10]
+    views = {"a": b"DROP VIEW va;\nCREATE VIEW va AS SELECT id FROM t;\n",
+             "we`ird": b"CREATE VIEW vw AS SELECT * FROM a.t;\n"}
+    views_pass = b"".join(views_part(n, b) for n, b in views.items())
+    data = HEADER + b"".join(section(n, b) for n, b in zip(names, bodies, strict=True)) + views_pass + TRAILER
+    parts, splitter = split(data, names, block)
+    assert b"CREATE VIEW va AS SELECT id" not in parts["z"] and parts["z"].endswith(b"x\n" * 10)
+    assert set(splitter.views) == {"a", "we`ird"}
+    for name, body in views.items():
+        assert splitter.views[name].startswith(HEADER + views_part(name, b"")) and body in splitter.views[name]
+    rebuilt = b"".join(p[len(HEADER) :] for p in [*parts.values(), *splitter.views.values()])
+    assert HEADER + rebuilt == data  # nothing lost, nothing twice (the trailer ends the last part)
+    assert splitter.gtid == "0-1-42" and splitter.completed
+
+
 def test_splitter_reports_a_short_or_unfinished_dump() -> None:
     data = HEADER + section("a", b"x;\n")
     splitter = DumpSplitter(io.BytesIO(data), ["a", "b"], block_size=5)

@@ -436,3 +436,38 @@ def test_a_server_without_binary_logging_takes_fulls_only(mariadb_factory: Maria
     with pytest.raises(ConnectorError, match="log mode needs binary logging"):
         snap(repo, src, "log")
     assert snap(repo, src, "auto").source_metadata["mode"] == "full"
+
+
+def test_views_come_back_with_their_database_even_alone(mariadb_factory: MariaDBFactory, tmp_path: Path) -> None:
+    """mysqldump defines views for real only after the last database (stand-ins before): each
+    database's real views are their own item, loaded after the databases, so restoring one database
+    gets its real views and restoring another never touches it."""
+    src = mariadb_factory("src", password="src-Secret-1")
+    src.sql(
+        "CREATE DATABASE a; CREATE DATABASE b; CREATE TABLE a.t (id INT PRIMARY KEY, v INT);"
+        " INSERT INTO a.t VALUES (1, 10), (2, 20); CREATE VIEW a.va AS SELECT id, v * 2 AS v2 FROM a.t;"
+        " CREATE TABLE b.u (id INT PRIMARY KEY); INSERT INTO b.u VALUES (2);"
+        " CREATE VIEW b.vb AS SELECT u.id, t.v FROM b.u JOIN a.t ON t.id = u.id;"
+    )
+    repo = new_repo(tmp_path)
+    streamed = snap(repo, src, url=src.url("a", "b"))
+    staged = snap(repo, src, url=src.url("a", "b"), stage=tmp_path / "stage")
+    for full in (streamed, staged):
+        views = {v["name"]: v["path"] for v in full.source_metadata["views"]}
+        assert views == {"a": "mysql/views/a.sql", "b": "mysql/views/b.sql"}
+        with repo.open_item(full, "mysql/b.sql") as f:
+            assert b"`va`" not in f.read()  # the last database's item holds none of the real views
+    for path in ("mysql/views/a.sql", "mysql/views/b.sql", "mysql/a.sql", "mysql/b.sql"):
+        with repo.open_item(streamed, path) as one, repo.open_item(staged, path) as other:
+            assert one.read() == other.read()
+
+    everything = mariadb_factory("dst", password="dst-Secret-2", server_id=2)
+    plan = restore(repo, everything)
+    assert [n for n, _ in plan.views] == ["a", "b"]
+    assert everything.rows("SELECT id, v2 FROM a.va ORDER BY id") == [("1", "20"), ("2", "40")]
+    assert everything.rows("SELECT id, v FROM b.vb") == [("2", "20")]
+
+    alone = mariadb_factory("one", password="dst-Secret-3", server_id=3)
+    restore(repo, alone, databases=["a"])
+    assert alone.databases() == ["a"]
+    assert alone.rows("SELECT id, v2 FROM a.va ORDER BY id") == [("1", "20"), ("2", "40")]  # not the stand-in
