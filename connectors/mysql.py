@@ -537,7 +537,7 @@ class DumpSplitter:
             part = text[start:end]
             match = QUOTED_NAME.match(part, len(MARKER_PREFIX) - 1)
             if match is None:
-                raise DumpTruncated(f"(a view definition: unreadable comment {part[:60]!r})")
+                raise ConnectorError(f"the dump's view definitions start with an unreadable comment: {part[:60]!r}")
             name = unquote_ident(match.group(1).decode("utf-8", "surrogateescape"))
             self.views[name] = self.views.get(name, self.header) + part
         self._read_trailer(views_pass[-TRAILER_KEEP:])
