@@ -7,9 +7,11 @@ import io
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from dtstore.connectors.mysql import (
     MysqlRestorePlan,
     NextBinlog,
     Target,
+    _load_in_parallel,
     build_chain,
     check_log_base,
     check_server_continuity,
@@ -57,9 +60,35 @@ def test_url_parsing_and_display_never_hold_a_password() -> None:
     assert parse_url("mariadb://root@localhost/").databases == ()
     with pytest.raises(UsageError, match="MYSQL_PWD"):
         parse_url("mysql://root:hunter2@localhost/")
-    for bad in ("mysql://localhost/", "mysql://u@h/?sockt=x", "mysql://u@h/?binlogs=ftp", "mysql://u@h/mysql"):
+    for bad in ("mysql://localhost/", "mysql://u@h/?sockt=x", "mysql://u@h/?binlogs=ftp", "mysql://u@h/mysql",
+                "mysql://u@h/?jobs=0", "mysql://u@h/?jobs=two", "mysql://u@h/?jobs=65"):
         with pytest.raises(UsageError):
             parse_url(bad)
+    assert url.jobs == 4 and parse_url("mysql://u@h/?jobs=1").jobs == 1
+    assert parse_url("mysql://u@h/?jobs=8").display() == "mysql://u@h/?jobs=8"
+
+
+def test_databases_load_at_once_up_to_jobs_and_every_load_finishes_before_a_failure_is_raised() -> None:
+    running, peak, done = [0], [0], []
+    lock = threading.Lock()
+
+    def load(name: str, fail: bool = False) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            done.append(name)
+        if fail:
+            raise ConnectorError(f"loading {name} failed")
+
+    _load_in_parallel([partial(load, n) for n in "abcde"], jobs=2)
+    assert sorted(done) == list("abcde") and peak[0] == 2
+    done.clear()
+    with pytest.raises(ConnectorError, match="loading b failed"):
+        _load_in_parallel([partial(load, "a"), partial(load, "b", True), partial(load, "c")], jobs=3)
+    assert sorted(done) == ["a", "b", "c"]
 
 
 def test_client_args_and_env_carry_the_password_only_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
