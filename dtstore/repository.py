@@ -100,7 +100,8 @@ class Repository:
         self._hasher = ChunkHasher(master.id_key)
         self._cache = IndexCache(Path(cache_dir or cache_root()) / config.repository_id)
         self._workers = workers or max(2, os.cpu_count() or 2)
-        self._snapshots = SnapshotStore(store, self._sealer, LocalStore(self._cache.path / "manifests"))
+        manifest_copies = LocalStore(self._cache.path / "manifests", durable=False)
+        self._snapshots = SnapshotStore(store, self._sealer, manifest_copies)
         self._refreshed = False
         self._reader_pool: ThreadPoolExecutor | None = None
 

@@ -16,8 +16,10 @@ from dtstore.storage.base import BlobInfo, Capabilities
 class LocalStore:
     capabilities = Capabilities(connections=2, local=True)
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+        """``durable=False`` skips the fsyncs, for caches whose loss only costs a download."""
         self.root = Path(root).absolute()
+        self._durable = durable
 
     def describe(self) -> str:
         return str(self.root)
@@ -52,11 +54,13 @@ class LocalStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if self._durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            if self._durable:
+                _fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _translate(exc, "write", name, self) from exc
