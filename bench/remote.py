@@ -113,7 +113,7 @@ class S3Target:
 @contextmanager
 def moto_server(work: Path) -> Iterator[S3Target]:
     """moto in server mode as its own process (as the ``s3_auth_server`` fixture starts it)."""
-    from tests.servers.ports import LOOPBACK, die_with_parent, free_port, wait_for_port
+    from tests.servers.ports import LOOPBACK, die_with_parent, free_port, stop_server, wait_for_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_", "TEST_SERVER_MODE"))}
@@ -129,7 +129,7 @@ def moto_server(work: Path) -> Iterator[S3Target]:
         target.client().create_bucket(Bucket=target.bucket)
         yield target
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 @dataclass
@@ -158,6 +158,7 @@ def sshd_server(work: Path) -> Iterator[SFTPTarget]:
     """OpenSSH sshd with generated keys, as the ``sftp_server`` fixture starts it."""
     import getpass
 
+    from tests.servers.ports import stop_server
     from tests.servers.sftp import PRIVSEP_DIR, _config, _keygen, _start
 
     base = work / "sshd"
@@ -178,16 +179,7 @@ def sshd_server(work: Path) -> Iterator[SFTPTarget]:
         root.mkdir()
         yield SFTPTarget(port, getpass.getuser(), client_key, known_hosts, root.resolve())
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        stop_server(proc)
 
 
 # --------------------------------------------------------------------------- steps

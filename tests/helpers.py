@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 import dtstore
 from dtstore.crypto.keys import CHEAP_KDF
@@ -112,3 +117,15 @@ def repo_objects(repo_dir: Path, prefix: str) -> list[Path]:
     """The stored objects of one kind (``data``, ``meta``, ``index``, ``snapshots`` …), sorted."""
     base = repo_dir / prefix
     return sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+
+
+@contextmanager
+def machine_time_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[None]:
+    """Run as if this machine's local time zone were ``zone`` (TZ + tzset), then put it back."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import dtstore
 from dtstore import clock
 from dtstore.cli.main import main
 from dtstore.errors import EXIT_USAGE
-from tests.helpers import PASSWORD, init_repo
+from tests.helpers import PASSWORD, init_repo, machine_time_zone
 
 
 class Repo:
@@ -207,13 +206,8 @@ def test_prune_with_the_real_prune(repo: Repo) -> None:
 
 @pytest.fixture
 def utc_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    if not hasattr(time, "tzset"):
-        pytest.skip("time.tzset is not available")
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    with machine_time_zone(monkeypatch, "UTC"):
+        yield
 
 
 def test_calendar_rule_with_a_frozen_clock(env: None, tmp_path: Path, utc_machine: None,

@@ -428,23 +428,6 @@ def test_blocks_cut_in_parallel_match_the_stream_on_large_inputs(kind: str) -> N
     assert len(expected) > 100
 
 
-class _TrickleStream(io.RawIOBase):
-    """A pipe-like stream: ``readinto`` returns at most ``step`` bytes at a time."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self._data = memoryview(data)
-        self._step = step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(self._step, len(self._data), len(buffer))
-        buffer[:n] = self._data[:n]
-        self._data = self._data[n:]
-        return n
-
-
 @FAST
 @given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
        seed=st.integers(min_value=1, max_value=2**62), step=st.integers(min_value=1, max_value=100_000),
@@ -459,7 +442,7 @@ def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed
     held: collections.deque[tuple[list[memoryview], list[bytes]]] = collections.deque()
     batched: list[bytes] = []
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
-        for batch in chunker.batches(_TrickleStream(data, step), ring, reader if read_ahead else None,
+        for batch in chunker.batches(ShortReads(data, step), ring, reader if read_ahead else None,
                                      cutter if parallel_cut else None):
             for views, copies in held:
                 assert [bytes(v) for v in views] == copies, "a held batch was overwritten"

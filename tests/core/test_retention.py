@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
@@ -23,6 +22,7 @@ from dtstore.snapshots.retention import (
     parse_duration,
     parse_group_by,
 )
+from tests.helpers import machine_time_zone
 
 UTC = dt.UTC
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -339,16 +339,9 @@ def test_weeks_and_years_also_follow_the_zone() -> None:
 
 @pytest.fixture
 def machine_zone_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    if not hasattr(time, "tzset"):
-        pytest.skip("time.tzset is not available")
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    try:
+    with machine_time_zone(monkeypatch, "America/New_York"):
         yield
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-        assert os.environ.get("TZ") != "America/New_York"
+    assert os.environ.get("TZ") != "America/New_York"
 
 
 def test_default_zone_is_the_machine_zone(machine_zone_new_york: None) -> None:

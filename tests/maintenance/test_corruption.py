@@ -153,6 +153,18 @@ def check_cli(b: Built, *args: str) -> tuple[int, dict[str, set[str]]]:
     return code, {s: set() for s in snaps}
 
 
+def checked_loss(b: Built, tag: str, lost: set[bytes]) -> tuple[dict[str, set[str]], CheckReport]:
+    """The loss a user sees, and check's report of it (library and CLI), which must name exactly it."""
+    truth = unreadable(b, tag)
+    assert truth == expected_from_chunks(b, lost) and truth
+    with b.repo(tag) as repo:
+        report = repo.check()
+    assert reported(b, report) == truth
+    code, snaps = check_cli(b)
+    assert code == 1 and set(snaps) == set(truth)
+    return truth, report
+
+
 def assert_restores(b: Built, tag: str, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     with b.repo(tag) as repo:
         for number, (snap_id, src) in enumerate(b.sources.items()):
@@ -200,14 +212,8 @@ def test_truncated_pack(built: Built) -> None:
     path.write_bytes(path.read_bytes()[:cut])
 
     lost = {c for c, o, n in blobs if o + n > cut}
-    truth = unreadable(b, "trunc")
-    assert truth == expected_from_chunks(b, lost)
-    with b.repo("trunc") as repo:
-        report = repo.check()
+    truth, report = checked_loss(b, "trunc", lost)
     assert [p.kind for p in report.problems] == ["truncated-pack"]
-    assert reported(b, report) == truth
-    code, snaps = check_cli(b)
-    assert code == 1 and set(snaps) == set(truth)
     # the trailer is gone with the tail: a rebuild cannot list the pack, but must not lose the
     # blobs before the cut, which the old index still locates and which still read back fine
     code, lines, err = run_cli(b.url, b.base / "cache-cli", "index", "rebuild")
@@ -230,15 +236,9 @@ def test_deleted_index_segment(built: Built) -> None:
     victim.unlink()
 
     lost = {c for c, (p, _, _) in b.where.items() if p in listed}
-    truth = unreadable(b, "seg")
-    assert truth == expected_from_chunks(b, lost) and truth
-    with b.repo("seg") as repo:
-        report = repo.check()
+    _, report = checked_loss(b, "seg", lost)
     assert {p.kind for p in report.problems} == {"missing-data"}
-    assert reported(b, report) == truth
     assert report.unindexed_packs == len(listed)
-    code, snaps = check_cli(b)
-    assert code == 1 and set(snaps) == set(truth)
     # every pack is still there: a rebuild from the trailers restores everything
     code, lines, err = run_cli(b.url, b.base / "cache-cli", "index", "rebuild")
     assert code == 0 and lines[-1]["unreadable"] == [], err
@@ -256,14 +256,8 @@ def test_deleted_pack(built: Built) -> None:
     b.pack_path(pack_id).unlink()
 
     lost = {c for c, _, _ in pack_chunks(b, pack_id)}
-    truth = unreadable(b, "gone")
-    assert truth == expected_from_chunks(b, lost)
-    with b.repo("gone") as repo:
-        report = repo.check()
+    truth, report = checked_loss(b, "gone", lost)
     assert [p.kind for p in report.problems] == ["missing-pack"]
-    assert reported(b, report) == truth
-    code, snaps = check_cli(b)
-    assert code == 1 and set(snaps) == set(truth)
     # after a rebuild the pack is simply not in the index: check still names what was lost
     code, _, err = run_cli(b.url, b.base / "cache-cli", "index", "rebuild")
     assert code == 0, err

@@ -45,3 +45,13 @@ _PR_SET_PDEATHSIG = 1
 def die_with_parent() -> None:
     """`preexec_fn` for servers: the kernel kills the child if the test process dies (Linux only)."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if the server has not exited after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers.ports import LOOPBACK, die_with_parent, free_port, wait_for_port
+from tests.servers.ports import LOOPBACK, die_with_parent, free_port, stop_server, wait_for_port
 
 REGION = "us-east-1"
 
@@ -142,9 +142,4 @@ def s3_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Serve
             pytest.fail(f"moto server did not start on {LOOPBACK}:{port}:\n{log_path.read_text()}")
         yield _enforce_auth(S3Server(f"http://{LOOPBACK}:{port}", "bootstrap", "bootstrap"))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.ports import LOOPBACK, die_with_parent, free_port, wait_for_port
+from tests.servers.ports import LOOPBACK, die_with_parent, free_port, stop_server, wait_for_port
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start from a relative path
 SSH_KEYGEN = "ssh-keygen"
@@ -116,9 +116,4 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer
     try:
         yield SFTPServer(LOOPBACK, port, getpass.getuser(), client_key, known_hosts, root.resolve(), log_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
