@@ -532,11 +532,11 @@ class DumpSplitter:
             yield tail
             return
         yield self._buf[: i + 1]
-        rest = [self._buf[i + 1 :]]
-        self._buf = b""
-        while block := self._stream.read(self._block_size):
-            rest.append(block)
-        self._split_views(b"".join(rest))
+        self._buf = self._buf[i + 1 :]
+        while self._fill():
+            pass
+        views_pass, self._buf = self._buf, b""
+        self._split_views(views_pass)
 
     def _split_views(self, views_pass: bytes) -> None:
         """The second pass holds only view definitions and the trailer: small, so read whole."""
@@ -1137,6 +1137,7 @@ class MysqlSource:
             yield _dir_entry(VIEWS_DIR)
         for name, data in views.items():
             self._meta["views"].append({"name": name, "path": views_item_path(name), "bytes": len(data)})
+            self._meta["dump"]["bytes"] += len(data)
             yield _file_entry(views_item_path(name), partial(_bytes_opener, data))
 
     @contextlib.contextmanager
@@ -1373,6 +1374,7 @@ def execute_restore(plan: MysqlRestorePlan, url: MysqlUrl, repo: Any, progress: 
         existing = {account_key(*a) for a in list_accounts(server, info.flavor)}
     client = [_client_tool(info.flavor), *url.client_args()]
     secrets = [url.password() or ""]
+
     def load(step: str, name: str, path: str) -> None:
         progress({"event": "restore", "step": step, "database": name})
         with contextlib.closing(repo.open_item(snaps[plan.full.id], path)) as stream:
