@@ -1,0 +1,514 @@
+"""Chains of full, differential and log snapshots, and the one planner every connector uses.
+
+A connector turns each of its snapshots into one or more :class:`Link` records (one per
+independent log stream: a database, a thread, a timeline), using its own position type
+(``dtstore.connectors.positions``).  Everything else is generic and pure:
+
+* :func:`follow` walks the logs that continue a base, refusing forks;
+* :func:`plan` picks, for a stop target, the base (the newest full at or before the target, plus
+  the newest differential that belongs to it), the contiguous logs up to the one that covers the
+  target and nothing after it; a target in a gap or beyond the archive is a :class:`ChainError`
+  naming the missing piece;
+* :func:`windows` gives a stream's restorable windows and the gaps between them (``dtstore
+  restore-points``);
+* :func:`dependencies` says which snapshots each snapshot needs to be restorable (retention keeps
+  them together).
+
+Rules, in the words of ``spec/connectors.md`` §9: a log continues a chain ending at ``E`` when
+``log.start.continues(E)`` and it reaches past ``E`` (``E < log.end``); a differential belongs to
+the full whose ``ref`` it names as ``base_ref``; a base with ``log_chain=False`` (SQL Server SIMPLE
+recovery, MySQL without binary logs) restores only to its own point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dtstore.connectors.positions import Position
+from dtstore.errors import ChainError
+
+LinkKind = Literal["full", "diff", "log"]
+LINK_KINDS: tuple[LinkKind, ...] = ("full", "diff", "log")
+
+
+def iso(value: dt.datetime) -> str:
+    """UTC ISO 8601 with a ``Z``, the form every connector records times in."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One snapshot's part of one log stream.
+
+    ``start``/``end``: for a full or differential, ``start`` is its consistent point and ``end``
+    where the next log must start; for a log, where it starts and where the next log must start.
+    ``time_until`` is the newest moment the link makes restorable (a full's or differential's
+    consistent time; a log's last transaction).  ``taken`` is the snapshot time and breaks ties.
+    """
+
+    snapshot_id: str
+    short_id: str
+    taken: dt.datetime
+    kind: LinkKind
+    start: Any
+    end: Any
+    time_until: dt.datetime
+    stream: str = ""
+    ref: str = ""
+    """what a differential names as its base (default: the snapshot id)"""
+    base_ref: str | None = None
+    log_chain: bool = True
+    """False: the application keeps no log chain after this base (it restores only to its own point)"""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LINK_KINDS:
+            raise ValueError(f"unknown link kind {self.kind!r}")
+        if not self.ref:
+            object.__setattr__(self, "ref", self.snapshot_id)
+
+    @property
+    def is_base(self) -> bool:
+        return self.kind != "log"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.short_id} ({iso(self.time_until)})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a restore stops: the latest restorable point (neither set), a time, or a position."""
+
+    time: dt.datetime | None = None
+    position: Any = None
+
+    @property
+    def is_latest(self) -> bool:
+        return self.time is None and self.position is None
+
+    def describe(self) -> str:
+        if self.time is not None:
+            local = self.time.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            return f"time {iso(self.time)} (local {local})"
+        if self.position is not None:
+            return f"position {self.position}"
+        return "latest restorable point"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": iso(self.time) if self.time else None,
+            "position": str(self.position) if self.position is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Archived links after ``after`` that no chain reaches."""
+
+    stream: str
+    after: Link
+    """the newest link a chain reaches"""
+    next: Link | None
+    """the first archived link after the gap (None: nothing later can be restored)"""
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "from": iso(self.after.time_until),
+            "to": iso(self.next.time_until) if self.next else None,
+            "after_snapshot": self.after.snapshot_id,
+            "next_snapshot": self.next.snapshot_id if self.next else None,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """The links a restore of one stream uses, in order: a full, perhaps a differential, the logs."""
+
+    stream: str
+    full: Link
+    diff: Link | None
+    logs: list[Link]
+    target: Target
+    gap: Gap | None = None
+    """set when ``allow_gap`` let the plan stop at the last reachable point before a gap"""
+
+    @property
+    def links(self) -> list[Link]:
+        return [self.full, *([self.diff] if self.diff else []), *self.logs]
+
+    @property
+    def last(self) -> Link:
+        return self.links[-1]
+
+    @property
+    def reached_time(self) -> dt.datetime:
+        return self.last.time_until
+
+    @property
+    def snapshot_ids(self) -> list[str]:
+        return list(dict.fromkeys(link.snapshot_id for link in self.links))
+
+    def describe(self) -> list[str]:
+        lines = [f"  {link.describe()}" for link in self.links]
+        if self.gap:
+            lines.append(f"  stops at {iso(self.reached_time)} before a gap: {self.gap.reason}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of time any moment of which can be restored."""
+
+    stream: str
+    start: dt.datetime
+    end: dt.datetime
+    bases: list[Link]
+    links: list[Link]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "from": iso(self.start),
+            "to": iso(self.end),
+            "bases": [b.snapshot_id for b in self.bases],
+            "snapshots": list(dict.fromkeys(link.snapshot_id for link in self.links)),
+        }
+
+
+@dataclass(frozen=True)
+class StreamPoints:
+    """One stream's restorable windows and the gaps between them (oldest first)."""
+
+    stream: str
+    windows: list[Window]
+    gaps: list[Gap]
+    point_in_time: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latest(self) -> dt.datetime | None:
+        return self.windows[-1].end if self.windows else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "windows": [w.to_json() for w in self.windows],
+            "gaps": [g.to_json() for g in self.gaps],
+            "point_in_time": self.point_in_time,
+            "notes": list(self.notes),
+        }
+
+
+Explain = Callable[[Any, Any], str]
+"""``explain(end, next_start)``: why nothing continues ``end`` (a connector names the missing file)."""
+
+
+def default_explain(end: Any, next_start: Any) -> str:
+    if next_start is None:
+        return f"no archived log continues {end}"
+    return f"nothing archived covers {end} .. {next_start}"
+
+
+# -- walking a chain ----------------------------------------------------------------------------
+
+
+def _ordered(links: Iterable[Link]) -> list[Link]:
+    return sorted(links, key=lambda link: (link.taken, link.snapshot_id))
+
+
+def _continuers(logs: Sequence[Link], end: Any, after: dt.datetime) -> list[Link]:
+    return [log for log in logs if log.taken >= after and log.start.continues(end) and end < log.end]
+
+
+def follow(logs: Sequence[Link], base: Link, *, until: Callable[[Link], bool] | None = None) -> list[Link]:
+    """The logs that continue ``base`` in order, stopping after the first one ``until`` accepts.
+
+    Two logs that continue the same point to different ends are a fork (two runs of one source at
+    once, or two servers writing under one source id): ChainError naming both.
+    """
+    if not base.log_chain:
+        return []
+    chain: list[Link] = []
+    end, after = base.end, base.taken
+    while True:
+        options = _continuers(logs, end, after)
+        if not options:
+            return chain
+        ends = {str(o.end) for o in options}
+        if len(ends) > 1:
+            a, b = options[0], next(o for o in options if str(o.end) != str(options[0].end))
+            raise ChainError(
+                f"the log chain forks after {end}: log snapshots {a.short_id} and {b.short_id} both continue it "
+                "(two runs of one source at once?); forget the wrong one"
+            )
+        nxt = options[0]
+        chain.append(nxt)
+        if until is not None and until(nxt):
+            return chain
+        end, after = nxt.end, nxt.taken
+
+
+def _covers(target: Target, link: Link) -> bool:
+    if target.time is not None:
+        return target.time <= link.time_until
+    if target.position is not None:
+        return bool(target.position <= link.end)
+    return False
+
+
+def _base_usable(target: Target, base: Link) -> bool:
+    if target.time is not None:
+        return base.time_until <= target.time
+    if target.position is not None:
+        return bool(base.start <= target.position)
+    return True
+
+
+def _diff_for(links: Sequence[Link], full: Link, target: Target) -> Link | None:
+    diffs = [d for d in links if d.kind == "diff" and d.base_ref == full.ref and d.taken >= full.taken]
+    usable = [d for d in diffs if _base_usable(target, d)]
+    return max(usable, key=lambda d: (d.time_until, d.taken)) if usable else None
+
+
+def _bases(links: Sequence[Link], target: Target) -> list[tuple[Link, Link | None]]:
+    """(full, diff) candidates, most preferred first: newer fulls first, each with its newest
+    differential, then the same full without it (a damaged or missing differential can be bypassed
+    by the logs)."""
+    fulls = [f for f in links if f.kind == "full" and _base_usable(target, f)]
+    fulls.sort(key=lambda f: (f.time_until, f.taken), reverse=True)
+    options: list[tuple[Link, Link | None]] = []
+    for full in fulls:
+        diff = _diff_for(links, full, target)
+        if diff is not None:
+            options.append((full, diff))
+        options.append((full, None))
+    return options
+
+
+def _walk(logs: Sequence[Link], full: Link, diff: Link | None, target: Target) -> ChainPlan:
+    base = diff or full
+    if _covers(target, base) and not target.is_latest:
+        return ChainPlan(base.stream, full, diff, [], target)
+    chain = follow(logs, base, until=(lambda link: _covers(target, link)) if not target.is_latest else None)
+    return ChainPlan(base.stream, full, diff, chain, target)
+
+
+def _reaches(plan: ChainPlan, target: Target) -> bool:
+    return target.is_latest or _covers(target, plan.last)
+
+
+def _later_unreached(links: Sequence[Link], plan: ChainPlan) -> list[Link]:
+    used = {id(link) for link in plan.links}
+    last = plan.last
+    return [
+        link
+        for link in links
+        if id(link) not in used and link.time_until > last.time_until and link.taken > last.taken
+        and (link.kind == "log" or link.base_ref is not None)
+    ]
+
+
+def _gap(stream: str, plan: ChainPlan, later: Sequence[Link], explain: Explain) -> Gap:
+    nxt = min(later, key=lambda link: (link.taken, link.snapshot_id))
+    if not plan.last.log_chain:
+        reason = f"{plan.last.describe()} keeps no log chain (no point-in-time restore from it)"
+    else:
+        reason = explain(plan.last.end, nxt.start if nxt.kind == "log" else None)
+    return Gap(stream, plan.last, nxt, reason)
+
+
+def plan(
+    links: Sequence[Link],
+    target: Target,
+    *,
+    allow_gap: bool = False,
+    explain: Explain = default_explain,
+) -> ChainPlan:
+    """The restore plan for one stream (``links`` of one stream, any order).
+
+    ``latest`` is the latest restorable point: the chain of the newest base as far as it reaches.
+    If later snapshots exist that it cannot reach, that is a gap: ChainError unless ``allow_gap``
+    (then the plan stops at the last reachable point and carries the gap).
+    """
+    ordered = _ordered(links)
+    stream = ordered[0].stream if ordered else ""
+    logs = [link for link in ordered if link.kind == "log"]
+    candidates = _bases(ordered, target)
+    if not candidates:
+        raise ChainError(_no_base_message(ordered, target, stream))
+    plans = [_walk(logs, full, diff, target) for full, diff in candidates]
+    if target.is_latest:
+        best = max(plans, key=lambda p: (p.reached_time, p.last.taken))
+        later = _later_unreached(ordered, best)
+        if later:
+            gap = _gap(stream, best, later, explain)
+            if not allow_gap:
+                raise ChainError(
+                    f"{_in(stream)}the newest restorable point is {iso(best.reached_time)} "
+                    f"({best.last.describe()}), but later snapshots cannot be reached: {gap.reason}; "
+                    "restore with --allow-gap to stop at that point, or take a full snapshot"
+                )
+            return ChainPlan(best.stream, best.full, best.diff, best.logs, target, gap)
+        return best
+    for candidate in plans:
+        if _reaches(candidate, target):
+            return candidate
+    raise ChainError(_unreached_message(ordered, plans[0], target, explain))
+
+
+def _in(stream: str) -> str:
+    return f"{stream}: " if stream else ""
+
+
+def _no_base_message(links: Sequence[Link], target: Target, stream: str) -> str:
+    fulls = [f for f in links if f.kind == "full"]
+    if not fulls:
+        return f"{_in(stream)}the repository holds no full snapshot of this source; nothing to restore from"
+    oldest = min(fulls, key=lambda f: f.time_until)
+    if target.time is not None:
+        return (
+            f"{_in(stream)}no full snapshot at or before {iso(target.time)} "
+            f"(the oldest full is consistent at {iso(oldest.time_until)})"
+        )
+    return f"{_in(stream)}no full snapshot at or before {target.position} (the oldest full starts at {oldest.start})"
+
+
+def _unreached_message(links: Sequence[Link], best: ChainPlan, target: Target, explain: Explain) -> str:
+    end = iso(best.reached_time) if target.time is not None else str(best.last.end)
+    what = target.describe()
+    later = _later_unreached(links, best)
+    if later:
+        gap = _gap(best.stream, best, later, explain)
+        return (
+            f"{_in(best.stream)}{what} falls in a gap: the chain from full {best.full.short_id} ends at {end} "
+            f"({gap.reason}); pick an earlier time or a time after the next full"
+        )
+    return (
+        f"{_in(best.stream)}{what} is beyond the archive: the latest archived point is {end}; "
+        "take a log snapshot first (dtstore snapshot … --mode log)"
+    )
+
+
+# -- windows and dependencies -------------------------------------------------------------------
+
+
+def by_stream(links: Iterable[Link]) -> dict[str, list[Link]]:
+    streams: dict[str, list[Link]] = defaultdict(list)
+    for link in links:
+        streams[link.stream].append(link)
+    return {name: _ordered(group) for name, group in sorted(streams.items())}
+
+
+def _chain_of(logs: Sequence[Link], base: Link) -> list[Link]:
+    try:
+        return [base, *follow(logs, base)]
+    except ChainError:
+        return [base]  # a fork: restore-points shows the base alone; restore explains the fork
+
+
+def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> StreamPoints:
+    """Restorable windows of one stream, merged where they touch, and the gaps between them."""
+    ordered = _ordered(links)
+    stream = ordered[0].stream if ordered else ""
+    logs = [link for link in ordered if link.kind == "log"]
+    spans: list[tuple[dt.datetime, dt.datetime, list[Link]]] = []
+    for base in (link for link in ordered if link.is_base):
+        if base.kind == "diff" and not any(f.ref == base.base_ref for f in ordered if f.kind == "full"):
+            continue  # a differential whose full is gone restores nothing
+        chain = _chain_of(logs, base)
+        spans.append((base.time_until, chain[-1].time_until, chain))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    merged: list[Window] = []
+    for start, end, chain in spans:
+        if merged and start <= merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Window(stream, last.start, max(last.end, end), [*last.bases, chain[0]], [*last.links, *chain])
+        else:
+            merged.append(Window(stream, start, end, [chain[0]], list(chain)))
+    gaps = _gaps(ordered, merged, explain)
+    bases = [link for link in ordered if link.is_base]
+    pitr = any(b.log_chain for b in bases)
+    notes = [] if pitr or not bases else ["no point-in-time restore: the application keeps no log chain"]
+    return StreamPoints(stream, merged, gaps, pitr, notes)
+
+
+def _gaps(links: Sequence[Link], merged: Sequence[Window], explain: Explain) -> list[Gap]:
+    """Between two windows, and after the last one when later logs reach nothing."""
+    reached = {id(link) for window in merged for link in window.links}
+    gaps = []
+    for i, window in enumerate(merged):
+        last = max(window.links, key=lambda link: (link.time_until, link.taken))
+        following = merged[i + 1] if i + 1 < len(merged) else None
+        stranded = [
+            link for link in links
+            if link.kind == "log" and id(link) not in reached and link.time_until > last.time_until
+            and (following is None or link.time_until <= following.start)
+        ]
+        if following is None and not stranded:
+            continue
+        first = min(stranded, key=lambda link: (link.taken, link.snapshot_id)) if stranded else None
+        if last.log_chain:
+            reason = explain(last.end, first.start if first is not None else None)
+        else:
+            reason = f"{last.describe()} keeps no log chain"
+        nxt = following.bases[0] if following is not None else first
+        gaps.append(Gap(window.stream, last, nxt, reason))
+    return gaps
+
+
+def dependencies(links: Sequence[Link]) -> dict[str, set[str]]:
+    """For each snapshot, the other snapshots it needs to be restorable (over all streams).
+
+    A full needs nothing; a differential its full; a log every link from the newest base that
+    reaches it (the shortest chain).  A log no base reaches needs nothing: it restores nothing.
+    """
+    needs: dict[str, set[str]] = defaultdict(set)
+    for group in by_stream(links).values():
+        logs = [link for link in group if link.kind == "log"]
+        fulls = {f.ref: f for f in group if f.kind == "full"}
+        bases = sorted((b for b in group if b.is_base), key=lambda b: (b.time_until, b.taken), reverse=True)
+        for link in group:
+            needs[link.snapshot_id]  # every snapshot has an entry
+            if link.kind == "diff" and link.base_ref in fulls:
+                needs[link.snapshot_id].add(fulls[link.base_ref].snapshot_id)
+        reached: set[int] = set()
+        for base in bases:
+            if base.kind == "diff" and base.base_ref not in fulls:
+                continue
+            prefix = [fulls[base.base_ref]] if base.kind == "diff" and base.base_ref else []
+            path = [*prefix, base]
+            for log in _chain_of(logs, base)[1:]:
+                if id(log) not in reached:
+                    reached.add(id(log))
+                    needs[log.snapshot_id].update(link.snapshot_id for link in path)
+                path.append(log)
+    for snapshot_id, needed in needs.items():
+        needed.discard(snapshot_id)
+    return dict(needs)
+
+
+__all__ = [
+    "LINK_KINDS",
+    "ChainPlan",
+    "Explain",
+    "Gap",
+    "Link",
+    "LinkKind",
+    "Position",
+    "StreamPoints",
+    "Target",
+    "Window",
+    "by_stream",
+    "default_explain",
+    "dependencies",
+    "follow",
+    "iso",
+    "plan",
+    "windows",
+]
