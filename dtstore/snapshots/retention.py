@@ -25,6 +25,12 @@ Semantics (restic's, with the choices dtstore makes spelled out):
   rule without a count, to the snapshots newer than *reference − D*.
 * ``keep_tags``: each entry is a tag, or several joined by commas that must all be present.
 * A snapshot kept by any rule is kept; the reasons accumulate.  An empty policy is refused.
+* ``requires`` (optional; snapshot id → the ids it needs to be restorable, e.g. a log snapshot's
+  full and the logs between them) is closed over: a kept snapshot keeps everything it needs,
+  transitively, with the reason "needed by <short id> (restore chain)".  The map comes from the
+  caller (``dtstore.connectors.points.snapshot_dependencies`` for connector sources): the core
+  knows nothing of chains.  :func:`keep_required` does the same across groups, since a chain may
+  span groups (``--group-by tags``) or reach snapshots no group considers.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 from dtstore.errors import UsageError
 from dtstore.snapshots.manifest import Snapshot
@@ -264,11 +271,21 @@ def _reference_time(snapshots: Sequence[Snapshot], now: dt.datetime) -> dt.datet
 
 
 def apply_policy(snapshots: Iterable[Snapshot], policy: RetentionPolicy, now: dt.datetime,
-                 tz: dt.tzinfo | None = None) -> list[Decision]:
+                 tz: dt.tzinfo | None = None, requires: Mapping[str, Collection[str]] | None = None) -> list[Decision]:
     """One decision per snapshot of one group, newest first.  Pure: reads neither storage nor clock.
 
     ``now`` only bounds the keep-within reference (see the module docstring); ``tz`` is the zone whose
-    calendar defines hours, days, weeks, months and years (``None``: the machine's zone)."""
+    calendar defines hours, days, weeks, months and years (``None``: the machine's zone).
+    ``requires`` (snapshot id → ids it needs): a kept snapshot keeps what it needs among ``snapshots``
+    (see :func:`keep_required` for needs that cross groups)."""
+    decisions = _apply_rules(snapshots, policy, now, tz)
+    if requires:
+        decisions = keep_required({(): decisions}, requires)[()]
+    return decisions
+
+
+def _apply_rules(snapshots: Iterable[Snapshot], policy: RetentionPolicy, now: dt.datetime,
+                 tz: dt.tzinfo | None) -> list[Decision]:
     if policy.is_empty():
         raise UsageError("refusing to apply an empty retention policy: it would remove every snapshot; "
                          "give at least one --keep-* option")
@@ -323,6 +340,99 @@ def apply_policy(snapshots: Iterable[Snapshot], policy: RetentionPolicy, now: dt
     return decisions
 
 
+# --- dependencies ------------------------------------------------------------------------------
+
+K = TypeVar("K", bound=Hashable)
+
+NEEDED = "restore chain"
+"""what the reason of a snapshot kept for another's sake says it is part of"""
+
+
+def needed_reason(by: Sequence[Snapshot]) -> str:
+    """``needed by 1a2b3c4d (restore chain)``, naming the newest dependant (and how many more)."""
+    if not by:
+        return f"needed ({NEEDED})"
+    newest = max(by, key=lambda s: (_aware(s.time), s.id))
+    more = f" and {len(by) - 1} more" if len(by) > 1 else ""
+    return f"needed by {newest.short_id}{more} ({NEEDED})"
+
+
+def required_closure(kept: Iterable[str], requires: Mapping[str, Collection[str]]) -> set[str]:
+    """``kept`` and everything it needs, transitively (ids)."""
+    closure = set(kept)
+    todo = list(closure)
+    while todo:
+        for needed in requires.get(todo.pop(), ()):
+            if needed not in closure:
+                closure.add(needed)
+                todo.append(needed)
+    return closure
+
+
+def keep_required(plan: Mapping[K, Sequence[Decision]], requires: Mapping[str, Collection[str]],
+                  staying: Iterable[Snapshot] = ()) -> dict[K, list[Decision]]:
+    """``plan`` with every snapshot that a kept one needs (by ``requires``, transitively) kept too.
+
+    Needs are by ID, across all groups of ``plan``; ``staying`` are snapshots outside the plan that
+    stay whatever it says (those a ``--host``/``--tag``/``--source`` filter left out): what they need
+    is kept as well.  A snapshot kept only for another's sake gets the reason "needed by <short id>
+    (restore chain)" naming its newest kept dependant; decisions otherwise keep order and reasons."""
+    decisions = [d for group in plan.values() for d in group]
+    staying = list(staying)
+    survivors = {d.snapshot.id for d in decisions if d.keep} | {s.id for s in staying}
+    closure = required_closure(survivors, requires)
+    pulled = {d.snapshot.id for d in decisions if not d.keep and d.snapshot.id in closure}
+    if not pulled:
+        return {key: list(group) for key, group in plan.items()}
+    known = {d.snapshot.id: d.snapshot for d in decisions} | {s.id: s for s in staying}
+    dependants: dict[str, list[Snapshot]] = {}
+    for snap_id in closure & known.keys():
+        for needed in requires.get(snap_id, ()):
+            if needed in pulled and needed != snap_id:
+                dependants.setdefault(needed, []).append(known[snap_id])
+    return {
+        key: [Decision(d.snapshot, True, [needed_reason(dependants.get(d.snapshot.id, []))])
+              if d.snapshot.id in pulled else d for d in group]
+        for key, group in plan.items()
+    }
+
+
+# --- restorable time ---------------------------------------------------------------------------
+
+TimeRange = tuple[dt.datetime, dt.datetime]
+"""A closed stretch of time ``(start, end)``; ``start == end`` is a single restorable point."""
+
+
+def subtract_ranges(before: Iterable[TimeRange], after: Iterable[TimeRange]) -> list[TimeRange]:
+    """The parts of ``before`` that ``after`` does not cover, merged and oldest first.
+
+    Used to say what restorable time a removal loses (restore-point windows before and after).
+    End points are not tracked as open or closed: ``[0, 10]`` minus ``[0, 5]`` is ``(5, 10)``."""
+    covers = sorted(after)
+    pieces: list[TimeRange] = []
+    for start, end in sorted(before):
+        remaining = [(start, end)]
+        for c_start, c_end in covers:
+            cut: list[TimeRange] = []
+            for x, y in remaining:
+                if c_end < x or c_start > y:
+                    cut.append((x, y))
+                    continue
+                if x < c_start:
+                    cut.append((x, c_start))
+                if c_end < y:
+                    cut.append((c_end, y))
+            remaining = cut
+        pieces.extend(remaining)
+    merged: list[TimeRange] = []
+    for start, end in sorted(pieces):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 # --- groups ------------------------------------------------------------------------------------
 
 def parse_group_by(text: str) -> tuple[str, ...]:
@@ -370,14 +480,20 @@ def describe_group(key: GroupKey) -> str:
 __all__ = [
     "DEFAULT_GROUP_BY",
     "GROUP_KEYS",
+    "NEEDED",
     "Decision",
     "Duration",
     "GroupKey",
     "RetentionPolicy",
+    "TimeRange",
     "apply_policy",
     "describe_group",
     "format_span",
     "group_snapshots",
+    "keep_required",
+    "needed_reason",
     "parse_duration",
     "parse_group_by",
+    "required_closure",
+    "subtract_ranges",
 ]

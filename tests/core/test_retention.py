@@ -19,8 +19,10 @@ from dtstore.snapshots.retention import (
     apply_policy,
     describe_group,
     group_snapshots,
+    keep_required,
     parse_duration,
     parse_group_by,
+    subtract_ranges,
 )
 from tests.helpers import machine_time_zone
 
@@ -439,3 +441,100 @@ def test_bad_durations(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as info:
         parse_duration(text)
     assert "y (years), m (months), d (days), h (hours)" in str(info.value) or "twice" in message
+
+
+# --- dependencies (restore chains) -------------------------------------------------------------
+
+def named(name: str, t: dt.datetime, source: str = "mysql:db1", tags: Sequence[str] = ()) -> Snapshot:
+    """A snapshot whose ID starts with ``name`` padded to 8 characters (its short ID)."""
+    snap = make(t, source=source, tags=tags)
+    return Snapshot(**{**snap.__dict__, "id": f"{name:_<8}{snap.id}"})
+
+
+def short(name: str) -> str:
+    return f"{name:_<8}"
+
+
+def by_name(decisions: Iterable[Decision]) -> dict[str, Decision]:
+    return {d.snapshot.short_id.rstrip("_"): d for d in decisions}
+
+
+DAY = utc(2026, 3, 2)
+CHAIN = [named("full", DAY + dt.timedelta(hours=1)), named("log1", DAY + dt.timedelta(hours=12)),
+         named("log2", DAY + dt.timedelta(hours=18))]
+CHAIN_NEEDS = {CHAIN[1].id: {CHAIN[0].id}, CHAIN[2].id: {CHAIN[0].id, CHAIN[1].id}}
+
+
+def test_without_dependencies_a_daily_rule_drops_the_middle_log_and_keep_last_the_full() -> None:
+    # the issue's two failures, as restic's rules alone produce them
+    assert {n for n, d in by_name(plan(CHAIN, keep_daily=7)).items() if d.keep} == {"full", "log2"}
+    assert {n for n, d in by_name(plan(CHAIN, keep_last=2)).items() if d.keep} == {"log1", "log2"}
+
+
+def test_a_kept_log_keeps_its_full_and_every_log_between() -> None:
+    daily = by_name(apply_policy(CHAIN, RetentionPolicy(keep_daily=7), NOW, UTC, requires=CHAIN_NEEDS))
+    assert all(d.keep for d in daily.values())
+    assert daily["log2"].reasons == ["daily snapshot"]
+    assert daily["full"].reasons == ["oldest daily snapshot"]
+    assert daily["log1"].reasons == [f"needed by {short('log2')} (restore chain)"]
+    last = by_name(apply_policy(CHAIN, RetentionPolicy(keep_last=2), NOW, UTC, requires=CHAIN_NEEDS))
+    assert all(d.keep for d in last.values())
+    assert last["full"].reasons == [f"needed by {short('log2')} and 1 more (restore chain)"]
+    only = by_name(apply_policy(CHAIN, RetentionPolicy(keep_tags=("none",)), NOW, UTC, requires=CHAIN_NEEDS))
+    assert not any(d.keep for d in only.values())  # nothing kept: nothing needed
+
+
+def test_a_full_goes_only_with_everything_that_needs_it() -> None:
+    history = [*CHAIN, named("full2", DAY + dt.timedelta(hours=20)), named("log3", DAY + dt.timedelta(hours=22))]
+    needs = {**CHAIN_NEEDS, history[4].id: {history[3].id}}
+    decisions = by_name(apply_policy(history, RetentionPolicy(keep_last=1), NOW, UTC, requires=needs))
+    assert {n for n, d in decisions.items() if d.keep} == {"log3", "full2"}
+    assert decisions["full2"].reasons == [f"needed by {short('log3')} (restore chain)"]
+    decisions = by_name(apply_policy(history, RetentionPolicy(keep_last=3), NOW, UTC, requires=needs))
+    assert {n for n, d in decisions.items() if d.keep} == {"log3", "full2", "log2", "log1", "full"}
+
+
+def test_needs_are_followed_transitively_and_unknown_ids_are_ignored() -> None:
+    a, b, c = (named(n, DAY + dt.timedelta(hours=h)) for n, h in (("a", 1), ("b", 2), ("c", 3)))
+    needs = {c.id: {b.id}, b.id: {a.id, "0" * 64}, "f" * 64: {c.id}}
+    decisions = by_name(apply_policy([a, b, c], RetentionPolicy(keep_last=1), NOW, UTC, requires=needs))
+    assert decisions["c"].reasons == ["last snapshot"]
+    assert decisions["b"].reasons == [f"needed by {short('c')} (restore chain)"]
+    assert decisions["a"].reasons == [f"needed by {short('b')} (restore chain)"]
+
+
+def test_dependencies_cross_groups_and_reach_snapshots_outside_the_plan() -> None:
+    # grouped by tags, the full (tag nightly) and its logs (tag hourly) are two groups
+    full = named("full", DAY, tags=["nightly"])
+    logs = [named(f"log{i}", DAY + dt.timedelta(hours=i), tags=["hourly"]) for i in (1, 2, 3)]
+    needs = {log.id: {full.id, *(earlier.id for earlier in logs[:i])} for i, log in enumerate(logs)}
+    groups = group_snapshots([full, *logs], ("tags",))
+    assert len(groups) == 2
+    plan_ = {key: apply_policy(group, RetentionPolicy(keep_last=1), NOW, UTC, requires=needs)
+             for key, group in groups.items()}
+    within = {n for group in plan_.values() for n, d in by_name(group).items() if d.keep}
+    assert within == {"full", "log3", "log2", "log1"}  # log3 pulls log1, log2 from its own group
+    # a filter left the logs out entirely (only the nightly group is planned): they stay, so does the full
+    nightly = {key: [Decision(full, False, [])] for key in groups if ("tags", "nightly") in key}
+    (decision,) = next(iter(keep_required(nightly, needs, staying=logs).values()))
+    assert decision.keep and decision.reasons == [f"needed by {short('log3')} and 2 more (restore chain)"]
+    assert not next(iter(keep_required(nightly, needs).values()))[0].keep
+    # across groups: keeping only the newest hourly snapshot still keeps the nightly full
+    bare = {key: apply_policy(group, RetentionPolicy(keep_tags=("hourly",)), NOW, UTC) for key, group in groups.items()}
+    closed = keep_required(bare, needs)
+    assert all(d.keep for group in closed.values() for d in group)
+    assert by_name(d for g in closed.values() for d in g)["full"].reasons[0].startswith(f"needed by {short('log3')}")
+    assert [len(g) for g in closed.values()] == [len(g) for g in bare.values()]
+
+
+def test_subtract_ranges() -> None:
+    t = [utc(2026, 1, 1, h) for h in range(12)]
+    assert subtract_ranges([(t[0], t[10])], [(t[0], t[10])]) == []
+    assert subtract_ranges([(t[0], t[10])], []) == [(t[0], t[10])]
+    assert subtract_ranges([(t[0], t[10])], [(t[0], t[5])]) == [(t[5], t[10])]
+    assert subtract_ranges([(t[0], t[10])], [(t[0], t[4]), (t[6], t[10])]) == [(t[4], t[6])]
+    assert subtract_ranges([(t[0], t[10])], [(t[2], t[3]), (t[3], t[4])]) == [(t[0], t[2]), (t[4], t[10])]
+    assert subtract_ranges([(t[1], t[1]), (t[3], t[3])], [(t[0], t[2])]) == [(t[3], t[3])]  # points
+    assert subtract_ranges([(t[1], t[1])], [(t[1], t[1])]) == []
+    assert subtract_ranges([(t[0], t[4]), (t[2], t[8])], [(t[3], t[5])]) == [(t[0], t[3]), (t[5], t[8])]
+    assert subtract_ranges([(t[0], t[4])], [(t[5], t[8])]) == [(t[0], t[4])]
