@@ -13,17 +13,19 @@ Rules every connector follows through this module:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, BinaryIO
 
 from dtstore.errors import ConnectorError
+
+if sys.platform != "win32":  # POSIX only; the module must import on Windows too
+    import fcntl
 
 STDERR_TAIL = 2000
 COPY_BUFFER = 1 << 20
@@ -56,6 +58,8 @@ def check_argv(argv: Sequence[str], secrets: Iterable[str]) -> None:
 def _widen_pipe(fd: int) -> None:
     """A 1 MiB pipe instead of Linux's 64 KiB: the tool keeps writing while dtstore cuts a block,
     instead of stalling (and with it the database server's side of the dump)."""
+    if sys.platform == "win32":
+        return
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
@@ -143,7 +147,7 @@ class ToolProcess:
 
     def kill(self) -> None:
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
+            self.popen.kill()  # SIGKILL; TerminateProcess on Windows
         self.wait()
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dtstore.errors import UsageError
+from dtstore.ssh import known_hosts_option
 from dtstore.storage.base import BlobStore
 from dtstore.storage.local import LocalStore
 
@@ -86,9 +87,8 @@ def _open_sftp(url: str) -> BlobStore:
         options["username"] = unquote(parts.username)
     if os.environ.get("DTSTORE_SFTP_KEY"):
         options["client_keys"] = [os.environ["DTSTORE_SFTP_KEY"]]
-    known_hosts = os.environ.get("DTSTORE_SFTP_KNOWN_HOSTS")
-    if known_hosts:
-        options["known_hosts"] = known_hosts
+    # always set: sshfs's own default, known_hosts=None, would trust any host key
+    options["known_hosts"] = known_hosts_option(None, "DTSTORE_SFTP_KNOWN_HOSTS")
     display = f"sftp://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
     return FsspecStore(lambda: sshfs.SSHFileSystem(parts.hostname, **options), unquote(parts.path),
                        display=display, rename_commit=True, connections=4, seek_reads=True)
