@@ -27,6 +27,8 @@ snapshot's summary.  Messages never contain passwords, keys or credentials.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -76,6 +78,13 @@ class IntegrityError(DtstoreError):
     """Data failed authentication or its keyed hash: never written out as if it were good."""
 
     exit_code = 16
+
+    def __init__(self, message: str, *, paths: Sequence[str] = (), packs: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
+        """the items this error cost (a restore that wrote everything else names them here)"""
+        self.packs = list(packs)
+        """the packs whose damage caused it"""
 
 
 class SourceError(DtstoreError):

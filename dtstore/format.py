@@ -29,6 +29,7 @@ AAD_LOCK = b"dtstore/v1/lock"
 AAD_PACK_TRAILER = b"dtstore/v1/pack-trailer"
 AAD_KEY_SLOT = b"dtstore/v1/key-slot"
 AAD_MAINTENANCE = b"dtstore/v1/maintenance"
+AAD_DAMAGED = b"dtstore/v1/damaged"
 
 # HKDF "info" labels for the subkeys derived from the master secret.
 INFO_ID_KEY = b"dtstore/v1/chunk-id"

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,6 +18,7 @@ from dtstore import __version__, clock
 from dtstore.backup import BackupRun, default_host
 from dtstore.chunking import Chunker, ChunkerParams
 from dtstore.config import RepoConfig, open_config, seal_config
+from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.index import IndexCache
 from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
@@ -43,7 +45,17 @@ from dtstore.maintenance.prune import (
     refuse_live_writers,
 )
 from dtstore.maintenance.rebuild import RebuildReport, rebuild_index
-from dtstore.maintenance.scan import MaintenanceContext
+from dtstore.maintenance.repair import (
+    PackRepair,
+    SnapshotRepair,
+    choose_packs,
+    execute_pack_repairs,
+    execute_snapshot_repairs,
+    plan_pack_repair,
+    plan_snapshot_repairs,
+    survey_pack,
+)
+from dtstore.maintenance.scan import MaintenanceContext, scan_repository
 from dtstore.maintenance.state import MARKS, load_times
 from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
@@ -104,6 +116,9 @@ class Repository:
         self._snapshots = SnapshotStore(store, self._sealer, manifest_copies)
         self._refreshed = False
         self._reader_pool: ThreadPoolExecutor | None = None
+        self._damage_lock = threading.Lock()
+        self._recorded = DamageSet()
+        """damage this object has written to the repository's records"""
 
     # lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -174,7 +189,28 @@ class Repository:
 
     def _reader(self) -> ContentReader:
         self._ensure_index()
-        return ContentReader(self.store, self._cache, self._sealer, self._hasher)
+        return ContentReader(self.store, self._cache, self._sealer, self._hasher, on_damage=self._note_damage)
+
+    def _note_damage(self, pack_id: str, chunk_id: bytes | None) -> None:
+        found = DamageSet(packs={pack_id}) if chunk_id is None else DamageSet(blobs={(pack_id, chunk_id)})
+        self.record_damage(found, found_by="read")
+
+    def record_damage(self, damage: DamageSet, *, found_by: str) -> bool:
+        """Add what is not yet known to the repository's damage records, so that every host's next
+        backup stores those chunks afresh.  Best effort: a failure to write is not an error of the
+        read that found the damage.  True if a record was written."""
+        with self._damage_lock:
+            known = self._cache.damage()
+            known.update(self._recorded)
+            new = damage.minus(known)
+            if not new:
+                return False
+            try:
+                write_damage(self.store, self._sealer, new, host=default_host(), found_by=found_by)
+            except DtstoreError:
+                return False
+            self._recorded.update(new)
+            return True
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._reader_pool is None:
@@ -223,11 +259,18 @@ class Repository:
 
     def restore(self, snapshot: Snapshot, target: str | os.PathLike[str],
                 include: Sequence[str | bytes] = (), progress: ProgressCallback = no_progress) -> None:
+        """Restore into ``target``.  A damaged or missing chunk costs only the files that contain it:
+        everything else is restored, then IntegrityError names those files (``.paths``) and packs."""
         reader = self._reader()
         target_b = os.fsencode(os.path.abspath(target))
         plan = plan_restore(self.list_items(snapshot), target_b, reader,
                             [normalize_include(i) for i in include])
-        RestoreRun(plan, target_b, reader, self.store.capabilities.connections * 2, progress).run()
+        run = RestoreRun(plan, target_b, reader, self.store.capabilities.connections * 2, progress)
+        try:
+            run.run()
+        finally:
+            if run.damage:
+                self.record_damage(run.damage, found_by="restore")
 
     # writing --------------------------------------------------------------------------------
     def snapshot(self, sources: Sequence[Source], *, tags: Sequence[str] = (), host: str | None = None,
@@ -332,14 +375,78 @@ class Repository:
             scan.close()
         return plan
 
-    def rebuild_index(self, progress: Callable[[str], None] = _quiet) -> RebuildReport:
+    def rebuild_index(self, progress: Callable[[str], None] = _quiet, *, dry_run: bool = False,
+                      operation: str = "index rebuild") -> RebuildReport:
         """Rewrite the remote index from pack trailers (exclusive: no backups meanwhile)."""
         ctx = self._maintenance()
-        with hold_lock(self.store, self._sealer, ctx.host, "exclusive"):
-            refuse_live_writers(ctx)
-            report = rebuild_index(ctx, progress, self.store.capabilities.connections)
-        self.refresh_index()
+        with self._exclusive(ctx, operation, dry_run):
+            report = rebuild_index(ctx, progress, self.store.capabilities.connections, dry_run=dry_run)
+        if not dry_run:
+            self.refresh_index()
         return report
+
+    def repair_index(self, *, dry_run: bool = False, progress: Callable[[str], None] = _quiet) -> RebuildReport:
+        """``repair index``: ``rebuild_index`` under its repair name."""
+        return self.rebuild_index(progress, dry_run=dry_run, operation="repair index")
+
+    def repair_snapshots(self, refs: Sequence[str] = (), *, forget: bool = False, drop_files: bool = False,
+                         dry_run: bool = False, progress: Callable[[str], None] = _quiet) -> list[SnapshotRepair]:
+        """Write a replacement for each snapshot (of ``refs``, or all) that refers to lost chunks:
+        such files truncated before the first lost chunk (``drop_files``: left out), an item list
+        that lost a chunk cut there.  Originals stay unless ``forget``.  Returns what needed repair."""
+        ctx = self._maintenance()
+        with self._exclusive(ctx, "repair snapshots", dry_run):
+            scan = scan_repository(ctx, clock.now(), progress=progress)
+            try:
+                by_id = {s.id: s for s in scan.snapshots}
+                if refs:
+                    wanted = [by_id.get(i) or self.load_snapshot(i) for i in self.resolve_snapshot_ids(refs)]
+                else:
+                    wanted = list(scan.snapshots)
+                repairs = plan_snapshot_repairs(ctx, scan, wanted, drop_files=drop_files)
+                if not dry_run and repairs:
+                    execute_snapshot_repairs(ctx, repairs, {s.id: s for s in wanted},
+                                             chunker=self._chunker(self.config.meta_chunker),
+                                             zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+                                             forget=forget, progress=progress)
+            finally:
+                scan.close()
+        self._refreshed = False
+        return repairs
+
+    def repair_packs(self, pack_ids: Sequence[str] = (), *, dry_run: bool = False,
+                     progress: Callable[[str], None] = _quiet) -> list[PackRepair]:
+        """Copy every blob that still verifies out of damaged packs (``pack_ids``, or every pack the
+        damage records name) into new packs, then record those packs as unusable.  Deletes nothing."""
+        ctx = self._maintenance()
+        with self._exclusive(ctx, "repair packs", dry_run):
+            scan = scan_repository(ctx, clock.now(), progress=progress)
+            try:
+                surveys = {}
+                for pack_id in choose_packs(scan, pack_ids):
+                    progress(f"reading pack {pack_id[:16]}")
+                    surveys[pack_id] = survey_pack(ctx, scan, pack_id)
+                repairs = [plan_pack_repair(scan, survey) for survey in surveys.values()]
+                if not dry_run and repairs:
+                    execute_pack_repairs(ctx, scan, repairs, surveys, zstd_level=self.config.zstd_level,
+                                         pack_size=self.config.pack_size, progress=progress)
+            finally:
+                scan.close()
+        self._refreshed = False
+        return repairs
+
+    def _exclusive(self, ctx: MaintenanceContext, operation: str, dry_run: bool) -> AbstractContextManager[object]:
+        """The exclusive lock with no backup running, which every repair needs (none for a dry run)."""
+        if dry_run:
+            return contextlib.nullcontext()
+        stack = ExitStack()
+        stack.enter_context(hold_lock(self.store, self._sealer, ctx.host, "exclusive"))
+        try:
+            refuse_live_writers(ctx, operation)
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
     def rebuild_cache(self) -> int:
         """Drop the local LMDB cache and load it again from the remote index."""

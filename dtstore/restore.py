@@ -1,7 +1,10 @@
 """Restore: plan which byte ranges of which packs go where, then fetch each pack's ranges once.
 
-Every chunk is decrypted and checked against its keyed hash before a byte of it is written.  If any
-chunk fails, the files it belongs to are removed and the error names the pack and the paths.
+Every chunk is decrypted and checked against its keyed hash before a byte of it is written, blob by
+blob.  Damage costs only what it touches: a chunk that fails (or that no index lists, or whose pack
+is missing or too short) removes exactly the files that contain it; every other file is restored,
+and then the error (IntegrityError, exit 16) names those files and the packs.  What was found bad
+is returned in ``RestoreRun.damage`` for the repository's damage records.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from dtstore.content.damage import DamageSet
 from dtstore.content.pack import BlobLocation
-from dtstore.content.store import ContentReader
-from dtstore.errors import DtstoreError, IntegrityError, UsageError
+from dtstore.content.store import ContentReader, blob_past_end
+from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, UsageError
 from dtstore.format import BLOB_META
 from dtstore.progress import ProgressCallback, ProgressEvent
 from dtstore.snapshots.manifest import Item
@@ -24,6 +28,8 @@ from dtstore.storage import layout
 
 MAX_RANGE = 8 << 20
 MAX_GAP = 256 << 10
+MAX_NAMED = 20
+"""files named in the error message (all of them are in ``IntegrityError.paths``)"""
 
 
 @dataclass
@@ -38,8 +44,13 @@ class BlobTask:
 class RestorePlan:
     items: list[Item]
     files: list[bytes]
+    """target path per file number"""
     packs: dict[str, list[BlobTask]]
     total_bytes: int
+    names: list[str] = field(default_factory=list)
+    """snapshot path ("/" + item path) per file number"""
+    unindexed: dict[int, int] = field(default_factory=dict)
+    """file number → how many of its chunks no index lists: those files cannot be restored"""
 
     def ranges(self, pack_id: str) -> list[list[BlobTask]]:
         """Blobs of one pack grouped into range reads of at most MAX_RANGE bytes."""
@@ -97,15 +108,22 @@ def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
         shown = ", ".join(i.decode("utf-8", "surrogateescape") for i in includes)
         raise UsageError(f"nothing in the snapshot matches {shown}")
     files: list[bytes] = []
+    names: list[str] = []
     tasks: dict[bytes, BlobTask] = {}
     wanted = {c for item in chosen if item.type == "file" for c in item.chunks}
-    locations = reader.locate_many(wanted)
+    locations = reader.cache.lookup_many(wanted)
+    unindexed: dict[int, int] = {}
     total = 0
     for item in chosen:
         if item.type != "file":
             continue
         number = len(files)
         files.append(os.path.join(target, item.path))
+        names.append("/" + item.name)
+        missing = sum(1 for c in item.chunks if c not in locations)
+        if missing:
+            unindexed[number] = missing
+            continue
         offset = 0
         for chunk_id in item.chunks:
             location = locations[chunk_id]
@@ -120,7 +138,7 @@ def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
     packs: dict[str, list[BlobTask]] = defaultdict(list)
     for task in tasks.values():
         packs[task.location.pack_id].append(task)
-    return RestorePlan(chosen, files, dict(packs), total)
+    return RestorePlan(chosen, files, dict(packs), total, names, unindexed)
 
 
 class RestoreRun:
@@ -133,22 +151,49 @@ class RestoreRun:
         self._progress = progress
         self._lock = threading.Lock()
         self._done = 0
-        self._failed_files: set[int] = set()
+        self._failed: dict[int, set[str]] = {n: {"(no index)"} for n in plan.unindexed}
+        """file number → what it lost: pack IDs, or "(no index)" """
+        self._errors: list[DtstoreError] = []
+        self.damage = DamageSet()
+        """copies this run found bad: for the repository's damage records"""
+
+    @property
+    def not_restored(self) -> list[str]:
+        """Snapshot paths ("/" + item path) of the files this run could not restore."""
+        return [self._plan.names[n] for n in sorted(self._failed)]
 
     def run(self) -> None:
         self._prepare_tree()
-        errors: list[DtstoreError] = []
         with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
-            for error in pool.map(self._restore_pack, sorted(self._plan.packs)):
-                if error is not None:
-                    errors.append(error)
-        if errors:
-            self._remove_failed()
-            names = [self._plan.files[n].decode("utf-8", "surrogateescape") for n in sorted(self._failed_files)]
-            shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
-            raise type(errors[0])(f"{errors[0]} — not restored: {shown}") from errors[0]
+            for _ in pool.map(self._restore_pack, sorted(self._plan.packs)):
+                pass
+        self._remove_failed()
         self._finish_metadata()
         self._emit()
+        if self._failed:
+            raise self._error()
+
+    def _error(self) -> DtstoreError:
+        names = self.not_restored
+        packs = sorted({p for lost in self._failed.values() for p in lost if not p.startswith("(")})
+        shown = ", ".join(names[:MAX_NAMED]) + (f", … ({len(names)} in all)" if len(names) > MAX_NAMED else "")
+        causes = [str(e) for e in self._errors[:1]]
+        if self._plan.unindexed:
+            causes.append(f"{len(self._plan.unindexed)} file(s) need chunks that are in no index segment: "
+                          "data is missing")
+        more = len(self._errors) - 1
+        if more > 0:
+            causes.append(f"{more} more damaged chunk(s)")
+        if len(packs) > 1:
+            causes.append(f"in {len(packs)} packs: {', '.join(packs)}")
+        message = (f"{'; '.join(causes)} — not restored ({len(names)} of {len(self._plan.files)} file(s)): "
+                   f"{shown}; everything else was restored")
+        transient = [e for e in self._errors if not isinstance(e, IntegrityError)]
+        if transient:
+            # not (only) damage: the storage failed; trying again may bring the rest back
+            return type(transient[0])(f"{transient[0]} — not restored ({len(names)} of "
+                                      f"{len(self._plan.files)} file(s)): {shown}; everything else was restored")
+        return IntegrityError(message, paths=names, packs=packs)
 
     def _prepare_tree(self) -> None:
         os.makedirs(self._target, exist_ok=True)
@@ -162,46 +207,94 @@ class RestoreRun:
                 _replace_with_file(path, item.size)
                 number += 1
 
-    def _restore_pack(self, pack_id: str) -> DtstoreError | None:
-        groups = self._plan.ranges(pack_id)
-        for index, group in enumerate(groups):
-            try:
-                self._restore_range(group)
-            except DtstoreError as exc:
-                # This group and every later one of the pack stay unwritten: their files are wrong.
-                with self._lock:
-                    for pending in groups[index:]:
-                        for task in pending:
-                            self._failed_files.update(n for n, _ in task.targets)
-                return exc
-        return None
+    def _restore_pack(self, pack_id: str) -> None:
+        for group in self._plan.ranges(pack_id):
+            self._restore_range(group)
+
+    def _fail(self, tasks: Iterable[BlobTask], error: DtstoreError, *, pack_damaged: bool = False,
+              blob_damaged: bool = False) -> None:
+        """These blobs cannot be had: their files are lost (only theirs)."""
+        with self._lock:
+            self._errors.append(error)
+            for task in tasks:
+                pack_id = task.location.pack_id
+                for number, _ in task.targets:
+                    self._failed.setdefault(number, set()).add(pack_id)
+                if pack_damaged:
+                    self.damage.packs.add(pack_id)
+                elif blob_damaged:
+                    self.damage.blobs.add((pack_id, task.chunk_id))
 
     def _restore_range(self, group: list[BlobTask]) -> None:
         first = group[0].location
         last = group[-1].location
         name = layout.pack_name(first.pack_id, first.kind == BLOB_META)
-        data = memoryview(self._reader.store.get_range(name, first.offset,
-                                                       last.offset + last.length - first.offset))
+        try:
+            self._reader.pack_key(first)
+        except IntegrityError as exc:  # missing pack, or its header is damaged: nothing of it is usable
+            self._fail(group, exc, pack_damaged=True)
+            return
+        except DtstoreError as exc:
+            self._fail(group, exc)
+            return
+        try:
+            data = memoryview(self._reader.store.get_range(name, first.offset,
+                                                           last.offset + last.length - first.offset))
+        except BlobNotFound:
+            self._fail(group, IntegrityError(f"pack {first.pack_id} is missing: it is in the index, "
+                                             "but not in storage"), pack_damaged=True)
+            return
+        except DtstoreError:
+            # a pack that is too short, or a storage failure: find out blob by blob
+            for task in group:
+                self._restore_blob(name, task)
+            return
         with _Files(self._plan.files) as files:
             for task in group:
                 start = task.location.offset - first.offset
-                plain = self._reader.open(task.chunk_id, task.location, data[start : start + task.location.length])
-                for number, offset in task.targets:
-                    files.pwrite(number, plain, offset)
-                with self._lock:
-                    self._done += len(plain) * len(task.targets)
-                self._emit()
+                self._write_blob(files, task, data[start : start + task.location.length])
+
+    def _restore_blob(self, name: str, task: BlobTask) -> None:
+        location = task.location
+        try:
+            sealed = self._reader.store.get_range(name, location.offset, location.length)
+        except DtstoreError as exc:
+            past_end = blob_past_end(self._reader.store, name, location)
+            if past_end is None:
+                self._fail([task], exc)
+            else:
+                self._fail([task], IntegrityError(past_end), blob_damaged=True)
+            return
+        with _Files(self._plan.files) as files:
+            self._write_blob(files, task, sealed)
+
+    def _write_blob(self, files: _Files, task: BlobTask, sealed: bytes | memoryview) -> None:
+        try:
+            plain = self._reader.open(task.chunk_id, task.location, sealed)
+        except IntegrityError as exc:
+            self._fail([task], exc, blob_damaged=True)
+            return
+        except DtstoreError as exc:
+            self._fail([task], exc)
+            return
+        for number, offset in task.targets:
+            if number not in self._failed:
+                files.pwrite(number, plain, offset)
+        with self._lock:
+            self._done += len(plain) * len(task.targets)
+        self._emit()
 
     def _emit(self) -> None:
         self._progress(ProgressEvent("restore", self._done, self._plan.total_bytes))
 
     def _remove_failed(self) -> None:
-        for number in self._failed_files:
+        for number in self._failed:
             with contextlib.suppress(OSError):
                 os.unlink(self._plan.files[number])
 
     def _finish_metadata(self) -> None:
         dirs: list[tuple[bytes, Item]] = []
+        lost = {self._plan.files[n] for n in self._failed}
         for item in self._plan.items:
             path = os.path.join(self._target, item.path)
             if item.type == "symlink":
@@ -211,6 +304,8 @@ class RestoreRun:
                 _chown(path, item, follow=False)
                 os.utime(path, ns=(item.mtime_ns, item.mtime_ns), follow_symlinks=False)
             elif item.type == "file":
+                if path in lost:
+                    continue
                 _chown(path, item, follow=True)
                 os.chmod(path, item.mode)
                 os.utime(path, ns=(item.mtime_ns, item.mtime_ns))

@@ -1,7 +1,10 @@
 """The local LMDB cache: chunk → pack location, known index segments and packs, and file metadata.
 
 It is only a cache of the remote index: deleting the directory loses nothing, the next open
-rebuilds it from the index segments.  Several processes on one host may share it (LMDB locks).
+rebuilds it from the index segments.  It also holds the repository's damage set (``damaged/``
+records): a chunk keeps one location, and a location the damage set names never replaces another
+one, so the cache points at a good copy whenever the index has one.  Several processes on one host
+may share it (LMDB locks).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import lmdb
 import msgpack
 
+from dtstore.content.damage import DamageSet
 from dtstore.content.pack import BlobEntry, BlobLocation
 
 _LOCATION = struct.Struct("<32sBQII")
@@ -58,6 +62,9 @@ class IndexCache:
         self._segments = self._env.open_db(b"segments")
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"files")
+        self._damaged = self._env.open_db(b"damaged")
+        """pack ID (32 bytes): the whole pack is bad; pack ID + chunk ID (64 bytes): one copy is bad"""
+        self._damage_records = self._env.open_db(b"damage_records")
         self._closed = False
 
     def close(self) -> None:
@@ -80,6 +87,21 @@ class IndexCache:
                     found[chunk_id] = _decode_location(raw)
         return found
 
+    def lookup_usable(self, chunk_id: bytes) -> BlobLocation | None:
+        """The cached location, unless the damage set names it (then no good copy is known)."""
+        with self._env.begin() as txn:
+            raw = txn.get(chunk_id, db=self._chunks)
+            if raw is None:
+                return None
+            location = _decode_location(raw)
+            if _is_damaged(txn, self._damaged, bytes(raw[:32]), chunk_id):
+                return None
+        return location
+
+    def is_damaged(self, pack_id: str, chunk_id: bytes) -> bool:
+        with self._env.begin(db=self._damaged) as txn:
+            return _is_damaged(txn, self._damaged, bytes.fromhex(pack_id), chunk_id)
+
     def contains(self, chunk_id: bytes) -> bool:
         with self._env.begin(db=self._chunks) as txn:
             return txn.get(chunk_id) is not None
@@ -100,19 +122,52 @@ class IndexCache:
     def add_segment(self, name: str, packs: list[tuple[str, int, list[BlobEntry]]]) -> None:
         """Record one remote segment's content in a single transaction."""
         with self._env.begin(write=True) as txn:
+            any_damage = int(txn.stat(self._damaged)["entries"]) > 0
             for pack_id, kind, entries in packs:
                 pid = bytes.fromhex(pack_id)
                 txn.put(pid, struct.pack("<B", kind), db=self._packs)
                 for e in entries:
-                    txn.put(e.chunk_id, _LOCATION.pack(pid, kind, e.offset, e.length, e.raw_length),
-                            db=self._chunks)
+                    value = _LOCATION.pack(pid, kind, e.offset, e.length, e.raw_length)
+                    # a known-bad copy never displaces another location (which is good, or bad too)
+                    bad = any_damage and _is_damaged(txn, self._damaged, pid, e.chunk_id)
+                    txn.put(e.chunk_id, value, db=self._chunks, overwrite=not bad)
             txn.put(name.encode(), b"", db=self._segments)
         self._env.sync()
 
     def reset(self) -> None:
         with self._env.begin(write=True) as txn:
-            for db in (self._chunks, self._segments, self._packs):
+            for db in (self._chunks, self._segments, self._packs, self._damaged, self._damage_records):
                 txn.drop(db, delete=False)
+
+    # damage set ---------------------------------------------------------------------------
+    def known_damage_records(self) -> set[str]:
+        with self._env.begin(db=self._damage_records) as txn:
+            return {bytes(k).decode() for k, _ in txn.cursor()}
+
+    def set_damage(self, names: set[str], damage: DamageSet) -> None:
+        """Record the damage set (of the records ``names``); call on an empty index (after
+        ``reset``), so that segments loaded afterwards choose good copies."""
+        with self._env.begin(write=True) as txn:
+            txn.drop(self._damaged, delete=False)
+            txn.drop(self._damage_records, delete=False)
+            for pack_id in damage.packs:
+                txn.put(bytes.fromhex(pack_id), b"", db=self._damaged)
+            for pack_id, chunk_id in damage.blobs:
+                txn.put(bytes.fromhex(pack_id) + chunk_id, b"", db=self._damaged)
+            for name in names:
+                txn.put(name.encode(), b"", db=self._damage_records)
+        self._env.sync()
+
+    def damage(self) -> DamageSet:
+        found = DamageSet()
+        with self._env.begin(db=self._damaged) as txn:
+            for key, _ in txn.cursor():
+                raw = bytes(key)
+                if len(raw) == 32:
+                    found.packs.add(raw.hex())
+                else:
+                    found.blobs.add((raw[:32].hex(), raw[32:]))
+        return found
 
     # file-metadata cache ------------------------------------------------------------------
     def get_file(self, key: bytes) -> tuple[tuple[int, ...], list[bytes]] | None:
@@ -129,6 +184,10 @@ class IndexCache:
         with self._env.begin(write=True, db=self._files) as txn:
             for key, identity, chunks in records:
                 txn.put(key, msgpack.packb([list(identity), b"".join(chunks)]))
+
+
+def _is_damaged(txn: lmdb.Transaction, db: lmdb._Database, pid: bytes, chunk_id: bytes) -> bool:
+    return txn.get(pid, db=db) is not None or txn.get(pid + chunk_id, db=db) is not None
 
 
 def _decode_location(raw: bytes) -> BlobLocation:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from dtstore.content.damage import damage_names, load_damage
 from dtstore.content.index import IndexCache
 from dtstore.content.pack import (
     HEADER_SIZE,
@@ -76,7 +77,8 @@ def write_segment(store: BlobStore, sealer: Sealer, cache: IndexCache, packs: li
 
 
 def refresh_cache(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: int = 8) -> int:
-    """Load segments the cache lacks; if a known one vanished (compacted by prune), start over.
+    """Load segments the cache lacks; if a known one vanished (compacted by prune), or the damage
+    records changed, start over (damage records first).
 
     A segment can also vanish between the listing and its download, when a prune or an index
     rebuild replaces the segments meanwhile: then the listing is taken again."""
@@ -93,9 +95,18 @@ def _refresh_once(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: 
     # known before listing: a segment this process uploads and caches meanwhile (the uploader threads
     # during a backup) must not look like one a prune removed, which would reset the whole cache
     known = cache.known_segments()
+    records = damage_names(store)
     remote = {info.name for info in store.list(layout.INDEX)}
-    if known - remote:
+    if records != cache.known_damage_records():
+        # the damage set decides which copy each chunk points at: load it first, then every segment
+        damage = load_damage(store, sealer, records)
         cache.reset()
+        cache.set_damage(records, damage)
+        known = set()
+    elif known - remote:
+        damage = cache.damage()
+        cache.reset()
+        cache.set_damage(records, damage)
         known = set()
     missing = sorted(remote - known)
     if not missing:

@@ -26,7 +26,7 @@ from dtstore.content.pack import (
 from dtstore.content.segments import PackRecord, write_segment
 from dtstore.crypto.aead import Sealer, SubKey
 from dtstore.crypto.keyed_hash import ChunkHasher
-from dtstore.errors import IntegrityError
+from dtstore.errors import BlobNotFound, IntegrityError, StorageError
 from dtstore.format import BLOB_META
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
@@ -75,7 +75,8 @@ class ContentStore:
     def has(self, chunk_id: bytes) -> bool:
         if chunk_id in self._pending:
             return True
-        location = self._cache.lookup(chunk_id)
+        # a copy the damage set names is no copy: the chunk is stored afresh (self-healing)
+        location = self._cache.lookup_usable(chunk_id)
         return location is not None and location.pack_id not in self._excluded
 
     def put(self, data: bytes | memoryview, kind: int) -> bytes:
@@ -109,7 +110,8 @@ class ContentStore:
             self._upload(finished)
 
     def _cached(self, chunk_id: bytes) -> bool:
-        location = self._cache.lookup(chunk_id)
+        # a copy the damage set names is no copy: the chunk is stored afresh (self-healing)
+        location = self._cache.lookup_usable(chunk_id)
         return location is not None and location.pack_id not in self._excluded
 
     def _upload(self, pack: FinishedPack) -> None:
@@ -177,16 +179,24 @@ class ContentStore:
         self._uploads.shutdown(wait=True, cancel_futures=True)
 
 
-class ContentReader:
-    """Fetches and verifies chunks; pack keys (from pack headers) are cached."""
+DamageCallback = Callable[[str, "bytes | None"], None]
+"""(pack ID, chunk ID) of a copy that failed verification; chunk ID None: the whole pack is unusable"""
 
-    def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher) -> None:
+
+class ContentReader:
+    """Fetches and verifies chunks; pack keys (from pack headers) are cached.
+
+    ``on_damage`` hears of every copy ``get`` finds bad (not of transient storage failures)."""
+
+    def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher,
+                 on_damage: DamageCallback | None = None) -> None:
         self.store = store
         self.cache = cache
         self._sealer = sealer
         self.hasher = hasher
         self._keys: dict[str, SubKey] = {}
         self._lock = threading.Lock()
+        self._on_damage = on_damage
 
     def locate(self, chunk_id: bytes) -> BlobLocation:
         location = self.cache.lookup(chunk_id)
@@ -208,7 +218,12 @@ class ContentReader:
             key = self._keys.get(location.pack_id)
         if key is None:
             name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
-            key = pack_key(self._sealer, self.store.get_range(name, 0, HEADER_SIZE), location.pack_id)
+            try:
+                header = self.store.get_range(name, 0, HEADER_SIZE)
+            except BlobNotFound:
+                raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
+                                     "but not in storage") from None
+            key = pack_key(self._sealer, header, location.pack_id)
             with self._lock:
                 if len(self._keys) > 4096:
                     self._keys.clear()
@@ -222,4 +237,41 @@ class ContentReader:
     def get(self, chunk_id: bytes) -> bytes:
         location = self.locate(chunk_id)
         name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
-        return self.open(chunk_id, location, self.store.get_range(name, location.offset, location.length))
+        try:
+            key = self.pack_key(location)
+        except IntegrityError:
+            self._damage(location.pack_id, None)
+            raise
+        try:
+            sealed = self.store.get_range(name, location.offset, location.length)
+        except BlobNotFound:
+            self._damage(location.pack_id, None)
+            raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
+                                 "but not in storage") from None
+        except StorageError as exc:
+            past_end = blob_past_end(self.store, name, location)
+            if past_end is None:
+                raise
+            self._damage(location.pack_id, chunk_id)
+            raise IntegrityError(past_end) from exc
+        try:
+            return open_blob(key, sealed, chunk_id, location.raw_length, location.pack_id, self.hasher)
+        except IntegrityError:
+            self._damage(location.pack_id, chunk_id)
+            raise
+
+    def _damage(self, pack_id: str, chunk_id: bytes | None) -> None:
+        if self._on_damage is not None:
+            self._on_damage(pack_id, chunk_id)
+
+
+def blob_past_end(store: BlobStore, name: str, location: BlobLocation) -> str | None:
+    """Why a failed range read is damage (the pack is too short for the blob), or None: it is not."""
+    try:
+        size = store.size(name)
+    except StorageError:
+        return None
+    if location.offset + location.length <= size:
+        return None
+    return (f"pack {location.pack_id} is truncated: it is {size} bytes, the chunk at offset "
+            f"{location.offset} needs {location.offset + location.length}")

@@ -5,21 +5,28 @@ lies inside an existing pack; every pack's own trailer agrees with the index.  `
 downloads packs, checks each pack's BLAKE3 name, and decrypts and hashes every blob.  A subset
 run reads the packs verified longest ago first and records what it read in ``maintenance/verified``,
 so repeated subset runs cover the whole repository.
+
+Damage it finds (a blob that fails [B1], a blob past the end of its pack, a missing pack, a pack
+whose header is unreadable) is added to the damage records, so the next backup stores that content
+afresh.  A damaged pack all of whose lost chunks have a good copy elsewhere (self-healed) is not a
+problem: it is reported as ``healed``, and prune removes it once nothing uses it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dtstore import clock
+from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.pack import open_blob, pack_id_of, pack_key, parse_pack
 from dtstore.content.segments import read_pack_record
 from dtstore.crypto.aead import SubKey
-from dtstore.errors import DtstoreError, UsageError
+from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, UsageError
 from dtstore.format import BLOB_META
 from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
 from dtstore.maintenance.state import VERIFIED, load_times, save_times
@@ -49,6 +56,10 @@ class CheckReport:
     unindexed_packs: int = 0
     """packs no segment lists: a backup running now, or one that was interrupted (the next backup
     adopts them, prune removes them): not a problem"""
+    healed: list[Problem] = field(default_factory=list)
+    """damaged packs whose every lost chunk has a good copy in another pack: not a problem"""
+    damage_found: DamageSet = field(default_factory=DamageSet)
+    """bad copies this run found (the new ones are added to the damage records)"""
 
     @property
     def ok(self) -> bool:
@@ -107,6 +118,9 @@ class CheckRun:
             self._check_packs(scan, report)
             if read_data or subset:
                 self._read_data(scan, report, subset)
+            new = report.damage_found.minus(scan.damage)
+            if new:
+                write_damage(self._ctx.store, self._ctx.sealer, new, host=self._ctx.host, found_by="check")
         finally:
             scan.close()
         return report
@@ -124,10 +138,12 @@ class CheckRun:
         indexed = [s for s in scan.packs.values() if s.indexed]
         for stat in indexed:
             if stat.listed_size is None:
+                report.damage_found.packs.add(stat.pack_id)
                 self._pack_problem(scan, report, stat, "missing-pack", "is listed in the index but does not exist")
             elif stat.index_end > stat.listed_size:
                 size = stat.listed_size
                 cut_off = {c for c, offset, length, _ in scan.blobs_of(stat.pack_id) if offset + length > size}
+                report.damage_found.blobs.update((stat.pack_id, c) for c in cut_off)
                 self._pack_problem(scan, report, stat, "truncated-pack",
                                    f"is {stat.listed_size} bytes, the index needs {stat.index_end}", cut_off)
         present = [s for s in indexed if s.listed_size is not None and s.index_end <= s.listed_size]
@@ -149,6 +165,8 @@ class CheckRun:
             for stat, error, lost in pool.map(trailer, present):
                 if error:
                     self._pack_problem(scan, report, stat, "bad-pack", error, lost)
+                if lost is not None:
+                    report.damage_found.blobs.update((stat.pack_id, c) for c in lost)
         report.unindexed_packs = sum(1 for stat in scan.packs.values() if not stat.indexed)
 
     def _lost_blobs(self, scan: RepositoryScan, stat: PackStat) -> set[bytes] | None:
@@ -158,6 +176,7 @@ class CheckRun:
             data = ctx.store.get(layout.pack_name(stat.pack_id, stat.kind == BLOB_META))
             key = pack_key(ctx.sealer, data, stat.pack_id)
         except DtstoreError:
+            # not recorded here: the trailer check saw the pack exist; --read-data tells damage apart
             return None
         return _open_blobs(ctx, scan, stat, data, key)[0]
 
@@ -168,13 +187,19 @@ class CheckRun:
         chosen = choose_packs(sorted(candidates, key=lambda s: s.pack_id), subset, verified.packs)
         self._progress(f"reading {len(chosen)} pack(s)")
 
+        lock = threading.Lock()
+
         def read(stat: PackStat) -> tuple[PackStat, int, str | None, set[bytes] | None]:
             """(stat, bytes read, what is wrong, the chunks that are lost — None: all of them)."""
             name = layout.pack_name(stat.pack_id, stat.kind == BLOB_META)
             try:
                 data = ctx.store.get(name)
                 key = pack_key(ctx.sealer, data, stat.pack_id)
-            except DtstoreError as exc:
+            except (BlobNotFound, IntegrityError) as exc:  # gone, or its header is damaged: all of it
+                with lock:
+                    report.damage_found.packs.add(stat.pack_id)
+                return stat, 0, str(exc), None
+            except DtstoreError as exc:  # storage trouble is not damage: not recorded
                 return stat, 0, str(exc), None
             errors = []
             if pack_id_of(data) != stat.pack_id:
@@ -183,6 +208,8 @@ class CheckRun:
             lost, first = _open_blobs(ctx, scan, stat, data, key)
             if lost:
                 errors.append(f"{len(lost)} blob(s) unreadable ({first})")
+                with lock:
+                    report.damage_found.blobs.update((stat.pack_id, c) for c in lost)
             try:
                 parse_pack(ctx.sealer, data, stat.pack_id)
             except DtstoreError as exc:
@@ -205,9 +232,28 @@ class CheckRun:
 
     def _pack_problem(self, scan: RepositoryScan, report: CheckReport, stat: PackStat, kind: str,
                       message: str, lost: set[bytes] | None = None) -> None:
+        if healed(scan, stat.pack_id, lost):
+            report.healed.append(Problem(
+                kind, f"pack {stat.pack_id}",
+                f"pack {stat.pack_id[:16]} {message}; healed: every chunk it lost has a good copy in another "
+                "pack, and prune removes it once nothing uses it"))
+            return
         snapshots, paths = affected(self._ctx, scan, stat.pack_id, lost)
         report.problems.append(Problem(kind, f"pack {stat.pack_id}", f"pack {stat.pack_id[:16]} {message}",
                                        snapshots, paths))
+
+
+def healed(scan: RepositoryScan, pack_id: str, lost: set[bytes] | None) -> bool:
+    """Pure over the scan: the pack's damage costs nothing any more.  Its lost chunks (all of them
+    when ``lost`` is None or the damage set names the whole pack) each have their counted copy in
+    another pack — the scan prefers copies the damage set does not name, in packs that exist."""
+    whole = lost is None or pack_id in scan.damage.packs
+    chunks = {c for c, _, _, _ in scan.blobs_of(pack_id) if whole or (lost is not None and c in lost)}
+    if not chunks:
+        return False
+    pid = bytes.fromhex(pack_id)
+    with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
+        return all(txn.get(c) not in (None, pid) for c in chunks)
 
 
 def _open_blobs(ctx: MaintenanceContext, scan: RepositoryScan, stat: PackStat, data: bytes,

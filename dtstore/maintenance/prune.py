@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dtstore import clock
+from dtstore.content.damage import compact_damage
 from dtstore.content.pack import BlobEntry, BlobLocation
 from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
 from dtstore.content.store import ContentReader, ContentStore
@@ -98,7 +99,8 @@ def _choose_repacks(scan: RepositoryScan, marks: PackTimes, plan: PrunePlan, max
         return
     candidates = sorted(
         (s for s in scan.packs.values()
-         if s.indexed and s.used_blobs and s.unused_bytes and s.pack_id not in marks.packs),
+         if s.indexed and s.used_blobs and s.unused_bytes and s.pack_id not in marks.packs
+         and not damaged_in_use(scan, s.pack_id)),
         key=lambda s: s.used_bytes / max(1, s.used_bytes + s.unused_bytes),
     )
     for stat in candidates:
@@ -107,6 +109,14 @@ def _choose_repacks(scan: RepositoryScan, marks: PackTimes, plan: PrunePlan, max
         plan.repack.append(stat.pack_id)
         plan.bytes_repack_used += stat.used_bytes
         budget -= stat.unused_bytes
+
+
+def damaged_in_use(scan: RepositoryScan, pack_id: str) -> bool:
+    """A copy the damage set names is still the one counted as used: repacking would fail on it
+    (``repair packs`` salvages such packs; ``repair snapshots`` drops what is lost)."""
+    if pack_id in scan.damage.packs:
+        return scan.packs[pack_id].used_blobs > 0
+    return any(p == pack_id and scan.is_used_in(c, p) for p, c in scan.damage.blobs)
 
 
 class PruneRun:
@@ -195,6 +205,10 @@ class PruneRun:
         for pack_id in plan.delete:
             stat = scan.packs[pack_id]
             ctx.store.delete(stat.name or layout.pack_name(pack_id, stat.kind == BLOB_META))
+        # damage records about deleted packs say nothing any more: one record of the rest replaces them
+        remaining = {pid for pid, stat in scan.packs.items()
+                     if (stat.indexed or stat.listed_size is not None) and pid not in doomed}
+        compact_damage(ctx.store, ctx.sealer, scan.damage_records, remaining, host=ctx.host)
         ctx.cache.reset()
 
 
@@ -218,10 +232,11 @@ def check_exclusive_options(grace: dt.timedelta, exclusive: bool) -> None:
         raise UsageError("--grace 0 deletes without a safety period; it needs --exclusive")
 
 
-def refuse_live_writers(ctx: MaintenanceContext) -> None:
+def refuse_live_writers(ctx: MaintenanceContext, operation: str = "prune --exclusive") -> None:
     now = clock.now()
     live = [s for s in read_sessions(ctx.store, ctx.sealer) if s.is_alive(now, ctx.host)]
     if live:
         s = live[0]
-        raise RepositoryLocked(f"{len(live)} backup(s) are running (pid {s.pid} on {s.host} since "
-                               f"{s.started:%Y-%m-%d %H:%M:%S}Z); an exclusive prune waits for them to finish")
+        raise RepositoryLocked(f"{operation} needs the repository to itself and does not wait: {len(live)} "
+                               f"backup(s) are running (pid {s.pid} on {s.host} since "
+                               f"{s.started:%Y-%m-%d %H:%M:%S}Z); run it again when they have finished")

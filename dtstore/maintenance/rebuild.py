@@ -35,13 +35,15 @@ class RebuildReport:
     """entries of unreadable packs kept from the old index (they still lie inside the pack)"""
 
 
-def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], workers: int = 4) -> RebuildReport:
+def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], workers: int = 4, *,
+                  dry_run: bool = False) -> RebuildReport:
     """Read every pack's trailer, write fresh segments, then remove the old ones.
 
     The new segments are written before any old one is deleted, so a crash leaves a usable index.
     Packs whose trailer cannot be read are reported and left in place; what the old segments say
     about them is kept where it still lies inside the pack (a truncated pack keeps the blobs before
     the cut: every read verifies a blob, so a stale entry can fail but never return wrong data).
+    ``dry_run`` reads and counts the same, and writes and deletes nothing.
     """
     report = RebuildReport()
     old = [info.name for info in ctx.store.list(layout.INDEX)]
@@ -76,11 +78,14 @@ def rebuild_index(ctx: MaintenanceContext, progress: Callable[[str], None], work
         yield from salvaged
 
     for batch in _batches(records()):
-        ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
+        if not dry_run:
+            ctx.store.put(new_segment_name(), encode_segment(ctx.sealer, batch, supersedes=sorted(old)))
         report.segments_written += 1
+    report.segments_removed = len(old)
+    if dry_run:
+        return report
     for name in old:
         ctx.store.delete(name)
-    report.segments_removed = len(old)
     ctx.cache.reset()
     return report
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lmdb
 
+from dtstore.content.damage import DamageSet, damage_names, load_damage
 from dtstore.content.index import IndexCache
 from dtstore.content.segments import decode_segment, list_packs
 from dtstore.crypto.aead import Sealer
@@ -89,6 +90,10 @@ class RepositoryScan:
     """snapshot ID → paths whose chunks are in no index segment"""
     scratch: Scratch
     started: dt.datetime
+    damage: DamageSet = field(default_factory=DamageSet)
+    """the repository's damage set, as the scan found it"""
+    damage_records: list[str] = field(default_factory=list)
+    """the damage records it was read from"""
 
     def close(self) -> None:
         self.scratch.close()
@@ -122,13 +127,22 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
                     progress: Callable[[str], None] = lambda _: None) -> RepositoryScan:
     """List packs, load every segment, walk every snapshot, then count used bytes per pack.
 
-    ``avoid`` are marked packs: when a chunk has copies in several packs, one outside ``avoid`` is
-    the one counted as used, so deleting marked packs never loses the only copy.
+    ``avoid`` are marked packs.  When a chunk has copies in several packs, the one counted as used
+    (``chosen``) is, in this order of preference: a copy the damage set does not name, in a pack that
+    exists; outside ``avoid``.  So deleting marked packs never loses the only copy, and a damaged copy
+    whose content was stored again (self-healing) is garbage.
     """
     scratch = Scratch()
     packs: dict[str, PackStat] = {}
     for pack_id, info in list_packs(ctx.store).items():
         packs[pack_id] = PackStat(pack_id, listed_size=info.size, name=info.name, modified=info.modified)
+    damage_records = sorted(damage_names(ctx.store))
+    damage = load_damage(ctx.store, ctx.sealer, damage_records)
+
+    def rank(pack_id: str, chunk_id: bytes) -> int:
+        stat = packs.get(pack_id)
+        bad = stat is None or stat.listed_size is None or damage.is_bad(pack_id, chunk_id)
+        return 2 * bad + (pack_id in avoid)
     progress("reading the index")
     segments = sorted(info.name for info in ctx.store.list(layout.INDEX))
     for name in segments:
@@ -147,7 +161,8 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
                         stat.index_end = max(stat.index_end, e.offset + e.length)
                     txn.put(key, _BLOB_VALUE.pack(e.chunk_id, e.length, e.raw_length), db=scratch.blobs)
                     current = txn.get(e.chunk_id, db=scratch.chosen)
-                    if current is None or (bytes(current).hex() in avoid and record.pack_id not in avoid):
+                    if current is None or (rank(record.pack_id, e.chunk_id)
+                                           < rank(bytes(current).hex(), e.chunk_id)):
                         txn.put(e.chunk_id, pid, db=scratch.chosen)
     progress("reading snapshots")
     snapshots = ctx.snapshots.load_all()
@@ -168,7 +183,7 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
                 stat.used_bytes += length
             else:
                 stat.unused_bytes += length
-    return RepositoryScan(segments, packs, snapshots, referenced, missing, scratch, started)
+    return RepositoryScan(segments, packs, snapshots, referenced, missing, scratch, started, damage, damage_records)
 
 
 def _mark_references(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot,

@@ -11,6 +11,7 @@ SNAPSHOTS = "snapshots"
 SESSIONS = "sessions"
 LOCKS = "locks"
 MAINTENANCE = "maintenance"
+DAMAGED = "damaged"
 
 
 def pack_name(pack_id: str, meta: bool) -> str:
@@ -39,3 +40,7 @@ def session_name(session_id: str) -> str:
 
 def lock_name(lock_id: str) -> str:
     return f"{LOCKS}/{lock_id}"
+
+
+def damage_name(record_id: str) -> str:
+    return f"{DAMAGED}/{record_id}"
