@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dtstore import Repository, Snapshot, clock
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
-from dtstore.errors import IntegrityError, UnsupportedFormat, UsageError
+from dtstore.connectors.chains import Link
+from dtstore.connectors.points import SourcePoints, restore_points, snapshot_dependencies
+from dtstore.errors import DtstoreError, IntegrityError, UnsupportedFormat, UsageError
 from dtstore.snapshots.retention import (
     Decision,
     GroupKey,
     RetentionPolicy,
+    TimeRange,
     apply_policy,
     describe_group,
     group_snapshots,
+    keep_required,
     parse_duration,
     parse_group_by,
+    subtract_ranges,
 )
 
 BUCKETS = ("hourly", "daily", "weekly", "monthly", "yearly")
@@ -31,7 +38,12 @@ arguments the snapshots are grouped (--group-by, default host,source) and the po
 each group on its own.  Buckets (hour, day, ISO week, month, year) are calendar periods in the local
 time zone.  --keep-within keeps what is newer than the group's newest snapshot minus DURATION
 (1y2m3d4h: years, months, days, hours).  N = -1 means unlimited.  An empty policy is refused.
-Only the snapshot manifests go; their data stays until a prune (--prune)."""
+Only the snapshot manifests go; their data stays until a prune (--prune).
+
+Connector sources (mysql://…) are kept restorable: a kept snapshot keeps every snapshot it needs
+(a log snapshot its full and the logs between them), and the output shows each source's restorable
+windows before → after.  Naming by ID a snapshot that snapshots which stay need is refused unless
+--force."""
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -55,6 +67,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--source", metavar="ID", help="only consider snapshots of this source ID")
     p.add_argument("--dry-run", "-n", action="store_true", help="show what would be removed and why; remove nothing")
     p.add_argument("--prune", action="store_true", help="run prune after removing snapshots")
+    p.add_argument("--force", action="store_true",
+                   help="remove snapshots named by ID even if snapshots that stay need them to be restorable")
     p.set_defaults(run=run)
 
 
@@ -78,25 +92,42 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if not args.snapshots and policy.is_empty():
         raise UsageError("refusing to forget with an empty policy, which would remove every snapshot: "
                          "give snapshot IDs or at least one --keep-* option")
+    if args.force and not args.snapshots:
+        raise UsageError("--force only applies to snapshots named by ID: a policy always keeps what kept "
+                         "snapshots need")
     group_by = parse_group_by(args.group_by)
     with open_repo(args) as repo:
         damaged: list[str] = []
+        everything = repo.snapshots()
+        requires = snapshot_dependencies(everything)
         if args.snapshots:
             named, damaged = _named(repo, args.snapshots)
             plan: dict[GroupKey, list[Decision]] = {
                 (): [Decision(s, False, [EXPLICIT])
                      for s in sorted(named.values(), key=lambda s: (s.time, s.id), reverse=True)]}
         else:
-            chosen = [s for s in repo.snapshots()
+            chosen = [s for s in everything
                       if (not args.host or s.host == args.host)
                       and all(t in s.tags for t in args.tag)
                       and (not args.source or s.source_id == args.source)]
             now = clock.now()
             plan = {key: apply_policy(group, policy, now) for key, group in group_snapshots(chosen, group_by).items()}
+            considered = {s.id for s in chosen}
+            plan = keep_required(plan, requires, staying=[s for s in everything if s.id not in considered])
+        remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep] + damaged
+        effect = chain_effect(everything, set(remove), {d.snapshot.id for g in plan.values() for d in g})
         _report(plan, policy, out, explicit=bool(args.snapshots))
+        _report_windows(effect, out)
         for snap_id in damaged:
             out.info(f"snapshot {snap_id[:8]} has a damaged manifest; it is removed as named")
-        remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep] + damaged
+        if effect.stranded:
+            if not args.snapshots:  # keep_required should have prevented it
+                raise DtstoreError(f"retention would leave snapshots unrestorable ({effect.describe_loss()}); "
+                                   "nothing was removed; please report this as a bug")
+            if not args.force:
+                raise UsageError(f"refusing to forget {_ids(remove)}: {effect.describe_loss()}; nothing was "
+                                 "removed; name those snapshots too, or give --force to lose that time")
+            out.info(f"--force: {effect.describe_loss(done=not args.dry_run)}")
         kept = sum(len(decisions) for decisions in plan.values()) - len(remove)
         if not args.dry_run:
             repo.forget(remove)
@@ -111,6 +142,114 @@ def run(args: argparse.Namespace, out: Output) -> int:
     else:
         out.line(f"removed {len(remove)} snapshot(s), kept {kept}")
     return 0
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return ", ".join(i[:8] for i in ids)
+
+
+# --- restore chains ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StreamChange:
+    """One log stream of one connector source: its restorable windows before and after the removal."""
+
+    kind: str
+    source_id: str
+    stream: str
+    before: list[TimeRange]
+    after: list[TimeRange]
+    stranded: list[Link]
+    """snapshots that stay and were restorable, but would not be: they need a removed one"""
+
+    @property
+    def lost(self) -> list[TimeRange]:
+        return subtract_ranges(self.before, self.after)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.source_id}" + (f" {self.stream}" if self.stream else "")
+
+    def to_json(self) -> dict[str, Any]:
+        def spans(ranges: list[TimeRange]) -> list[dict[str, str]]:
+            return [{"from": iso(a), "to": iso(b)} for a, b in ranges]
+
+        return {"type": "windows", "kind": self.kind, "source": self.source_id, "stream": self.stream,
+                "before": spans(self.before), "after": spans(self.after), "lost": spans(self.lost),
+                "stranded": [link.snapshot_id for link in self.stranded]}
+
+    def describe(self) -> str:
+        after = "unchanged" if self.after == self.before else _spans(self.after) or "nothing restorable"
+        lost = self.lost
+        return f"{self.label}: {_spans(self.before) or 'nothing restorable'} → {after}" + (
+            f" (no longer restorable: {_spans(lost)})" if lost else "")
+
+    def describe_loss(self, done: bool = False) -> str:
+        who = ", ".join(f"{link.kind} {link.short_id}" for link in self.stranded)
+        lost = _spans(self.lost) or "no restorable time"
+        if done:
+            verb = "restores" if len(self.stranded) == 1 else "restore"
+            return f"{self.label} loses {lost}; {who} {verb} nothing now"
+        return f"{self.label} would lose {lost}, and {who} would stay but restore nothing"
+
+
+@dataclass(frozen=True)
+class ChainEffect:
+    """What removing snapshots does to the connector sources' restore points."""
+
+    streams: list[StreamChange]
+
+    @property
+    def stranded(self) -> list[Link]:
+        return [link for change in self.streams for link in change.stranded]
+
+    def describe_loss(self, done: bool = False) -> str:
+        return "; ".join(change.describe_loss(done) for change in self.streams if change.stranded)
+
+
+def _spans(ranges: list[TimeRange]) -> str:
+    return ", ".join(iso(a) if a == b else f"{iso(a)} … {iso(b)}" for a, b in ranges)
+
+
+def _by_stream(points: SourcePoints | None) -> dict[str, tuple[list[TimeRange], set[str]]]:
+    """stream → (its windows, the ids of the snapshots they reach)"""
+    if points is None:
+        return {}
+    return {s.stream: ([(w.start, w.end) for w in s.windows],
+                       {link.snapshot_id for w in s.windows for link in w.links}) for s in points.streams}
+
+
+def chain_effect(snapshots: Sequence[Snapshot], remove: Collection[str], planned: Collection[str]) -> ChainEffect:
+    """Restore-point windows of every connector source with a snapshot in ``planned``, before and
+    after ``remove`` goes, and the snapshots that stay but would no longer be restorable."""
+    involved = {(s.source_kind, s.source_id) for s in snapshots if s.id in planned}
+    before = [p for p in restore_points(snapshots) if (p.kind, p.source_id) in involved]
+    after = {(p.kind, p.source_id): p for p in restore_points([s for s in snapshots if s.id not in remove])}
+    streams = []
+    for points in before:
+        old, new = _by_stream(points), _by_stream(after.get((points.kind, points.source_id)))
+        links = {link.snapshot_id: link for s in points.streams for w in s.windows for link in w.links}
+        for stream in sorted(old.keys() | new.keys()):
+            (was, reached), (now, still) = old.get(stream, ([], set())), new.get(stream, ([], set()))
+            stranded = [links[i] for i in sorted(reached - still - set(remove), key=lambda i: (links[i].taken, i))]
+            streams.append(StreamChange(points.kind, points.source_id, stream, was, now, stranded))
+    return ChainEffect(streams)
+
+
+def _report_windows(effect: ChainEffect, out: Output) -> None:
+    if out.json:
+        for change in effect.streams:
+            out.emit(change.to_json())
+        return
+    if effect.streams:
+        out.line("restorable (before → after)")
+        for change in effect.streams:
+            out.line(f"  {change.describe()}")
+        out.line("")
 
 
 def _named(repo: Repository, refs: list[str]) -> tuple[dict[str, Snapshot], list[str]]:
@@ -131,7 +270,7 @@ def _report(plan: dict[GroupKey, list[Decision]], policy: RetentionPolicy, out: 
             for d in decisions:
                 s = d.snapshot
                 out.emit({"type": "decision", "id": s.id, "short_id": s.short_id,
-                          "time": s.time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+                          "time": iso(s.time),
                           "host": s.host, "source": s.source_id, "tags": s.tags, "group": dict(key),
                           "keep": d.keep, "reasons": d.reasons})
             continue
