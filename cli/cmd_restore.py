@@ -6,23 +6,30 @@ import argparse
 from typing import Any
 
 from dtstore.cli._repo import open_repo
+from dtstore.cli._select import SNAPSHOT_HELP, add_filter_options, snapshot_filter
 from dtstore.cli.output import Output
-from dtstore.errors import UsageError
+from dtstore.errors import IntegrityError, UsageError
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("restore", parents=[common], help="restore files or a database",
                        description="With --target: files into a directory.  With --to URL: replay a "
                                    "database to a server, optionally to a point in time.")
-    p.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help="ID, ID prefix or 'latest'")
-    p.add_argument("--target", metavar="DIR")
-    p.add_argument("--include", action="append", default=[], metavar="PATH")
+    p.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("--target", metavar="DIR", help="restore files below DIR (created if missing)")
+    p.add_argument("--include", action="append", default=[], metavar="PATH",
+                   help="with --target: only this item and what is below it (repeatable)")
     p.add_argument("--to", metavar="URL", help="restore into this database server")
     p.add_argument("--until", metavar="TIME", help="ISO 8601; naive = local time of this machine")
-    p.add_argument("--until-position", metavar="FILE:POS")
-    p.add_argument("--databases", metavar="A,B")
-    p.add_argument("--source", metavar="ID", help="the source ID when the repository holds several")
+    p.add_argument("--until-position", metavar="KIND:POS",
+                   help="with --to: stop at this log position (mysql: FILE:POS, e.g. mysql-bin.000042:1337)")
+    p.add_argument("--allow-gap", action="store_true",
+                   help="with --to: if later snapshots cannot be reached, restore to the last reachable point")
+    p.add_argument("--databases", metavar="A,B", help="restore only these databases")
+    p.add_argument("--source", metavar="ID",
+                   help="with --to: the source (ID or unique prefix); with --target: 'latest' among its snapshots")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    add_filter_options(p, source=False)
     p.set_defaults(run=run)
 
 
@@ -31,10 +38,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return _restore_to_server(args, out)
     if not args.target or not args.snapshot:
         raise UsageError("restore needs SNAPSHOT and --target DIR (or --to URL for a database)")
+    _refuse_server_options(args)
     with open_repo(args) as repo:
-        snap = repo.get_snapshot(args.snapshot)
+        snap = repo.get_snapshot(args.snapshot, snapshot_filter(args))
         with out.progress("restore") as progress:
-            repo.restore(snap, args.target, include=args.include, progress=progress)
+            try:
+                repo.restore(snap, args.target, include=args.include, progress=progress)
+            except IntegrityError as exc:
+                for path in exc.paths:  # every file the damage cost; everything else was restored
+                    out.warning(path, "not restored: its data is damaged or missing")
+                raise
     if out.json:
         out.emit({"type": "summary", "snapshot_id": snap.id, "target": args.target})
     else:
@@ -43,18 +56,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 
 def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
-    from dtstore.connectors import restore_to
+    from dtstore.connectors import RestoreRequest, restore_to
 
     if args.target:
         raise UsageError("--to and --target exclude each other")
-    databases = [d for d in (args.databases or "").split(",") if d] or None
+    scope = tuple(d for d in (args.databases or "").split(",") if d) if args.databases is not None else None
     with open_repo(args) as repo:
-        source_id = args.source
-        if args.snapshot and not source_id:
-            source_id = repo.get_snapshot(args.snapshot).source_id
-        plan = restore_to(args.to, repo=repo, until=args.until, until_position=args.until_position,
-                          databases=databases, source_id=source_id, dry_run=args.dry_run,
-                          progress=(out.emit if out.json else None))
+        snapshot_id = repo.get_snapshot(args.snapshot).id if args.snapshot else None
+        request = RestoreRequest(args.to, until=args.until, until_position=args.until_position, scope=scope,
+                                 source_id=args.source, snapshot_id=snapshot_id, dry_run=args.dry_run,
+                                 allow_gap=args.allow_gap)
+        with out.progress("restore") as progress:
+            plan = restore_to(request, repo=repo, progress=progress)
     if out.json:
         out.emit({"type": "summary", "dry_run": args.dry_run, "plan": plan.to_json()})
     else:
@@ -62,3 +75,12 @@ def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
             out.line(line)
         out.line("dry run: nothing was restored" if args.dry_run else "restore complete")
     return 0
+
+
+def _refuse_server_options(args: argparse.Namespace) -> None:
+    """Options that only make sense with --to are usage errors with --target (never silently ignored)."""
+    given = [flag for flag, value in (("--until", args.until), ("--until-position", args.until_position),
+                                      ("--databases", args.databases), ("--allow-gap", args.allow_gap or None),
+                                      ("--dry-run", args.dry_run or None)) if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} only apply with --to URL (a database restore), not with --target")

@@ -15,25 +15,33 @@ from typing import Any
 from dtstore import __version__
 from dtstore.cli import (
     cmd_check,
+    cmd_diff,
     cmd_dump,
+    cmd_find,
     cmd_forget,
+    cmd_generate,
     cmd_index,
     cmd_init,
     cmd_key,
     cmd_ls,
     cmd_prune,
+    cmd_repair,
     cmd_restore,
+    cmd_restore_points,
     cmd_snapshot,
     cmd_snapshots,
     cmd_stats,
+    cmd_tag,
     cmd_unlock,
+    helptext,
 )
 from dtstore.cli.output import Output
 from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
-    cmd_check, cmd_unlock, cmd_key, cmd_index, cmd_stats,
+    cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
+    cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
@@ -58,6 +66,7 @@ def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="JSON lines on standard output", **extra)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress output", **extra)
     common.add_argument("--limit-upload", type=float, metavar="KIB/S", help="cap upload bandwidth", **extra)
+    common.add_argument("--utc", action="store_true", help="show times in UTC instead of local time", **extra)
     return common
 
 
@@ -71,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub_common = _common_options(defaults=False)
     for module in COMMANDS:
         module.register(sub, sub_common)
+    helptext.decorate(sub)
     return parser
 
 
@@ -111,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _tune_malloc(READING if args.command in READING_COMMANDS else WRITING)
-    out = Output(as_json=args.json, quiet=args.quiet)
+    out = Output(as_json=args.json, quiet=args.quiet, utc=args.utc)
     try:
         return int(args.run(args, out))
     except DtstoreError as exc:

@@ -1,21 +1,26 @@
 """Database connectors: a URL scheme picks the connector, loaded only when it is used.
 
-The CLI calls three functions: :func:`is_connector_url` (is this argument a database rather than a
-path?), :func:`make_source` (``dtstore snapshot URL``) and :func:`restore_to` (``dtstore restore
---to URL``).  Each connector lives in its own module and needs its own extra, e.g.
+The CLI calls :func:`is_connector_url` (is this argument a database rather than a path?),
+:func:`make_source` (``dtstore snapshot URL``), :func:`restore_to` (``dtstore restore --to URL``, with
+a :class:`RestoreRequest`), :func:`restore_points` (``dtstore restore-points``) and
+:func:`snapshot_dependencies` (what ``forget`` must keep together).  Each connector lives in its own
+module or package and needs its own extra, e.g.
 ``pip install dtstore[mysql]``; a missing extra gives an install hint, not an ImportError.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dtstore.connectors.base import Connector, RestorePlan
+from dtstore.connectors.base import Connector, RepositoryView, RestorePlan
+from dtstore.connectors.modes import MODES
+from dtstore.connectors.points import SourcePoints, restore_points, snapshot_dependencies
+from dtstore.connectors.request import RestoreRequest, run_restore
 from dtstore.errors import UsageError
+from dtstore.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     from dtstore.sources.base import Source
@@ -23,8 +28,8 @@ if TYPE_CHECKING:
 # scheme -> ("module:attribute", the extra to install when its dependencies are missing)
 REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
     {
-        "mysql": ("dtstore.connectors.mysql:CONNECTOR", "mysql"),
-        "mariadb": ("dtstore.connectors.mysql:CONNECTOR", "mysql"),
+        "mysql": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
+        "mariadb": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
     }
 )
 
@@ -65,33 +70,29 @@ def _connector_for(url: str) -> Connector:
     return load(scheme)
 
 
-def make_source(url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
-    """The Source for ``dtstore snapshot URL [--mode full|log|auto] [--stage DIR]``."""
+def make_source(url: str, *, repo: RepositoryView | None, mode: str = "full", stage_dir: Path | None = None) -> Source:
+    """The Source for ``dtstore snapshot URL [--mode full|diff|log|auto] [--stage DIR]``."""
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
     return _connector_for(url).make_source(url, repo=repo, mode=mode, stage_dir=stage_dir)
 
 
 def restore_to(
-    url: str,
-    *,
-    repo: Any,
-    until: str | None,
-    until_position: str | None,
-    databases: list[str] | None,
-    source_id: str | None,
-    dry_run: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    request: RestoreRequest, *, repo: RepositoryView, progress: ProgressCallback = no_progress
 ) -> RestorePlan:
-    """Plan a restore into the server at ``url``, verify the chain, run it unless ``dry_run``."""
-    return _connector_for(url).restore_to(
-        url,
-        repo=repo,
-        until=until,
-        until_position=until_position,
-        databases=databases,
-        source_id=source_id,
-        dry_run=dry_run,
-        progress=progress,
-    )
+    """Plan a restore into the server at ``request.url``, verify the chain, run it unless ``dry_run``."""
+    return run_restore(_connector_for(request.url), request, repo, progress)
 
 
-__all__ = ["REGISTRY", "RestorePlan", "is_connector_url", "load", "make_source", "restore_to"]
+__all__ = [
+    "REGISTRY",
+    "RestorePlan",
+    "RestoreRequest",
+    "SourcePoints",
+    "is_connector_url",
+    "load",
+    "make_source",
+    "restore_points",
+    "restore_to",
+    "snapshot_dependencies",
+]

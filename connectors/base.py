@@ -1,4 +1,4 @@
-"""Types every connector shares: log positions, chain checks, restore plans and the connector protocol.
+"""Types every connector shares: snapshot history records, chain checks, restore plans, the protocols.
 
 A database connector is a :class:`~dtstore.sources.base.Source` (what ``dtstore snapshot`` reads)
 plus a restore planner (what ``dtstore restore --to`` runs).  Planning is pure: it looks only at
@@ -9,56 +9,17 @@ snapshot metadata and returns a :class:`RestorePlan`; executing the plan is a se
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from dtstore.errors import UsageError
+from dtstore.progress import ProgressCallback
 from dtstore.sources.base import Source
 
-Progress = Callable[[dict[str, Any]], None]
-
-_TRAILING_DIGITS = re.compile(r"(\d+)$")
-
-
-@dataclass(frozen=True)
-class LogPosition:
-    """A point in a database's log stream: a log file (segment) name and a byte offset in it.
-
-    Files are ordered by the number their name ends with (``mysql-bin.000010`` after
-    ``mysql-bin.000009``, and ``mysql-bin.1000000`` after ``mysql-bin.999999``).
-    """
-
-    file: str
-    pos: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
-
-    @property
-    def seq(self) -> int:
-        return log_file_seq(self.file)
-
-    def sort_key(self) -> tuple[int, int]:
-        return (self.seq, self.pos)
-
-    @classmethod
-    def parse(cls, text: str) -> LogPosition:
-        """Parse ``FILE:POS`` (the form ``--until-position`` takes)."""
-        name, sep, pos = text.rpartition(":")
-        if not sep or not name or not pos.isdigit():
-            raise UsageError(f"invalid log position {text!r}: expected FILE:POS, e.g. mysql-bin.000042:1337")
-        if not _TRAILING_DIGITS.search(name):
-            raise UsageError(f"invalid log file name {name!r}: it must end with a number")
-        return cls(name, int(pos))
-
-
-def log_file_seq(name: str) -> int:
-    """The number a log file name ends with; -1 when it has none."""
-    match = _TRAILING_DIGITS.search(name)
-    return int(match.group(1)) if match else -1
+if TYPE_CHECKING:
+    from dtstore.snapshots.manifest import Snapshot
 
 
 @dataclass(frozen=True)
@@ -130,6 +91,8 @@ def parse_until(text: str) -> dt.datetime:
 
     A time without an offset is the local time of the machine running dtstore (``TZ`` applies).
     """
+    if not text.strip():
+        raise UsageError("--until needs a time (ISO 8601, e.g. 2026-11-29T14:05:00+01:00); it was empty")
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError as exc:
@@ -173,24 +136,30 @@ class RestorePlan:
         }
 
 
+class RepositoryView(Protocol):
+    """The part of :class:`dtstore.Repository` a connector uses: its history and stored items."""
+
+    def snapshots(self) -> list[Snapshot]: ...
+
+    def open_item(self, snapshot: Snapshot, path: str | bytes) -> BinaryIO: ...
+
+
 class Connector(Protocol):
-    """What ``connectors/__init__.py`` loads for a URL scheme."""
+    """What ``connectors/__init__.py`` loads for a URL scheme (``spec/connectors.md`` §7)."""
 
+    kind: str
     schemes: tuple[str, ...]
+    modes: tuple[str, ...]
+    """the snapshot modes it supports besides ``auto`` (``full``, ``diff``, ``log``)"""
 
-    def make_source(self, url: str, *, repo: Any, mode: str = "full", stage_dir: Path | None = None) -> Source:
-        """A Source for ``dtstore snapshot URL``; ``mode`` is full, log or auto."""
+    def make_source(self, url: str, *, repo: RepositoryView | None, mode: str, stage_dir: Path | None) -> Source:
+        """A Source for ``dtstore snapshot URL --mode MODE``."""
+        ...
 
-    def restore_to(
-        self,
-        url: str,
-        *,
-        repo: Any,
-        until: str | None,
-        until_position: str | None,
-        databases: list[str] | None,
-        source_id: str | None,
-        dry_run: bool,
-        progress: Progress | None = None,
-    ) -> RestorePlan:
-        """Plan, verify the chain, execute unless ``dry_run``; return the plan."""
+    def plan(self, request: Any, history: Sequence[SnapshotInfo]) -> RestorePlan:
+        """Pure: the restore plan for ``request`` (a RestoreRequest) over one source's history."""
+        ...
+
+    def execute(self, plan: Any, request: Any, repo: RepositoryView, progress: ProgressCallback) -> None:
+        """Run a plan made by :meth:`plan` against the target of ``request``."""
+        ...

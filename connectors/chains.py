@@ -28,16 +28,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dtstore.connectors.base import iso
 from dtstore.connectors.positions import Position
 from dtstore.errors import ChainError
 
 LinkKind = Literal["full", "diff", "log"]
 LINK_KINDS: tuple[LinkKind, ...] = ("full", "diff", "log")
-
-
-def iso(value: dt.datetime) -> str:
-    """UTC ISO 8601 with a ``Z``, the form every connector records times in."""
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -303,14 +299,16 @@ def _reaches(plan: ChainPlan, target: Target) -> bool:
     return target.is_latest or _covers(target, plan.last)
 
 
-def _later_unreached(links: Sequence[Link], plan: ChainPlan) -> list[Link]:
+def _later_unreached(links: Sequence[Link], plan: ChainPlan, *, fulls: bool = False) -> list[Link]:
+    """Links newer than the plan's end that it does not use (fulls only when ``fulls``: a newer full
+    is a new start, not a gap in this chain, unless a target between them is asked for)."""
     used = {id(link) for link in plan.links}
     last = plan.last
     return [
         link
         for link in links
         if id(link) not in used and link.time_until > last.time_until and link.taken > last.taken
-        and (link.kind == "log" or link.base_ref is not None)
+        and (fulls or link.kind != "full")
     ]
 
 
@@ -382,7 +380,7 @@ def _no_base_message(links: Sequence[Link], target: Target, stream: str) -> str:
 def _unreached_message(links: Sequence[Link], best: ChainPlan, target: Target, explain: Explain) -> str:
     end = iso(best.reached_time) if target.time is not None else str(best.last.end)
     what = target.describe()
-    later = _later_unreached(links, best)
+    later = _later_unreached(links, best, fulls=True)
     if later:
         gap = _gap(best.stream, best, later, explain)
         return (

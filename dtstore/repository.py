@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import getpass
 import io
@@ -36,7 +37,13 @@ from dtstore.errors import (
 )
 from dtstore.maintenance.check import CheckReport, CheckRun
 from dtstore.maintenance.keys import KeyEntry, add_key, list_keys, remove_key
-from dtstore.maintenance.locks import LockInfo, check_not_exclusively_locked, hold_lock, remove_locks
+from dtstore.maintenance.locks import (
+    LockInfo,
+    check_not_exclusively_locked,
+    hold_lock,
+    hold_source_lock,
+    remove_locks,
+)
 from dtstore.maintenance.prune import (
     DEFAULT_GRACE,
     PrunePlan,
@@ -62,7 +69,9 @@ from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
 from dtstore.restore import RestoreRun, normalize_include, plan_restore
 from dtstore.sessions import WriterSession
-from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items
+from dtstore.snapshots import select
+from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items, retagged
+from dtstore.snapshots.select import SnapshotFilter
 from dtstore.snapshots.store import SnapshotStore
 from dtstore.sources.base import Source
 from dtstore.storage import layout
@@ -231,9 +240,36 @@ class Repository:
         """One snapshot by its full ID (no listing)."""
         return self._snapshots.load(snapshot_id)
 
-    def get_snapshot(self, ref: str) -> Snapshot:
-        """``latest``, a snapshot ID or a unique prefix of one."""
-        return self._snapshots.resolve(ref)
+    def get_snapshot(self, ref: str, flt: SnapshotFilter | None = None) -> Snapshot:
+        """``latest``, a snapshot ID or a unique prefix of one; with a filter, ``latest`` is the newest
+        snapshot that passes it, and a snapshot named by ID must pass it (``dtstore.snapshots.select``)."""
+        if flt is None or flt.is_empty():
+            return self._snapshots.resolve(ref)
+        if ref == "latest":
+            return select.latest(self.snapshots(), flt)
+        return select.check(self._snapshots.resolve(ref), flt)
+
+    def retag(self, snapshots: Sequence[Snapshot], *, add: Sequence[str] = (), remove: Sequence[str] = (),
+              set_tags: Sequence[str] | None = None) -> list[tuple[Snapshot, Snapshot]]:
+        """Rewrite the manifests of these snapshots with changed tags (restic's ``tag``): new IDs,
+        ``original`` set to the first ID; the old manifests are deleted only after every new one is
+        written.  Snapshots whose tags do not change are left alone.  Returns (old, new) pairs."""
+        if set_tags is not None and (add or remove):
+            raise UsageError("--set cannot be combined with --add or --remove")
+        if set_tags is None and not add and not remove:
+            raise UsageError("nothing to do: give --add, --remove or --set")
+        rewritten: list[tuple[Snapshot, Snapshot]] = []
+        with WriterSession(self.store, self._sealer, default_host()):
+            check_not_exclusively_locked(self.store, self._sealer, default_host())
+            for old in snapshots:
+                tags = retagged(old.tags, add=add, remove=remove, set_tags=set_tags)
+                if tags == old.tags:
+                    continue
+                new = dataclasses.replace(old, id="", tags=tags, original=old.original or old.id)
+                rewritten.append((old, self._snapshots.save(new)))
+        for old, _ in rewritten:
+            self._snapshots.delete(old.id)
+        return rewritten
 
     def _stream(self, chunks: Sequence[bytes]) -> BinaryIO:
         raw = ObjectStream(self._reader(), chunks, self._pool(), readahead=self.store.capabilities.connections * 2)
@@ -273,11 +309,31 @@ class Repository:
                 self.record_damage(run.damage, found_by="restore")
 
     # writing --------------------------------------------------------------------------------
+    def source_lock(self, source_id: str, *, wait: float = 0.0) -> AbstractContextManager[LockInfo]:
+        """Hold the lock that lets one run of ``source_id`` at a time write (RepositoryLocked after ``wait`` s)."""
+        return hold_source_lock(self.store, self._sealer, default_host(), source_id, wait=wait)
+
     def snapshot(self, sources: Sequence[Source], *, tags: Sequence[str] = (), host: str | None = None,
-                 progress: ProgressCallback = no_progress, parent: Snapshot | None = None) -> Snapshot:
-        """Store the sources and commit a snapshot; nothing is committed if any source fails."""
+                 progress: ProgressCallback = no_progress, parent: Snapshot | None = None,
+                 lock_wait: float = 0.0) -> Snapshot:
+        """Store the sources and commit a snapshot; nothing is committed if any source fails.
+
+        A source with ``exclusive = True`` (a connector with a log chain) is locked for the whole run,
+        then its ``prepare()`` reads its history: two runs of it never overlap.
+        """
         if not sources:
             raise UsageError("nothing to back up")
+        with ExitStack() as locks:
+            for source in sources:
+                if getattr(source, "exclusive", False):
+                    locks.enter_context(self.source_lock(source.source_id, wait=lock_wait))
+                    prepare = getattr(source, "prepare", None)
+                    if prepare is not None:
+                        prepare()
+            return self._snapshot(sources, tags=tags, host=host, progress=progress, parent=parent)
+
+    def _snapshot(self, sources: Sequence[Source], *, tags: Sequence[str], host: str | None,
+                  progress: ProgressCallback, parent: Snapshot | None) -> Snapshot:
         host = host or default_host()
         started = clock.now()
         with WriterSession(self.store, self._sealer, default_host()) as session:

@@ -14,13 +14,90 @@ the ``mysql`` extra installed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dtstore.connectors.base import SnapshotInfo, from_iso
+from dtstore.connectors.base import ChainCheck, SnapshotInfo, from_iso
 from dtstore.connectors.chains import Link
 from dtstore.connectors.positions import BinlogPosition, log_file_base, log_file_seq
 
 KIND = "mysql"
+
+
+@dataclass(frozen=True)
+class NextBinlog:
+    """The first binlog an archive does not hold yet, and the GTID state it starts with."""
+
+    file: str
+    start_state: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "start_state": self.start_state}
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any], key: str = "binlog_next") -> NextBinlog | None:
+        value = meta.get(key)
+        return cls(str(value["file"]), str(value.get("start_state", ""))) if value else None
+
+
+def is_full(snap: SnapshotInfo) -> bool:
+    return snap.meta.get("mode") == "full"
+
+
+def follows(log: SnapshotInfo, expected: NextBinlog) -> bool:
+    return log.meta.get("mode") == "log" and NextBinlog.of(log.meta, "binlog_from") == expected
+
+
+def check_log_base(history: Sequence[SnapshotInfo]) -> ChainCheck:
+    """Can a log snapshot be taken now?  The latest snapshot must chain back to a full with coordinates."""
+    if not history:
+        return ChainCheck.broken("there is no earlier snapshot of this server")
+    current = history[-1]
+    if NextBinlog.of(current.meta) is None:
+        return ChainCheck.broken(
+            f"the latest snapshot {current.short_id} has no binlog coordinates (binary logging was off)"
+        )
+    while not is_full(current):
+        expected = NextBinlog.of(current.meta, "binlog_from")
+        earlier = [s for s in history if s.time < current.time and NextBinlog.of(s.meta) == expected]
+        if expected is None or not earlier:
+            return ChainCheck.broken(
+                f"log snapshot {current.short_id} does not continue any snapshot in the "
+                "repository (was its base forgotten?)"
+            )
+        current = earlier[-1]
+    return ChainCheck.good()
+
+
+def check_server_continuity(
+    expected: NextBinlog, server_logs: Sequence[tuple[str, int]], server_state: str | None
+) -> ChainCheck:
+    """Does the server still hold the binlog the archive needs next, with the same history?
+
+    ``server_state`` is the GTID state the server's copy of ``expected.file`` starts with (None if
+    the server no longer has that file).
+    """
+    names = [name for name, _ in server_logs]
+    if expected.file in names:
+        if server_state is not None and server_state != expected.start_state:
+            return ChainCheck.broken(
+                f"binlog {expected.file} on the server starts at GTID state {server_state or '[]'} but the "
+                f"archive expects {expected.start_state or '[]'}: the binary logs were reset (RESET MASTER) "
+                "or this is another server"
+            )
+        return ChainCheck.good()
+    first = names[0] if names else None
+    same_stream = first is not None and log_file_base(first) == log_file_base(expected.file)
+    if first and same_stream and log_file_seq(first) > log_file_seq(expected.file):
+        return ChainCheck.broken(
+            f"binlog {expected.file} was purged from the server before it was archived "
+            f"(the oldest binlog on the server is {names[0]})"
+        )
+    newest = names[-1] if names else "none"
+    return ChainCheck.broken(
+        f"binlog {expected.file} is not on the server (newest: {newest}): the binary logs "
+        "were reset (RESET MASTER), renamed, or this is another server"
+    )
 
 
 def _boundary(value: Mapping[str, Any] | None) -> BinlogPosition | None:
@@ -96,4 +173,15 @@ def explain(end: BinlogPosition, next_start: BinlogPosition | None) -> str:
     return f"{missing} missing"
 
 
-__all__ = ["KIND", "explain", "full_link", "links", "log_link"]
+__all__ = [
+    "KIND",
+    "NextBinlog",
+    "check_log_base",
+    "check_server_continuity",
+    "explain",
+    "follows",
+    "full_link",
+    "is_full",
+    "links",
+    "log_link",
+]

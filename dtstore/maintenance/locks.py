@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -87,7 +88,59 @@ def check_not_exclusively_locked(store: BlobStore, sealer: Sealer, host: str) ->
 @contextmanager
 def hold_lock(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterator[LockInfo]:
     """Take a ``prune`` or ``exclusive`` lock, refusing if a conflicting live lock exists."""
-    conflicting = {"prune", "exclusive"}
+    with _published(store, sealer, host, kind) as lock:
+        others = [x for x in live_locks(store, sealer, host, {"prune", "exclusive"}) if x.lock_id != lock.lock_id]
+        if others:
+            raise RepositoryLocked(f"cannot take the {kind} lock: {others[0].describe()}")
+        yield lock
+
+
+def remove_locks(store: BlobStore, sealer: Sealer, host: str, *, all_locks: bool) -> list[LockInfo]:
+    """``dtstore unlock``: remove stale locks (or every lock with ``all_locks``)."""
+    now = clock.now()
+    removed = []
+    for lock in read_locks(store, sealer):
+        if all_locks or lock.is_stale(now, host):
+            store.delete(layout.lock_name(lock.lock_id))
+            removed.append(lock)
+    return removed
+
+
+SOURCE_LOCK_POLL_SECONDS = 1.0
+
+
+def source_lock_kind(source_id: str) -> str:
+    return f"source:{source_id}"
+
+
+@contextmanager
+def hold_source_lock(store: BlobStore, sealer: Sealer, host: str, source_id: str, *,
+                     wait: float = 0.0) -> Iterator[LockInfo]:
+    """One run per source at a time, across every host that writes to the repository.
+
+    A run publishes its lock, then lists the live locks of the same source: the oldest (by creation
+    time, then ID) wins, the others withdraw theirs and try again until ``wait`` seconds have passed
+    (RepositoryLocked, exit 11).  Two log runs of one source can then never both continue the same
+    base and fork its chain.  Prune and backups of other sources are not affected.
+    """
+    kind = source_lock_kind(source_id)
+    deadline = clock.monotonic() + max(wait, 0.0)
+    while True:
+        with _published(store, sealer, host, kind) as mine:
+            rivals = [x for x in live_locks(store, sealer, host, {kind}) if x.lock_id != mine.lock_id]
+            first = min([mine, *rivals], key=lambda x: (x.created, x.lock_id))
+            if first is mine:
+                yield mine
+                return
+        if clock.monotonic() >= deadline:
+            raise RepositoryLocked(f"another run of source {source_id} is in progress ({first.describe()}); "
+                                   "wait for it, or give --lock-wait SECONDS")
+        time.sleep(min(SOURCE_LOCK_POLL_SECONDS, max(deadline - clock.monotonic(), 0.01)))
+
+
+@contextmanager
+def _published(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterator[LockInfo]:
+    """A lock object of ``kind`` with a heartbeat, removed on exit; no conflict check."""
     now = clock.now()
     lock = LockInfo(os.urandom(16).hex(), kind, host, os.getpid(), now, now)
     name = layout.lock_name(lock.lock_id)
@@ -98,10 +151,6 @@ def hold_lock(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterato
         store.put(name, sealer.seal(msgpack.packb(doc), AAD_LOCK))
 
     write()
-    others = [x for x in live_locks(store, sealer, host, conflicting) if x.lock_id != lock.lock_id]
-    if others:
-        store.delete(name)
-        raise RepositoryLocked(f"cannot take the {kind} lock: {others[0].describe()}")
     stop = threading.Event()
 
     def beat() -> None:
@@ -118,14 +167,3 @@ def hold_lock(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterato
         thread.join()
         with suppress(StorageError):
             store.delete(name)
-
-
-def remove_locks(store: BlobStore, sealer: Sealer, host: str, *, all_locks: bool) -> list[LockInfo]:
-    """``dtstore unlock``: remove stale locks (or every lock with ``all_locks``)."""
-    now = clock.now()
-    removed = []
-    for lock in read_locks(store, sealer):
-        if all_locks or lock.is_stale(now, host):
-            store.delete(layout.lock_name(lock.lock_id))
-            removed.append(lock)
-    return removed

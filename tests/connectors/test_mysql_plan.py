@@ -17,25 +17,18 @@ from typing import Any
 
 import pytest
 
-from dtstore.connectors import _proc, is_connector_url, load
-from dtstore.connectors.base import LogPosition, SnapshotInfo, parse_until, pick_source_id
-from dtstore.connectors.mysql import (
-    DumpSplitter,
-    DumpTruncated,
-    MysqlRestorePlan,
-    NextBinlog,
-    Target,
-    _load_in_parallel,
-    build_chain,
-    check_log_base,
-    check_server_continuity,
-    item_path,
-    parse_url,
-    plan_restore,
-    replay_commands,
-    scan_binlog,
-    select_grant_blocks,
-)
+from dtstore.connectors import _proc, chains, is_connector_url, load
+from dtstore.connectors.base import SnapshotInfo, parse_until, pick_source_id
+from dtstore.connectors.chains import Target
+from dtstore.connectors.fetch import run_parallel as _load_in_parallel
+from dtstore.connectors.mysql.binlog import scan_binlog
+from dtstore.connectors.mysql.chain import NextBinlog, check_log_base, check_server_continuity, links
+from dtstore.connectors.mysql.dump import DumpSplitter, DumpTruncated, item_path
+from dtstore.connectors.mysql.plan import MysqlRestorePlan, plan_restore
+from dtstore.connectors.mysql.restore import replay_commands, select_grant_blocks
+from dtstore.connectors.mysql.url import parse_url
+from dtstore.connectors.positions import BinlogPosition as LogPosition
+from dtstore.connectors.request import RestoreRequest, stop_target
 from dtstore.errors import ChainError, ConnectorError, UsageError
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
@@ -83,11 +76,11 @@ def test_databases_load_at_once_up_to_jobs_and_every_load_finishes_before_a_fail
         if fail:
             raise ConnectorError(f"loading {name} failed")
 
-    _load_in_parallel([partial(load, n) for n in "abcde"], jobs=2)
+    _load_in_parallel([partial(load, n) for n in "abcde"], workers=2)
     assert sorted(done) == list("abcde") and peak[0] == 2
     done.clear()
     with pytest.raises(ConnectorError, match="loading b failed"):
-        _load_in_parallel([partial(load, "a"), partial(load, "b", True), partial(load, "c")], jobs=3)
+        _load_in_parallel([partial(load, "a"), partial(load, "b", True), partial(load, "c")], workers=3)
     assert sorted(done) == ["a", "b", "c"]
 
 
@@ -115,7 +108,8 @@ def test_registry_recognises_database_urls_and_hints_at_the_extra(monkeypatch: p
     assert not is_connector_url("/var/backups") and not is_connector_url("s3://bucket/repo")
     with pytest.raises(UsageError, match="no connector"):
         load("oracle")
-    monkeypatch.delitem(sys.modules, "dtstore.connectors.mysql", raising=False)
+    for name in [m for m in sys.modules if m.startswith("dtstore.connectors.mysql")]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mysql", None)  # as if mysql-connector-python were not installed
     with pytest.raises(UsageError, match=r"pip install \"dtstore\[mysql\]\""):
         load("mysql")
@@ -145,11 +139,18 @@ def test_until_naive_is_local_time_and_aware_is_converted(tokyo: None) -> None:
     assert parse_until("2026-11-29 21:00:05") == dt.datetime(2026, 11, 29, 12, 0, 5, tzinfo=dt.UTC)
     assert parse_until("2026-11-29T13:00:05+01:00") == dt.datetime(2026, 11, 29, 12, 0, 5, tzinfo=dt.UTC)
     assert parse_until("2026-11-29T12:00:05Z") == dt.datetime(2026, 11, 29, 12, 0, 5, tzinfo=dt.UTC)
-    assert Target.parse("2026-11-29T12:00:05.9Z", None).time == at(5)  # to the second, never later
+    request = RestoreRequest("mysql://u@h/", until="2026-11-29T12:00:05.9Z")
+    assert stop_target(request, position_kind="binlog", parse=LogPosition.parse).time == at(5)  # never later
+    by_position = RestoreRequest("mysql://u@h/", until_position="binlog:mysql-bin.000001:4")
+    assert stop_target(by_position, position_kind="binlog", parse=LogPosition.parse).position == LogPosition(
+        "mysql-bin.000001", 4
+    )
     with pytest.raises(UsageError):
         parse_until("yesterday")
+    with pytest.raises(UsageError, match="empty"):
+        RestoreRequest("mysql://u@h/", until="")
     with pytest.raises(UsageError, match="not both"):
-        Target.parse("2026-11-29T12:00:05Z", "mysql-bin.000001:4")
+        RestoreRequest("mysql://u@h/", until="2026-11-29T12:00:05Z", until_position="mysql-bin.000001:4")
 
 
 # --- dump splitting -------------------------------------------------------------------------------
@@ -348,6 +349,13 @@ def test_server_continuity_detects_purge_reset_and_other_servers() -> None:
     assert "not on the server" in check_server_continuity(expected, [("other.000009", 10)], None).reason
 
 
+def build_chain(history: list[SnapshotInfo], full: SnapshotInfo) -> list[SnapshotInfo]:
+    found = links(history)
+    base = next(link for link in found if link.snapshot_id == full.id)
+    chained = chains.follow([link for link in found if link.kind == "log"], base)
+    return [next(s for s in history if s.id == link.snapshot_id) for link in chained]
+
+
 def test_chain_continues_across_a_later_full_and_stops_at_a_gap() -> None:
     assert [s.short_id for s in build_chain(HISTORY, HISTORY[0])] == ["l1", "l2", "l3"]
     assert [s.short_id for s in build_chain(HISTORY, HISTORY[3])] == ["l3"]
@@ -357,9 +365,18 @@ def test_chain_continues_across_a_later_full_and_stops_at_a_gap() -> None:
     assert build_chain(reset, reset[0]) == []
 
 
+def test_latest_refuses_a_gap_unless_allowed_and_names_the_missing_binlog() -> None:
+    broken = [HISTORY[0], HISTORY[1], log("l2", 120, 4, 5)]  # 000003 never archived
+    with pytest.raises(ChainError, match=r"mysql-bin\.000003 missing.*--allow-gap"):
+        plan(Target(), history=broken)
+    p = plan_restore(broken, target=Target(), databases=None, source_id="s", target_display="t", allow_gap=True)
+    assert [s.short_id for s in p.logs] == ["l1"] and p.gap is not None
+    assert any("before a gap" in line for line in p.describe()) and p.to_json()["gap"]["next_snapshot"]
+
+
 def test_plan_by_time_uses_the_last_full_before_the_target_and_its_chain() -> None:
     p = plan(Target(time=at(100)))
-    assert p.full.short_id == "f1" and [s.short_id for s in p.logs] == ["l1", "l2", "l3"]
+    assert p.full.short_id == "f1" and [s.short_id for s in p.logs] == ["l1", "l2"]  # nothing after the target's log
     assert names(p)[0] == "mysql-bin.000001" and p.start == LogPosition("mysql-bin.000001", 300)
     assert p.grants_path == "mysql/_grants.sql" and p.replay_databases is None
     later = plan(Target(time=at(170)))
@@ -394,7 +411,7 @@ def test_plan_by_position_cuts_the_binlog_list() -> None:
 def test_plan_for_some_databases_filters_the_replay_and_skips_grants() -> None:
     p = plan(Target(), databases=["b"])
     assert p.databases == [("b", "mysql/b.sql")] and p.replay_databases == ["b"] and p.grants_path is None
-    with pytest.raises(ChainError, match="contains database"):
+    with pytest.raises(UsageError, match="nope; known: a, b"):
         plan(Target(), databases=["nope"])
     partial = [full("f1", 0, "mysql-bin.000001", 300, dbs=("a",), all_databases=False)]
     assert plan(Target(), history=partial).replay_databases == ["a"]  # never replay what was not loaded
