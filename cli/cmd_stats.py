@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
 from dtstore.cli._repo import open_repo
@@ -10,7 +11,9 @@ from dtstore.cli.output import Output, human_size
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("stats", parents=[common], help="repository statistics")
+    p = sub.add_parser("stats", parents=[common], help="repository statistics",
+                       description="Repository size, deduplication ratio, and each snapshot's size and what it "
+                                   "added (times local, or UTC with --utc; always UTC in --json).")
     p.set_defaults(run=run)
 
 
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     ratio = stats["dedup_ratio"]
     out.line(f"dedup ratio:    {ratio:.2f}x" if ratio else "dedup ratio:    -")
     for snap in stats["per_snapshot"]:
-        out.line(f"  {snap['id'][:8]}  {snap['time']}  {human_size(snap['bytes_total']):>10} "
+        when = out.when(dt.datetime.fromisoformat(snap["time"].replace("Z", "+00:00")))
+        out.line(f"  {snap['id'][:8]}  {when}  {human_size(snap['bytes_total']):>10} "
                  f"added {human_size(snap['bytes_added'])}")
     return 0

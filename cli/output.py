@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -13,11 +16,24 @@ from dtstore.progress import ProgressCallback, ProgressEvent, no_progress
 
 
 class Output:
-    def __init__(self, *, as_json: bool, quiet: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(self, *, as_json: bool, quiet: bool = False, stream: TextIO | None = None, utc: bool = False) -> None:
         self.json = as_json
         self.quiet = quiet
+        self.utc = utc
         self.out = stream or sys.stdout
         self.err = sys.stderr
+
+    def when(self, moment: dt.datetime) -> str:
+        """The one time rule of text output: local time, or UTC (with a ``Z``) under ``--utc``."""
+        if self.utc:
+            return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+    def width(self) -> int | None:
+        """Columns to fit a table into: the terminal's (or ``$COLUMNS``), None when not a terminal."""
+        if os.environ.get("COLUMNS") or self.out.isatty():
+            return shutil.get_terminal_size().columns
+        return None
 
     def emit(self, obj: dict[str, Any]) -> None:
         """One JSON line (in --json mode)."""
@@ -78,19 +94,12 @@ class Output:
 class _RichProgress:
     def __init__(self, title: str, stream: TextIO) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._console = Console(file=stream)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                             TransferSpeedColumn(), TimeRemainingColumn(), console=self._console,
-                             transient=True)
+        # IEC units (KiB, MiB) like every summary; the total and ETA show once the source's size is known
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                             _speed_column(), TimeRemainingColumn(), console=self._console, transient=True)
         self._task = self._bar.add_task(title, total=None)
 
     def __enter__(self) -> ProgressCallback:
@@ -107,6 +116,43 @@ class _RichProgress:
         self._bar.update(self._task, completed=event.bytes_done, total=event.bytes_total)
 
 
+def _speed_column() -> Any:
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class IecSpeed(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?/s" if speed is None else f"{human_size(speed)}/s", style="progress.data.speed")
+
+    return IecSpeed()
+
+
+def fit_table(headers: list[str], rows: list[list[str]], *, width: int | None, flexible: Collection[int],
+              right: Collection[int] = ()) -> list[str]:
+    """Lines of a table whose columns are two spaces apart.  When it is wider than ``width``, the
+    widest ``flexible`` column is narrowed (to no less than 6) until it fits, cutting cells with
+    ``…``; the last column is never padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    if width is not None:
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            candidates = [i for i in flexible if widths[i] > max(6, len(headers[i]))]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: widths[i])
+            excess = sum(widths) + 2 * (len(widths) - 1) - width
+            widths[widest] = max(6, len(headers[widest]), widths[widest] - excess)
+
+    def cell(text: str, i: int) -> str:
+        if len(text) > widths[i]:
+            text = text[: widths[i] - 1] + "…"
+        if i == len(widths) - 1 and i not in right:
+            return text
+        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
+
+    return ["  ".join(cell(text, i) for i, text in enumerate(row)).rstrip() for row in [headers, *rows]]
+
+
 def printable(text: str) -> str:
     """Names that are not UTF-8 (surrogate-escaped) shown as \\xNN instead of crashing the terminal."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -120,4 +166,4 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-__all__ = ["Output", "human_size", "no_progress"]
+__all__ = ["Output", "fit_table", "human_size", "no_progress"]

@@ -3,7 +3,8 @@
 The public API::
 
     repo = dtstore.Repository.init(url, password=...)     # or Repository.open(...)
-    snap = repo.snapshot([dtstore.FilesSource(["/var/backups"])], tags=["nightly"])
+    snap = repo.snapshot([dtstore.FilesSource(["/var/backups"], excludes=dtstore.Excludes(exclude=("*.tmp",)))])
+    repo.get_snapshot("latest", dtstore.SnapshotFilter(hosts=("db1",), tags=("nightly",)))
     repo.snapshots(); repo.restore(snap, "/tmp/r"); repo.open_item(snap, "var/backups/x.sql")
 """
 
@@ -15,7 +16,9 @@ from dtstore.errors import DtstoreError
 from dtstore.progress import ProgressCallback, ProgressEvent
 from dtstore.repository import Repository
 from dtstore.snapshots.manifest import Item, Snapshot
+from dtstore.snapshots.select import SnapshotFilter
 from dtstore.sources.base import Entry, FileIdentity, Reporter, Source
+from dtstore.sources.excludes import Excludes
 from dtstore.sources.files import FilesSource
 from dtstore.sources.stream import CommandSource, StdinSource
 
@@ -23,6 +26,7 @@ __all__ = [
     "CommandSource",
     "DtstoreError",
     "Entry",
+    "Excludes",
     "FileIdentity",
     "FilesSource",
     "Item",
@@ -31,6 +35,7 @@ __all__ = [
     "Reporter",
     "Repository",
     "Snapshot",
+    "SnapshotFilter",
     "Source",
     "StdinSource",
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -114,13 +115,22 @@ class BackupRun:
 
     def run(self, sources: Sequence[Source]) -> BackupResult:
         started = time.monotonic()
-        self._progress.total = _estimate(sources)
+        # a source that says so (a files source walks its tree once more) is estimated beside the
+        # backup, and the progress total appears when it is known; the others before it starts
+        if all(getattr(s, "estimate_concurrently", False) for s in sources):
+            estimator = threading.Thread(target=self._estimate_beside, args=(sources,), name="dtstore-estimate",
+                                         daemon=True)
+            estimator.start()
+        else:
+            self._estimate(sources)
         for source in sources:
             for entry in source.entries(self._reporter):
                 self._store_entry(entry)
                 self._progress.items_done += 1
         items_ref = self._items.close()
         self._content.flush()
+        if self._progress.total is not None:
+            self._progress.total = max(self._progress.total, self._progress.bytes_done)
         self._progress.emit()
         stats = self._content.stats
         summary: dict[str, Any] = {
@@ -136,6 +146,15 @@ class BackupRun:
             "warnings": self._reporter.warnings,
         }
         return BackupResult(items_ref, self._items.count, summary, self._file_records)
+
+    def _estimate(self, sources: Sequence[Source]) -> None:
+        total = _estimate(sources)
+        if total is not None:
+            self._progress.total = max(total, self._progress.bytes_done)
+
+    def _estimate_beside(self, sources: Sequence[Source]) -> None:
+        with contextlib.suppress(Exception):  # only a display aid: a failure leaves the total unknown
+            self._estimate(sources)
 
     def _store_entry(self, entry: Entry) -> None:
         item = Item(path=entry.path, type=entry.type, mode=entry.mode, uid=entry.uid, gid=entry.gid,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -107,13 +107,15 @@ class Snapshot:
     items_chunks: list[bytes]
     items_count: int
     username: str = ""
+    original: str | None = None
+    """the ID of the snapshot this one was rewritten from (``tag``), kept through rewrites"""
 
     @property
     def short_id(self) -> str:
         return self.id[:8]
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc = {
             "version": MANIFEST_VERSION,
             "time": self.time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
             "host": clean(self.host),
@@ -126,6 +128,9 @@ class Snapshot:
             "program_version": self.program_version,
             "items": {"chunks": b"".join(self.items_chunks), "count": self.items_count},
         }
+        if self.original:
+            doc["original"] = self.original
+        return doc
 
     @classmethod
     def from_doc(cls, snapshot_id: str, doc: dict[str, Any]) -> Snapshot:
@@ -141,7 +146,7 @@ class Snapshot:
             source_metadata=dict(source["metadata"]), summary=dict(doc["summary"]),
             parent=doc.get("parent"), program_version=doc.get("program_version", ""),
             items_chunks=[raw[i : i + CHUNK_ID_SIZE] for i in range(0, len(raw), CHUNK_ID_SIZE)],
-            items_count=int(doc["items"]["count"]),
+            items_count=int(doc["items"]["count"]), original=doc.get("original"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -153,7 +158,21 @@ class Snapshot:
             "source": {"kind": self.source_kind, "id": self.source_id, "metadata": self.source_metadata},
             "paths": self.paths, "parent": self.parent, "summary": self.summary,
             "program_version": self.program_version,
+            **({"original": self.original} if self.original else {}),
         }
+
+
+def retagged(tags: Sequence[str], *, add: Sequence[str] = (), remove: Sequence[str] = (),
+             set_tags: Sequence[str] | None = None) -> list[str]:
+    """restic's ``tag`` rules: ``set_tags`` replaces the tags; otherwise ``add`` appends the tags not
+    yet there and ``remove`` drops every occurrence.  Order is kept; duplicates are dropped."""
+    base = list(set_tags) if set_tags is not None else [*tags, *add]
+    gone = {clean(t) for t in remove}
+    out: list[str] = []
+    for tag in (clean(t) for t in base):
+        if tag and tag not in gone and tag not in out:
+            out.append(tag)
+    return out
 
 
 def encode_manifest(snapshot: Snapshot) -> bytes:

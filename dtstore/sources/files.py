@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat as statmod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
 from dtstore.errors import UsageError
 from dtstore.sources.base import Entry, FileIdentity, Reporter, mode_type
+from dtstore.sources.excludes import NO_EXCLUDES, Excludes
 
 
 def stored_path(path: bytes) -> bytes:
@@ -18,15 +19,19 @@ def stored_path(path: bytes) -> bytes:
 
 
 class FilesSource:
-    kind = "files"
+    """Files and trees below ``paths``, less what ``excludes`` leaves out (``dtstore.Excludes``)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    kind = "files"
+    estimate_concurrently = True
+
+    def __init__(self, paths: Sequence[str | bytes], excludes: Excludes | None = None) -> None:
         if not paths:
             raise UsageError("no paths to back up")
         self._paths = [os.fsencode(os.path.abspath(p)) for p in paths]
         for raw in self._paths:
             if not os.path.lexists(raw):
                 raise UsageError(f"{os.fsdecode(raw)}: no such file or directory")
+        self.excludes = excludes or NO_EXCLUDES
 
     @property
     def source_id(self) -> str:
@@ -37,32 +42,82 @@ class FilesSource:
         return [os.fsdecode(p) for p in self._paths]
 
     def metadata(self) -> dict[str, Any]:
-        return {}
+        if self.excludes.is_empty():
+            return {}
+        ex = self.excludes
+        recorded = {key: list(value) if isinstance(value, tuple) else value
+                    for key in Excludes.KEYS if (value := getattr(ex, key)) not in ((), False, None)}
+        return {"excludes": recorded}
 
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
         for top in sorted(self._paths):
-            yield from self._walk(top, reporter)
+            try:
+                device = os.lstat(top).st_dev
+            except OSError:
+                device = -1
+            yield from self._walk(top, reporter, device, [])
 
-    def _walk(self, path: bytes, reporter: Reporter) -> Iterator[Entry]:
+    def estimated_size(self) -> int:
+        """The bytes of the regular files ``entries`` would yield (one walk of the metadata)."""
+        total = 0
+        for top in sorted(self._paths):
+            try:
+                device = os.lstat(top).st_dev
+            except OSError:
+                continue
+            for entry in self._walk(top, _SILENT, device, []):
+                total += entry.size or 0
+        return total
+
+    def _walk(self, path: bytes, reporter: Reporter, device: int, pending: list[Entry]) -> Iterator[Entry]:
+        """``pending``: directories left out by a pattern that a ``!`` pattern may re-include below;
+        each is yielded just before the first entry below it that is kept."""
         try:
             st = os.lstat(path)
         except OSError as exc:
             reporter.warn(stored_path(path), f"cannot stat: {exc.strerror}")
             return
+        ex = self.excludes
+        kind = mode_type(st.st_mode)
+        excluded = ex.path_excluded(os.fsdecode(path))
+        if excluded and not (kind == "dir" and ex.may_reinclude_below(os.fsdecode(path))):
+            return
+        if ex.one_file_system and st.st_dev != device and kind != "dir":
+            return
+        if kind == "file" and ex.size_excluded(st.st_size):
+            return
         entry = _entry(path, st)
         if entry is None:
-            reporter.warn(stored_path(path), "skipped: not a regular file, directory or symlink")
+            if not excluded:
+                reporter.warn(stored_path(path), "skipped: not a regular file, directory or symlink")
             return
-        yield entry
-        if entry.type != "dir":
+        if entry.type == "dir" and ex.dir_marked(path):
             return
-        try:
-            names = sorted(e.name for e in os.scandir(path))
-        except OSError as exc:
-            reporter.warn(stored_path(path), f"cannot list directory: {exc.strerror}")
-            return
-        for name in names:
-            yield from self._walk(os.path.join(path, name), reporter)
+        if excluded:
+            pending.append(entry)
+        else:
+            yield from pending
+            pending.clear()
+            yield entry
+        if entry.type == "dir" and not (ex.one_file_system and st.st_dev != device):
+            try:
+                names = sorted(e.name for e in os.scandir(path))
+            except OSError as exc:
+                if not excluded:
+                    reporter.warn(stored_path(path), f"cannot list directory: {exc.strerror}")
+                names = []
+            for name in names:
+                yield from self._walk(os.path.join(path, name), reporter, device, pending)
+        if pending and pending[-1] is entry:
+            pending.pop()
+
+
+class _Silent:
+    def warn(self, path: bytes, message: str) -> None:
+        return None
+
+
+_SILENT = _Silent()
 
 
 def _entry(path: bytes, st: os.stat_result) -> Entry | None:
