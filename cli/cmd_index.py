@@ -11,7 +11,7 @@ from dtstore.cli.output import Output
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("index", parents=[common], help="rebuild the index")
-    p.add_argument("action", choices=["rebuild"])
+    p.add_argument("action", choices=["rebuild"], help="rebuild: write the index anew from the pack trailers")
     p.add_argument("--cache-only", action="store_true", help="only rebuild the local cache from the remote index")
     p.set_defaults(run=run)
 

@@ -13,7 +13,8 @@ from dtstore.errors import UsageError
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("key", parents=[common], help="manage passwords (key slots)")
-    p.add_argument("action", choices=["list", "add", "remove", "passwd"])
+    p.add_argument("action", choices=["list", "add", "remove", "passwd"],
+                   help="list the key slots, add one, remove one, or change this password (passwd)")
     p.add_argument("slot", nargs="?", metavar="KEY_ID", help="for remove: the key slot ID (or prefix)")
     p.add_argument("--new-password-file", metavar="FILE", help="read the new password from FILE")
     p.set_defaults(run=run)

@@ -198,7 +198,8 @@ def test_find_across_snapshots(cli: Cli, two_hosts: dict[str, str], tree: Path) 
     assert (two_hosts["a2"], two_hosts["other"] + "/o.txt") in matches
     assert found[-1] == {"type": "summary", "matches": len(matches), "snapshots": 3}
     # case, path patterns, --snapshot and filters
-    assert len([m for m in lines(cli("find", "--repo", repo, "--json", "-i", "*.log").out) if m["type"] == "match"]) == 4
+    insensitive = lines(cli("find", "--repo", repo, "--json", "-i", "*.log").out)
+    assert len([m for m in insensitive if m["type"] == "match"]) == 4
     assert [m["path"] for m in lines(cli("find", "--repo", repo, "--json", "*.log", "--snapshot",
                                          two_hosts["b1"][:8]).out) if m["type"] == "match"] == [str(tree / "b.log")]
     by_path = lines(cli("find", "--repo", repo, "--json", f"{tree}/**/c.txt", "--host", "b").out)
