@@ -7,6 +7,7 @@ from typing import Any
 
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output, human_size
+from dtstore.errors import IntegrityError
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -23,9 +24,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         for problem in report.problems:
             out.emit({"type": "problem", **problem.to_json()})
+        for healed in report.healed:
+            out.emit({"type": "healed", **healed.to_json()})
         out.emit({"type": "summary", "ok": report.ok, "snapshots": report.snapshots, "packs": report.packs,
                   "packs_read": report.packs_read, "bytes_read": report.bytes_read,
-                  "problems": len(report.problems)})
+                  "problems": len(report.problems), "healed": len(report.healed)})
     else:
         for problem in report.problems:
             out.line(f"problem: {problem.message}")
@@ -33,7 +36,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 out.line(f"  affects snapshot {snap[:8]}")
             for path in problem.paths[:20]:
                 out.line(f"  affects {path}")
+        for healed in report.healed:
+            out.line(f"healed: {healed.message}")
         read = f", read {report.packs_read} pack(s) ({human_size(report.bytes_read)})" if report.packs_read else ""
         verdict = "no problems found" if report.ok else f"{len(report.problems)} problem(s) found"
         out.line(f"checked {report.snapshots} snapshot(s) and {report.packs} pack(s){read}: {verdict}")
-    return 0 if report.ok else 1
+    return 0 if report.ok else IntegrityError.exit_code
