@@ -116,13 +116,11 @@ class ToolProcess:
 
     @property
     def stdout(self) -> BinaryIO:
-        assert self.popen.stdout is not None
-        return self.popen.stdout  # type: ignore[return-value]
+        return _piped(self.popen.stdout, "stdout", self.label)
 
     @property
     def stdin(self) -> BinaryIO:
-        assert self.popen.stdin is not None
-        return self.popen.stdin  # type: ignore[return-value]
+        return _piped(self.popen.stdin, "stdin", self.label)
 
     def stderr_tail(self) -> str:
         self._stderr.seek(0, os.SEEK_END)
@@ -166,6 +164,12 @@ class ToolProcess:
                 self.check()
         finally:
             self.close()
+
+
+def _piped(stream: IO[bytes] | None, name: str, label: str) -> BinaryIO:
+    if stream is None:
+        raise ConnectorError(f"{label} was started without a pipe on its {name}")
+    return stream  # type: ignore[return-value]
 
 
 def failure_message(label: str, code: int, stderr: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from dtstore.errors import ConnectorError
-from dtstore.sessions import pid_alive
+from dtstore.processes import pid_alive
 
 PREFIX = "dtstore-"
 OWNER_FILE = "owner.pid"

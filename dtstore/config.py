@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from dtstore import clock
 from dtstore import format as fmt
 from dtstore.chunking import ChunkerParams
 from dtstore.crypto.aead import Sealer
@@ -23,7 +23,7 @@ class RepoConfig:
     zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL
     pack_size: int = fmt.DEFAULT_PACK_SIZE
     features: tuple[str, ...] = ()
-    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    created: str = field(default_factory=lambda: clock.now().isoformat())
 
     @classmethod
     def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,

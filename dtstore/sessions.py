@@ -20,6 +20,7 @@ from dtstore import clock
 from dtstore.crypto.aead import Sealer
 from dtstore.errors import BlobNotFound, DtstoreError, StorageError, StorageUnavailable
 from dtstore.format import AAD_SESSION
+from dtstore.processes import pid_alive
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 
@@ -44,16 +45,6 @@ class SessionInfo:
         if self.host == this_host:
             return pid_alive(self.pid)
         return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _encode(info: SessionInfo) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,20 @@ FORBIDDEN = {
     "dtstore.snapshots": ["dtstore.backup", "dtstore.restore", "dtstore.repository", "dtstore.maintenance"],
     "dtstore.connectors": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.cli"],
     "dtstore.cli": ["dtstore.storage", "dtstore.content", "dtstore.objects"],
+    "dtstore.backup": ["dtstore.restore", "dtstore.repository", "dtstore.maintenance", "dtstore.cli",
+                       "dtstore.connectors"],
+    "dtstore.restore": ["dtstore.backup", "dtstore.repository", "dtstore.maintenance", "dtstore.cli",
+                        "dtstore.connectors"],
+    "dtstore.sources": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.backup", "dtstore.restore",
+                        "dtstore.repository", "dtstore.maintenance", "dtstore.cli", "dtstore.connectors"],
+    "dtstore.maintenance": ["dtstore.backup", "dtstore.repository", "dtstore.cli", "dtstore.connectors"],
     "dtstore": ["dtstore.cli", "dtstore.connectors"],
+}
+
+# Connectors use the public API and a few neutral core modules, nothing of the layers below the repository.
+CONNECTOR_MAY_IMPORT = {
+    "dtstore", "dtstore.errors", "dtstore.clock", "dtstore.progress", "dtstore.processes", "dtstore.ssh",
+    "dtstore.sources", "dtstore.sources.base", "dtstore.snapshots.manifest",
 }
 
 
@@ -64,6 +78,32 @@ def test_module_respects_layers(module: str, path: Path) -> None:
                  if any(name == b or name.startswith(b + ".") for b in banned)
                  and not module.startswith(name))
     assert not bad, f"{module} imports {bad}, which its layer must not use"
+
+
+@pytest.mark.parametrize(("module", "path"), [m for m in _modules() if m[0].startswith("dtstore.connectors")],
+                         ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_connectors_use_only_the_public_api(module: str, path: Path) -> None:
+    core = {name for name in _imports(path) if name.startswith("dtstore") and not name.startswith("dtstore.connectors")}
+    bad = sorted(core - CONNECTOR_MAY_IMPORT)
+    assert not bad, f"{module} imports {bad}: connectors may use only {sorted(CONNECTOR_MAY_IMPORT)}"
+
+
+WALL_CLOCK = re.compile(r"\b(?:datetime|dt)\.datetime\.now\(|\bdatetime\.now\(|\btime\.time\(\)|\.utcnow\(")
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_the_wall_clock_is_read_in_one_place(module: str, path: Path) -> None:
+    """dtstore.clock is the only reader of wall time, so retention, expiry and PITR tests can move it."""
+    if module == "dtstore.clock":
+        return
+    hits = [n for n, line in enumerate(path.read_text().splitlines(), 1) if WALL_CLOCK.search(line)]
+    assert not hits, f"{module} reads the wall clock directly at line(s) {hits}; use dtstore.clock.now()"
+
+
+def test_connectors_never_use_assert_for_runtime_checks() -> None:
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}" for _, path in _modules() if "connectors" in path.parts
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert not found, f"assert is stripped by python -O; raise a DtstoreError instead: {found}"
 
 
 def test_ruff_is_clean() -> None:

@@ -27,7 +27,7 @@ from dtstore import clock
 from dtstore.crypto.aead import Sealer
 from dtstore.errors import DtstoreError, RepositoryLocked, StorageError
 from dtstore.format import AAD_LOCK
-from dtstore.sessions import pid_alive
+from dtstore.processes import pid_alive
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 
+from dtstore import clock
 from dtstore.errors import BlobNotFound, StorageError
 from dtstore.storage.base import BlobInfo, Capabilities
 
@@ -34,7 +35,7 @@ class MemoryStore:
 
     def put(self, name: str, data: bytes) -> None:
         with self._lock:
-            self._blobs[name] = (bytes(data), dt.datetime.now(dt.UTC))
+            self._blobs[name] = (bytes(data), clock.now())
 
     def exists(self, name: str) -> bool:
         with self._lock:
