@@ -21,6 +21,8 @@ from dtstore.snapshots.manifest import Item, encode_item
 from dtstore.sources.base import Entry, Source
 
 ITEM_BUFFER = 4 << 20
+ESTIMATE_HEAD_START = 0.5
+"""seconds a backup waits for a concurrent estimate before it starts reading"""
 
 
 @dataclass
@@ -121,6 +123,7 @@ class BackupRun:
             estimator = threading.Thread(target=self._estimate_beside, args=(sources,), name="dtstore-estimate",
                                          daemon=True)
             estimator.start()
+            estimator.join(ESTIMATE_HEAD_START)  # a small tree's total is there from the first event
         else:
             self._estimate(sources)
         for source in sources:

@@ -10,6 +10,11 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 export PATH="$PWD/.venv/bin:$PATH"
+# man pages beside the venv's bin/ (man finds them through PATH), and bash completion for this user
+dtstore generate --man "$PWD/.venv/share/man/man1" >/dev/null
+completions="${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions"
+mkdir -p "$completions" && dtstore generate --completion bash > "$completions/dtstore"
+echo "installed: man dtstore (with $PWD/.venv/bin on PATH), bash completion in $completions/dtstore"
 
 work=$(mktemp -d)
 export DTSTORE_REPOSITORY="$work/repo" DTSTORE_CACHE_DIR="$work/cache"
