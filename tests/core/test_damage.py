@@ -94,9 +94,8 @@ def test_every_flipped_chunk_costs_exactly_its_files(built: Built) -> None:
     for number, (chunk_id, offset, length) in enumerate(b.blobs):
         flip(b.pack, offset + length // 2)
         target = b.base / "restore" / str(number)
-        with b.open(f"flip{number}") as repo:
-            with pytest.raises(IntegrityError) as failed:
-                repo.restore(repo.get_snapshot(b.snapshot_id), target)
+        with b.open(f"flip{number}") as repo, pytest.raises(IntegrityError) as failed:
+            repo.restore(repo.get_snapshot(b.snapshot_id), target)
         users = b.users(chunk_id)
         assert failed.value.paths == users, chunk_id.hex()
         assert failed.value.packs == [b.pack.name]

@@ -197,17 +197,16 @@ def test_repair_snapshots_after_a_pack_vanished(built: Built) -> None:
 
 def test_repairs_refuse_to_run_beside_a_backup(built: Built) -> None:
     b = built
-    with b.repo("locked") as repo:
-        with WriterSession(repo.store, repo._sealer, os.uname().nodename):
-            for call, name in ((lambda: repo.repair_index(), "repair index"),
-                               (lambda: repo.rebuild_index(), "index rebuild"),
-                               (lambda: repo.repair_snapshots(), "repair snapshots"),
-                               (lambda: repo.repair_packs(), "repair packs")):
-                with pytest.raises(RepositoryLocked) as refused:
-                    call()
-                assert str(refused.value).startswith(f"{name} needs the repository to itself and does not wait")
-                assert "exclusive prune" not in str(refused.value)
-            assert repo.repair_index(dry_run=True).packs > 0  # a dry run takes no lock
+    with b.repo("locked") as repo, WriterSession(repo.store, repo._sealer, os.uname().nodename):
+        for call, name in ((lambda: repo.repair_index(), "repair index"),
+                           (lambda: repo.rebuild_index(), "index rebuild"),
+                           (lambda: repo.repair_snapshots(), "repair snapshots"),
+                           (lambda: repo.repair_packs(), "repair packs")):
+            with pytest.raises(RepositoryLocked) as refused:
+                call()
+            assert str(refused.value).startswith(f"{name} needs the repository to itself and does not wait")
+            assert "exclusive prune" not in str(refused.value)
+        assert repo.repair_index(dry_run=True).packs > 0  # a dry run takes no lock
 
 
 def test_repair_index_dry_run_writes_nothing(built: Built) -> None:
