@@ -22,6 +22,7 @@ recovery, MySQL without binary logs) restores only to its own point.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -266,23 +267,22 @@ def _base_usable(target: Target, base: Link) -> bool:
     return True
 
 
-def _diff_for(links: Sequence[Link], full: Link, target: Target) -> Link | None:
+def _diffs_for(links: Sequence[Link], full: Link, target: Target) -> list[Link]:
+    """The usable differentials of ``full``, newest first."""
     diffs = [d for d in links if d.kind == "diff" and d.base_ref == full.ref and d.taken >= full.taken]
     usable = [d for d in diffs if _base_usable(target, d)]
-    return max(usable, key=lambda d: (d.time_until, d.taken)) if usable else None
+    return sorted(usable, key=lambda d: (d.time_until, d.taken), reverse=True)
 
 
 def _bases(links: Sequence[Link], target: Target) -> list[tuple[Link, Link | None]]:
-    """(full, diff) candidates, most preferred first: newer fulls first, each with its newest
-    differential, then the same full without it (a damaged or missing differential can be bypassed
-    by the logs)."""
+    """(full, diff) candidates, most preferred first: newer fulls first, each with its differentials
+    newest first, then the same full without one (a damaged or missing differential, or one no log
+    continues, can be bypassed by an older one or by the logs)."""
     fulls = [f for f in links if f.kind == "full" and _base_usable(target, f)]
     fulls.sort(key=lambda f: (f.time_until, f.taken), reverse=True)
     options: list[tuple[Link, Link | None]] = []
     for full in fulls:
-        diff = _diff_for(links, full, target)
-        if diff is not None:
-            options.append((full, diff))
+        options.extend((full, diff) for diff in _diffs_for(links, full, target))
         options.append((full, None))
     return options
 
@@ -340,12 +340,26 @@ def plan(
     candidates = _bases(ordered, target)
     if not candidates:
         raise ChainError(_no_base_message(ordered, target, stream))
-    plans = [_walk(logs, full, diff, target) for full, diff in candidates]
+    outcomes: list[ChainPlan | ChainError] = []  # most preferred first; a fork behind one base blocks only it
+    for full, diff in candidates:
+        try:
+            walked = _walk(logs, full, diff, target)
+        except ChainError as exc:
+            outcomes.append(exc)
+            continue
+        if not target.is_latest and _reaches(walked, target):
+            return walked
+        outcomes.append(walked)
+    plans = [o for o in outcomes if isinstance(o, ChainPlan)]
+    if isinstance(outcomes[0], ChainError) and (not plans or not target.is_latest):
+        raise outcomes[0]
     if target.is_latest:
         best = max(plans, key=lambda p: (p.reached_time, p.last.taken))
         later = _later_unreached(ordered, best)
         if later:
             gap = _gap(stream, best, later, explain)
+            if isinstance(outcomes[0], ChainError) and not allow_gap:
+                raise outcomes[0]
             if not allow_gap:
                 raise ChainError(
                     f"{_in(stream)}the newest restorable point is {iso(best.reached_time)} "
@@ -354,9 +368,6 @@ def plan(
                 )
             return ChainPlan(best.stream, best.full, best.diff, best.logs, target, gap)
         return best
-    for candidate in plans:
-        if _reaches(candidate, target):
-            return candidate
     raise ChainError(_unreached_message(ordered, plans[0], target, explain))
 
 
@@ -404,10 +415,16 @@ def by_stream(links: Iterable[Link]) -> dict[str, list[Link]]:
 
 
 def _chain_of(logs: Sequence[Link], base: Link) -> list[Link]:
-    try:
-        return [base, *follow(logs, base)]
-    except ChainError:
-        return [base]  # a fork: restore-points shows the base alone; restore explains the fork
+    """The base and the logs that continue it, up to a fork if there is one (restore explains it)."""
+    reached: list[Link] = []
+
+    def record(link: Link) -> bool:
+        reached.append(link)
+        return False
+
+    with contextlib.suppress(ChainError):  # a fork: the chain stops before it, as a restore does
+        follow(logs, base, until=record)
+    return [base, *reached]
 
 
 def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> StreamPoints:
@@ -451,7 +468,9 @@ def _gaps(links: Sequence[Link], merged: Sequence[Window], explain: Explain) -> 
         if following is None and not stranded:
             continue
         first = min(stranded, key=lambda link: (link.taken, link.snapshot_id)) if stranded else None
-        if last.log_chain:
+        if first is not None and last.log_chain and first.start.continues(last.end) and last.end < first.end:
+            reason = f"the log chain forks after {last.end} (two log snapshots continue it; forget the wrong one)"
+        elif last.log_chain:
             reason = explain(last.end, first.start if first is not None else None)
         else:
             reason = f"{last.describe()} keeps no log chain"
