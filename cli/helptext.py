@@ -92,7 +92,7 @@ EXAMPLES: dict[str, list[str]] = {
 
 
 def exit_status(command: str) -> str:
-    codes = EXIT_CODES.get(command, _OPEN)
+    codes = sorted(EXIT_CODES.get(command, _OPEN))
     lines = [f"  {code:>3}  {EXIT_MEANINGS[code]}" for code in codes]
     note = EXIT_NOTES.get(command)
     return "exit status:\n" + "\n".join(lines) + (f"\n  ({note})" if note else "")
