@@ -185,11 +185,21 @@ def powershell_command_line(argv: Sequence[Arg]) -> str:
     return "& " + " ".join(quote(a) for a in args) + "; exit $LASTEXITCODE"
 
 
-def _env_wrapper(argv: Sequence[str], names: Sequence[str]) -> list[str]:
-    """``sh -c`` reading each variable from one stdin line (``read`` takes one byte at a time from a
-    pipe, so the tool's own stdin is untouched), exporting them and exec-ing the tool."""
-    reads = " && ".join(f"IFS= read -r {name}" for name in names)
-    return ["sh", "-c", f'{reads} && export {" ".join(names)} && exec "$@"', "sh", *argv]
+_PID_LINE = re.compile(rb"dtstore-pid (\d+)\n")
+
+
+def _posix_wrapper(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``sh -c`` that reports its PID on stderr (the tool keeps it: ``exec``), reads each variable in
+    ``names`` from one stdin line (``read`` takes one byte at a time from a pipe, so the tool's own
+    stdin is untouched), exports them and execs the tool.  The PID lets :meth:`ToolStream.kill` work
+    on servers that refuse SSH "signal" requests (OpenSSH does unless it runs with privilege
+    separation, and closing a channel without a pty kills nothing)."""
+    steps = ['echo "dtstore-pid $$" >&2']
+    steps += [f"IFS= read -r {name}" for name in names]
+    if names:
+        steps.append(f"export {' '.join(names)}")
+    steps.append('exec "$@"')
+    return ["sh", "-c", " && ".join(steps), "sh", *argv]
 
 
 def _tool_name(program: str, windows: bool) -> str:
@@ -606,13 +616,14 @@ class _SshReader(io.RawIOBase):
 
 
 class _SshProcess:
-    def __init__(self, runner: SshRunner, loop: _Loop, process: asyncssh.SSHClientProcess[bytes],
-                 stderr_task: Any) -> None:
+    def __init__(self, runner: SshRunner, loop: _Loop, conn: asyncssh.SSHClientConnection,
+                 process: asyncssh.SSHClientProcess[bytes], stderr: _StderrTail) -> None:
         self._runner = runner
         self._loop = loop
+        self._conn = conn
         self._p = process
-        self._stderr_task = stderr_task
-        self._tail = bytearray()
+        self._stderr = stderr
+        self._killing = False
         raw = _SshReader(self._loop, process.stdout.read, lambda: runner._translated("read the output of a tool"))
         self.stdout = cast(BinaryIO, io.BufferedReader(raw, COPY_BUFFER))
 
@@ -641,7 +652,7 @@ class _SshProcess:
         async def wait() -> int | None:
             await asyncio.wait_for(self._p.wait_closed(), timeout)
             with contextlib.suppress(Exception):
-                self._tail[:] = await self._stderr_task
+                await asyncio.wait_for(self._stderr.task, 10)
             return self._p.returncode
 
         with self._runner._translated("wait for a tool"):
@@ -652,27 +663,54 @@ class _SshProcess:
         return sig[0] if sig else None
 
     def kill(self) -> None:
-        def kill() -> None:
+        async def kill() -> None:
+            if self._killing:
+                return
+            self._killing = True
             with contextlib.suppress(Exception):
-                self._p.kill()  # a "signal" request: OpenSSH's sshd delivers it since 7.9
-            self._p.close()  # and closing the channel closes the tool's pipes
+                self._p.kill()  # an SSH "signal" request, which many servers ignore
+            with contextlib.suppress(Exception):
+                pid = await asyncio.wait_for(asyncio.shield(self._stderr.pid), 10)
+                if pid is not None and self._p.returncode is None:
+                    await asyncio.wait_for(self._conn.run(f"kill -KILL {pid}", check=False), 10)
+            self._p.close()  # and a Windows host gets only this: the channel closes
 
-        self._loop.soon(kill)
+        self._loop.soon(lambda: asyncio.ensure_future(kill()))
 
     def stderr_tail(self) -> str:
-        return bytes(self._tail).decode("utf-8", "replace").strip()
+        return bytes(self._stderr.tail).decode("utf-8", "replace").strip()
 
     def release(self) -> None:
         self._loop.soon(self._p.close)
 
 
-async def _collect_tail(reader: Any) -> bytearray:
-    tail = bytearray()
-    while chunk := await reader.read(1 << 16):
-        tail += chunk
-        if len(tail) > STDERR_TAIL:
-            del tail[:-STDERR_TAIL]
-    return tail
+class _StderrTail:
+    """Reads a remote tool's stderr in the loop: the wrapper's PID line first (when ``wrapped``), then
+    the last STDERR_TAIL bytes."""
+
+    def __init__(self, reader: Any, wrapped: bool) -> None:
+        self.tail = bytearray()
+        self.pid: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        if not wrapped:
+            self.pid.set_result(None)
+        self.task = asyncio.ensure_future(self._collect(reader))
+
+    async def _collect(self, reader: Any) -> None:
+        try:
+            while chunk := await reader.read(1 << 16):
+                self.tail += chunk
+                if not self.pid.done():
+                    match = _PID_LINE.match(self.tail)
+                    if match:
+                        self.pid.set_result(int(match.group(1)))
+                        del self.tail[: match.end()]
+                    elif b"\n" in self.tail or len(self.tail) > 64:
+                        self.pid.set_result(None)  # the wrapper itself failed: this is its error
+                if len(self.tail) > STDERR_TAIL:
+                    del self.tail[:-STDERR_TAIL]
+        finally:
+            if not self.pid.done():
+                self.pid.set_result(None)
 
 
 class SshRunner(_RunnerBase):
@@ -834,21 +872,23 @@ class SshRunner(_RunnerBase):
         if env and self.env_via == "stdin":
             if any("\n" in value for value in env.values()):
                 raise ConnectorError(f"a variable for {name} contains a line break, which env_via='stdin' cannot carry")
-            args = _env_wrapper(args, list(env))
             preamble = "".join(f"{value}\n" for value in env.values()).encode()
+            names = list(env)
         else:
-            setenv = env
+            setenv, names = env, []
+        if not self.windows:
+            args = _posix_wrapper(args, names)
         command = self.command_line(args)
         _proc.check_argv([command], secret_list)
         loop, conn = self._connection()
 
-        async def start() -> tuple[asyncssh.SSHClientProcess[bytes], Any]:
+        async def start() -> tuple[asyncssh.SSHClientProcess[bytes], _StderrTail]:
             process = await conn.create_process(command, env=setenv or (), encoding=None)
-            return process, asyncio.ensure_future(_collect_tail(process.stderr))
+            return process, _StderrTail(process.stderr, wrapped=not self.windows)
 
         with self._translated(f"start {name}"):
-            process, stderr_task = loop.call(start())
-        return ToolStream(_SshProcess(self, loop, process, stderr_task), label=name, host=self.host,
+            process, stderr = loop.call(start())
+        return ToolStream(_SshProcess(self, loop, conn, process, stderr), label=name, host=self.host,
                           secrets=secret_list, stdin=stdin, preamble=preamble, check=check)
 
     # files ------------------------------------------------------------------------------------
