@@ -13,39 +13,31 @@ the ``mysql`` extra installed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from dtstore.connectors.base import ChainCheck, SnapshotInfo, from_iso
 from dtstore.connectors.chains import Link
+from dtstore.connectors.mysql.meta import FullMeta, LogMeta, NextBinlog
 from dtstore.connectors.positions import BinlogPosition, log_file_base, log_file_seq
+from dtstore.errors import ConnectorError
 
 KIND = "mysql"
 
 
-@dataclass(frozen=True)
-class NextBinlog:
-    """The first binlog an archive does not hold yet, and the GTID state it starts with."""
-
-    file: str
-    start_state: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"file": self.file, "start_state": self.start_state}
-
-    @classmethod
-    def of(cls, meta: Mapping[str, Any], key: str = "binlog_next") -> NextBinlog | None:
-        value = meta.get(key)
-        return cls(str(value["file"]), str(value.get("start_state", ""))) if value else None
+def mode_of(snap: SnapshotInfo) -> str:
+    """``full`` or ``log`` (the metadata's discriminator)."""
+    mode = snap.meta.get("mode")
+    if mode not in ("full", "log"):
+        raise ConnectorError(f"MySQL snapshot {snap.short_id} records no mode (full or log)")
+    return str(mode)
 
 
 def is_full(snap: SnapshotInfo) -> bool:
-    return snap.meta.get("mode") == "full"
+    return mode_of(snap) == "full"
 
 
 def follows(log: SnapshotInfo, expected: NextBinlog) -> bool:
-    return log.meta.get("mode") == "log" and NextBinlog.of(log.meta, "binlog_from") == expected
+    return mode_of(log) == "log" and NextBinlog.of(log.meta, "binlog_from") == expected
 
 
 def check_log_base(history: Sequence[SnapshotInfo]) -> ChainCheck:
@@ -100,20 +92,14 @@ def check_server_continuity(
     )
 
 
-def _boundary(value: Mapping[str, Any] | None) -> BinlogPosition | None:
-    return BinlogPosition(str(value["file"]), 0, str(value.get("start_state", ""))) if value else None
+def _boundary(value: NextBinlog) -> BinlogPosition:
+    return BinlogPosition(value.file, 0, value.start_state)
 
 
-def full_link(snap: SnapshotInfo) -> Link | None:
-    meta = snap.meta
-    coords, consistent = meta.get("binlog"), meta.get("consistent_at")
-    if consistent is None:
-        return None
-    nxt = _boundary(meta.get("binlog_next"))
-    if coords:
-        point = BinlogPosition(str(coords["file"]), int(coords["pos"]), nxt.state if nxt else "")
-    else:
-        point = BinlogPosition("", 0)
+def full_link(snap: SnapshotInfo) -> Link:
+    meta = FullMeta.of(snap.meta, snap.short_id)
+    state = meta.binlog_next.start_state if meta.binlog_next else ""
+    point = BinlogPosition(meta.binlog.file, meta.binlog.pos, state) if meta.binlog else BinlogPosition("", 0)
     return Link(
         snapshot_id=snap.id,
         short_id=snap.short_id,
@@ -121,38 +107,27 @@ def full_link(snap: SnapshotInfo) -> Link | None:
         kind="full",
         start=point,
         end=point,
-        time_until=from_iso(str(consistent)),
-        log_chain=nxt is not None,
+        time_until=from_iso(meta.consistent_at),
+        log_chain=meta.binlog_next is not None,
     )
 
 
-def log_link(snap: SnapshotInfo) -> Link | None:
-    meta = snap.meta
-    start, end, covered = _boundary(meta.get("binlog_from")), _boundary(meta.get("binlog_next")), meta.get(
-        "covered_until"
-    )
-    if start is None or end is None or covered is None:
-        return None
+def log_link(snap: SnapshotInfo) -> Link:
+    meta = LogMeta.of(snap.meta, snap.short_id)
     return Link(
         snapshot_id=snap.id,
         short_id=snap.short_id,
         taken=snap.time,
         kind="log",
-        start=start,
-        end=end,
-        time_until=from_iso(str(covered)),
+        start=_boundary(meta.binlog_from),
+        end=_boundary(meta.binlog_next),
+        time_until=from_iso(meta.covered_until),
     )
 
 
 def links(history: Sequence[SnapshotInfo]) -> list[Link]:
-    """Every snapshot of the history that takes part in a chain (one stream per server)."""
-    found = []
-    for snap in history:
-        mode = snap.meta.get("mode")
-        link = full_link(snap) if mode == "full" else log_link(snap) if mode == "log" else None
-        if link is not None:
-            found.append(link)
-    return found
+    """Every snapshot of the history as a chain link (one stream per server)."""
+    return [full_link(snap) if is_full(snap) else log_link(snap) for snap in history]
 
 
 def explain(end: BinlogPosition, next_start: BinlogPosition | None) -> str:
@@ -184,4 +159,5 @@ __all__ = [
     "is_full",
     "links",
     "log_link",
+    "mode_of",
 ]

@@ -9,13 +9,14 @@ the contiguous log snapshots up to the one that covers it; this module turns tha
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dtstore.connectors.base import RestorePlan, SnapshotInfo, iso
 from dtstore.connectors.chains import ChainPlan, Gap, Target, plan
 from dtstore.connectors.mysql.chain import KIND, explain, is_full, links
+from dtstore.connectors.mysql.meta import Coordinates, FullMeta, LogMeta
 from dtstore.connectors.positions import BinlogPosition, log_file_seq
 from dtstore.errors import ChainError, UsageError
 
@@ -49,16 +50,14 @@ class MysqlRestorePlan(RestorePlan):
         lines = [
             f"restore {self.source_id} to {self.target}, stopping at the {self.stop.describe()}",
             f"  full  {self.full.short_id}  {iso(self.full.time)}  consistent at "
-            f"{self.full.meta.get('consistent_at')}  binlog {self.start or 'none'}",
+            f"{FullMeta.of(self.full.meta).consistent_at}  binlog {self.start or 'none'}",
             f"        databases: {', '.join(n for n, _ in self.databases) or '(none)'}"
             + (f"  + views of {', '.join(n for n, _ in self.views)}" if self.views else "")
             + ("  + users and grants" if self.grants_path else ""),
         ]
         for log in self.logs:
-            lines.append(
-                f"  log   {log.short_id}  {iso(log.time)}  {log.meta.get('binlog_first')} .. "
-                f"{log.meta.get('binlog_last')}"
-            )
+            meta = LogMeta.of(log.meta)
+            lines.append(f"  log   {log.short_id}  {iso(log.time)}  {meta.first} .. {meta.last}")
         if self.binlogs:
             stop = {"time": "--stop-datetime", "position": "--stop-position"}
             how = next((v for k, v in stop.items() if getattr(self.stop, k) is not None), "to the end")
@@ -78,7 +77,7 @@ class MysqlRestorePlan(RestorePlan):
             "full": {
                 "id": self.full.id,
                 "time": iso(self.full.time),
-                "consistent_at": self.full.meta.get("consistent_at"),
+                "consistent_at": FullMeta.of(self.full.meta).consistent_at,
             },
             "logs": [{"id": s.id, "time": iso(s.time)} for s in self.logs],
             "databases": [n for n, _ in self.databases],
@@ -94,7 +93,7 @@ class MysqlRestorePlan(RestorePlan):
 
 
 def _database_names(snap: SnapshotInfo) -> set[str]:
-    return {str(d["name"]) for d in snap.meta.get("databases", [])}
+    return set(FullMeta.of(snap.meta, snap.short_id).database_names)
 
 
 def check_scope(history: Sequence[SnapshotInfo], databases: Sequence[str]) -> None:
@@ -139,11 +138,12 @@ def plan_restore(
     binlogs = chain_binlogs(full, logs)
     if target.position is not None:
         binlogs = _cut_at_position(chain, binlogs, target.position)
-    covered = logs[-1].meta.get("covered_until") if logs else full.meta.get("consistent_at")
-    names = list(databases) if databases is not None else [d["name"] for d in full.meta.get("databases", [])]
-    paths = {d["name"]: d["path"] for d in full.meta.get("databases", [])}
-    views = {d["name"]: d["path"] for d in full.meta.get("views", [])}
-    replay_all = databases is None and bool(full.meta.get("all_databases"))
+    meta = FullMeta.of(full.meta, full.short_id)
+    covered = LogMeta.of(logs[-1].meta).covered_until if logs else meta.consistent_at
+    names = list(databases) if databases is not None else meta.database_names
+    paths = {d.name: d.path for d in meta.databases}
+    views = {d.name: d.path for d in meta.views}
+    replay_all = databases is None and meta.all_databases
     return MysqlRestorePlan(
         connector=KIND,
         source_id=source_id,
@@ -152,28 +152,29 @@ def plan_restore(
         logs=logs,
         databases=[(n, paths[n]) for n in names],
         views=[(n, views[n]) for n in names if n in views],
-        grants_path=full.meta.get("grants", {}).get("path") if databases is None else None,
+        grants_path=meta.grants_path if databases is None else None,
         start=coordinates(full.meta) if binlogs else None,
         binlogs=binlogs,
         stop=target,
         replay_databases=None if replay_all else names,
         covered_until=covered,
-        flavor=str(full.meta.get("server", {}).get("flavor", "mariadb")),
+        flavor=meta.flavor,
         gap=chain.gap,
     )
 
 
-def coordinates(meta: dict[str, Any] | Any) -> BinlogPosition | None:
-    value = meta.get("binlog")
-    return BinlogPosition(str(value["file"]), int(value["pos"])) if value else None
+def coordinates(meta: Mapping[str, Any]) -> BinlogPosition | None:
+    """A full's ``binlog`` (the dump's coordinates) as a position; None without binary logging."""
+    value = Coordinates.of(meta["binlog"])
+    return BinlogPosition(value.file, value.pos) if value else None
 
 
 def chain_binlogs(full: SnapshotInfo, chain: Sequence[SnapshotInfo]) -> list[PlannedBinlog]:
     """The binlog files of a chain in order; they must be contiguous and start at the full's file."""
     files = [
-        PlannedBinlog(str(b["name"]), log.id, str(b["path"]), int(b["size"]))
+        PlannedBinlog(b.name, log.id, b.path, b.size)
         for log in chain
-        for b in log.meta.get("binlogs", [])
+        for b in LogMeta.of(log.meta, log.short_id).binlogs
     ]
     start = coordinates(full.meta)
     if files and (start is None or files[0].name != start.file):

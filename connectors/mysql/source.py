@@ -31,6 +31,7 @@ from dtstore.connectors import _proc
 from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
 from dtstore.connectors.entries import BLOCK, ChunkStream, bytes_entry, dir_entry, file_entry, path_entry
 from dtstore.connectors.modes import choose_mode
+from dtstore.connectors.mysql import meta
 from dtstore.connectors.mysql.binlog import scan_binlog, utc_text
 from dtstore.connectors.mysql.chain import KIND, NextBinlog, check_log_base, check_server_continuity
 from dtstore.connectors.mysql.dump import (
@@ -58,7 +59,6 @@ from dtstore.connectors.stage import Stage
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, Reporter
 
-METADATA_FORMAT = 1
 GRANTS_PATH = "mysql/_grants.sql"
 
 
@@ -98,6 +98,7 @@ class MysqlSource:
         return [self.url.display()]
 
     def metadata(self) -> dict[str, Any]:
+        meta.check(self._meta)  # what the planner will read back, checked before the commit
         return self._meta
 
     def estimated_size(self) -> int:
@@ -112,7 +113,7 @@ class MysqlSource:
 
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
         self._meta = {
-            "format": METADATA_FORMAT,
+            "format": meta.METADATA_FORMAT,
             "requested_mode": self.mode,
             "server": self.info.to_json(),
             "started_at": iso(clock.now()),

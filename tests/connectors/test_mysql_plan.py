@@ -24,6 +24,8 @@ from dtstore.connectors.fetch import run_parallel as _load_in_parallel
 from dtstore.connectors.mysql.binlog import scan_binlog
 from dtstore.connectors.mysql.chain import NextBinlog, check_log_base, check_server_continuity, links
 from dtstore.connectors.mysql.dump import DumpSplitter, DumpTruncated, item_path
+from dtstore.connectors.mysql.meta import Coordinates, FullMeta, LogMeta
+from dtstore.connectors.mysql.meta import check as check_metadata
 from dtstore.connectors.mysql.plan import MysqlRestorePlan, plan_restore
 from dtstore.connectors.mysql.restore import replay_commands, select_grant_blocks
 from dtstore.connectors.mysql.url import parse_url
@@ -295,12 +297,16 @@ def full(
         databases=[{"name": d, "path": f"mysql/{d}.sql", "bytes": 10} for d in dbs],
         grants={"path": "mysql/_grants.sql"},
         server={"flavor": "mariadb"},
+        format=1,
+        requested_mode="full",
+        url="mysql://u@h/",
     )
 
 
 def log(sid: str, seconds: float, first: int, last: int, state: str = "[]", next_state: str = "[]") -> SnapshotInfo:
     names = [f"mysql-bin.{n:06d}" for n in range(first, last + 1)]
-    binlogs = [{"name": n, "path": f"binlog/{n}", "size": 1000, "last_event_time": iso(seconds)} for n in names]
+    binlogs = [{"name": n, "path": f"binlog/{n}", "size": 1000, "first_event_time": iso(seconds - 1),
+                "last_event_time": iso(seconds)} for n in names]
     return snap(
         sid,
         seconds,
@@ -310,7 +316,13 @@ def log(sid: str, seconds: float, first: int, last: int, state: str = "[]", next
         binlogs=binlogs,
         binlog_first=names[0],
         binlog_last=names[-1],
+        binlog_end={"file": names[-1], "pos": 1000},
         covered_until=iso(seconds),
+        format=1,
+        requested_mode="log",
+        url="mysql://u@h/",
+        parent="",
+        transfer="local",
     )
 
 
@@ -334,7 +346,7 @@ def names(p: MysqlRestorePlan) -> list[str]:
 def test_log_base_needs_a_chain_back_to_a_full() -> None:
     assert check_log_base(HISTORY).ok
     assert "no earlier snapshot" in check_log_base([]).reason
-    no_binlog = snap("f0", 0, mode="full", binlog=None, binlog_next=None)
+    no_binlog = snap("f0", 0, mode="full", binlog=None, binlog_next=None)  # check_log_base reads only these
     assert "binary logging was off" in check_log_base([no_binlog]).reason
     assert "does not continue" in check_log_base([HISTORY[0], log("lx", 60, 4, 4)]).reason
 
@@ -484,3 +496,17 @@ def test_tool_process_kills_the_child_when_the_reader_fails() -> None:
         raise RuntimeError("consumer failed")
     assert proc.returncode == -9
     assert subprocess.run(["true"], check=False).returncode == 0
+
+
+def test_metadata_is_read_through_typed_records_and_a_typo_fails() -> None:
+    full_meta = FullMeta.of(HISTORY[0].meta)
+    assert full_meta.binlog == Coordinates("mysql-bin.000001", 300) and full_meta.database_names == ["a", "b"]
+    assert LogMeta.of(HISTORY[1].meta).first == "mysql-bin.000001"
+    typo = {("consistant_at" if k == "consistent_at" else k): v for k, v in HISTORY[0].meta.items()}
+    with pytest.raises(ConnectorError, match="no 'consistent_at'"):
+        FullMeta.of(typo)
+    with pytest.raises(ConnectorError, match="no 'consistent_at'"):
+        check_metadata(typo)  # the source checks its own dict before the commit
+    with pytest.raises(ConnectorError, match="no 'covered_until'"):
+        check_metadata({k: v for k, v in HISTORY[1].meta.items() if k != "covered_until"})
+    check_metadata(dict(HISTORY[1].meta))
