@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import dtstore
-from dtstore.connectors import make_source, restore_to
+from dtstore.connectors import RestoreRequest, make_source, restore_to
 from dtstore.crypto.keys import CHEAP_KDF
 from tests.servers.mariadb import MariaDBServer, install_datadir
 
@@ -294,9 +294,7 @@ class Bench:
     def dtstore_restore(self, repo: dtstore.Repository) -> Step:
         target = self._server("dst-dtstore", 2, TARGET_PASSWORD)
         with env(MYSQL_PWD=TARGET_PASSWORD), timed() as t:
-            restore_to(
-                target.url(), repo=repo, until=None, until_position=None, databases=None, source_id=None, dry_run=False
-            )
+            restore_to(RestoreRequest(target.url()), repo=repo)
         ok = self.checksums(target) == self.checksums(self.source)
         step = self.record(Step("dtstore restore --to", t["seconds"], t["cpu"], detail={"checksums_match": ok}))
         target.stop()
