@@ -10,7 +10,8 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +269,25 @@ def test_tag_writes_every_new_manifest_before_deleting_an_old_one(cli: Cli, two_
 
 # time zones and table width -----------------------------------------------------------------------
 
+@pytest.fixture
+def kolkata() -> Iterator[None]:
+    """Local time is +05:30 (no DST) for the test, and the process's zone is restored after it."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Kolkata"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
 def test_one_time_rule_and_tables_that_fit(cli: Cli, two_hosts: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                                           tree: Path) -> None:
+                                           tree: Path, kolkata: None) -> None:
     repo = two_hosts["repo"]
-    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30, no DST
     local = cli("snapshots", "--repo", repo).out
     utc = cli("snapshots", "--repo", repo, "--utc").out
     stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ?")
