@@ -90,12 +90,20 @@ def _help(action: argparse.Action) -> str:
     return text
 
 
+def _positional_name(action: argparse.Action) -> str:
+    if action.metavar:
+        return str(action.metavar)
+    if action.choices is not None:
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest
+
+
 def _sections(parser: argparse.ArgumentParser) -> list[str]:
     lines: list[str] = []
     if positionals(parser):
         lines.append(".SH ARGUMENTS")
         for action in positionals(parser):
-            lines += [".TP", f"\\fI{_roff(str(action.metavar or action.dest))}\\fR", _roff(_help(action))]
+            lines += [".TP", f"\\fI{_roff(_positional_name(action))}\\fR", _roff(_help(action))]
     if options(parser):
         lines.append(".SH OPTIONS")
         for action in options(parser):
@@ -114,8 +122,8 @@ def _epilog_sections(epilog: str) -> list[str]:
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    usage = parser.format_usage().strip()
-    return re.sub(r"^usage:\s*", "", usage)
+    first, *rest = re.sub(r"^usage:\s*", "", parser.format_usage().strip()).split("\n")
+    return "\n".join([first, *("    " + line.strip() for line in rest)])
 
 
 def man_pages(parser: argparse.ArgumentParser, today: dt.date | None = None) -> dict[str, str]:
@@ -149,7 +157,8 @@ def man_pages(parser: argparse.ArgumentParser, today: dt.date | None = None) -> 
                 lines += [f'.SH "{_roff((cmd.name + " " + child.name).upper())}"', ".nf", _roff(_usage(child.parser)),
                           ".fi", _roff(child.summary)]
                 for action in positionals(child.parser) + options(child.parser):
-                    heading = _option_heading(action) if action.option_strings else f"\\fI{action.metavar}\\fR"
+                    heading = (_option_heading(action) if action.option_strings
+                               else f"\\fI{_roff(_positional_name(action))}\\fR")
                     lines += [".TP", heading, _roff(_help(action))]
             if p.epilog:
                 lines += _epilog_sections(p.epilog)
@@ -275,9 +284,10 @@ def _fish_option(condition: str, action: argparse.Action) -> str:
     for o in action.option_strings:
         parts.append(f"-l {o[2:]}" if o.startswith("--") else f"-s {o[1:]}")
     if takes_value(action):
-        parts.append("-r")
         if action.choices:
-            parts.append(f"-a {_fish_text(' '.join(map(str, action.choices)))}")
+            parts.append(f"-x -a {_fish_text(' '.join(map(str, action.choices)))}")
+        else:
+            parts.append("-r")
     parts.append(f"-d {_fish_text(action.help or '')}")
     return " ".join(parts)
 
