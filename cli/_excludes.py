@@ -22,9 +22,11 @@ def add_exclude_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iexclude-file", action="append", default=[], metavar="FILE",
                    help="read --iexclude patterns from FILE")
     g.add_argument("--exclude-caches", action="store_true",
-                   help="leave out directories holding a CACHEDIR.TAG with the standard signature")
+                   help="leave out the contents of directories holding a CACHEDIR.TAG with the standard signature "
+                        "(the directory and the tag are kept)")
     g.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME[:HEADER]",
-                   help="leave out directories holding file NAME (that starts with HEADER)")
+                   help="leave out the contents of directories holding file NAME (that starts with HEADER), "
+                        "but for NAME")
     g.add_argument("--exclude-larger-than", metavar="SIZE", type=_size,
                    help="leave out files larger than SIZE (bytes, or with K, M, G, T: powers of 1024)")
     g.add_argument("--one-file-system", "-x", action="store_true",

@@ -196,7 +196,8 @@ class Excludes:
     iexclude_file: tuple[str, ...] = ()
     exclude_caches: bool = False
     exclude_if_present: tuple[str, ...] = ()
-    """``NAME`` or ``NAME:HEADER``: leave out a directory holding NAME (whose contents start with HEADER)"""
+    """``NAME`` or ``NAME:HEADER``: leave out the contents of a directory holding NAME (whose contents
+    start with HEADER), except NAME itself"""
     exclude_larger_than: int | None = None
     one_file_system: bool = False
 
@@ -279,17 +280,19 @@ class Excludes:
     def size_excluded(self, size: int) -> bool:
         return self.exclude_larger_than is not None and size > self.exclude_larger_than
 
-    def dir_marked(self, directory: bytes) -> bool:
-        """Does the directory hold a CACHEDIR.TAG (or an ``exclude_if_present`` file)?"""
+    def markers_in(self, directory: bytes) -> list[bytes]:
+        """The tag files (CACHEDIR.TAG, ``exclude_if_present``) in ``directory`` that mark it: then,
+        as restic does, only the directory and these files are kept, not the rest of its contents."""
+        found = []
         for name, header in self._markers:
-            marker = os.path.join(directory, os.fsencode(name))
+            marker = os.fsencode(name)
             try:
-                with open(marker, "rb") as f:
+                with open(os.path.join(directory, marker), "rb") as f:
                     if not header or f.read(len(header)) == header:
-                        return True
+                        found.append(marker)
             except OSError:
                 continue
-        return False
+        return sorted(set(found))
 
 
 NO_EXCLUDES = Excludes()

@@ -91,8 +91,6 @@ class FilesSource:
             if not excluded:
                 reporter.warn(stored_path(path), "skipped: not a regular file, directory or symlink")
             return
-        if entry.type == "dir" and ex.dir_marked(path):
-            return
         if excluded:
             pending.append(entry)
         else:
@@ -101,7 +99,7 @@ class FilesSource:
             yield entry
         if entry.type == "dir" and not (ex.one_file_system and st.st_dev != device):
             try:
-                names = sorted(e.name for e in os.scandir(path))
+                names = ex.markers_in(path) or sorted(e.name for e in os.scandir(path))
             except OSError as exc:
                 if not excluded:
                     reporter.warn(stored_path(path), f"cannot list directory: {exc.strerror}")
