@@ -50,7 +50,7 @@ def test_keep_daily_keeps_the_chain_and_latest_restores_exactly(
 
     src.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;"
             "INSERT INTO shop.t VALUES (1, 'full');")
-    ids = []
+    ids: list[str] = []
     for mode, row in (("full", None), ("log", "log-1"), ("log", "log-2")):
         if row:
             src.sql(f"INSERT INTO shop.t VALUES ({len(ids) + 1}, '{row}'); UPDATE shop.t SET v = CONCAT(v, '+') "
