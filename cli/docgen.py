@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dtstore import __version__
+from dtstore import __version__, clock
 from dtstore.cli import helptext
 
 ENVIRONMENT = [
@@ -128,7 +129,9 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def man_pages(parser: argparse.ArgumentParser, today: dt.date | None = None) -> dict[str, str]:
     """File name → roff text: ``dtstore.1`` and one ``dtstore-COMMAND.1`` per command."""
-    date = (today or dt.date.today()).isoformat()
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")  # reproducible builds
+    fixed = dt.datetime.fromtimestamp(int(epoch), dt.UTC).date() if epoch.isdigit() else None
+    date = (today or fixed or clock.now().date()).isoformat()
     pages: dict[str, str] = {}
     top = commands(parser)
     for name, p in walk(parser):

@@ -8,7 +8,8 @@ so excluding a directory excludes everything below it.  A pattern starting with 
 what it matches; the last pattern that matches decides.  ``iexclude`` patterns ignore case.
 
 Exclude files hold one pattern a line; blank lines and lines starting with ``#`` are ignored,
-surrounding whitespace is trimmed and ``$VAR``/``${VAR}`` are expanded.
+surrounding whitespace is trimmed and ``$VAR``/``${VAR}`` are expanded (unset: empty; ``$$`` is
+a literal ``$``).
 
 ``Excludes.from_config`` builds the options from a job's config keys, named like the flags.
 """
@@ -141,8 +142,23 @@ def read_pattern_file(path: str) -> list[str]:
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            patterns.append(os.path.expandvars(line))
+            patterns.append(expand_env(line))
     return patterns
+
+
+_VARIABLE = re.compile(r"\$(\$|\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(text: str) -> str:
+    """restic's expansion in pattern files: ``$NAME`` and ``${NAME}`` become the variable's value
+    (empty when unset), ``$$`` a literal ``$``."""
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "$":
+            return "$"
+        return os.environ.get(name.strip("{}"), "")
+
+    return _VARIABLE.sub(value, text)
 
 
 def _read_text(path: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from dtstore import Excludes, FilesSource
 from dtstore.errors import UsageError
-from dtstore.sources.excludes import CACHEDIR_SIGNATURE, Pattern, files_from, parse_size
+from dtstore.sources.excludes import CACHEDIR_SIGNATURE, Pattern, files_from, parse_size, read_pattern_file
 
 TREE = [
     "home/user/work/main.go",
@@ -105,6 +105,39 @@ def test_pattern_table(tree: Path, patterns: list[str], ignore_case: bool, left_
     pats = tuple(p.replace("ROOT", str(tree)) for p in patterns)
     excludes = Excludes(iexclude=pats) if ignore_case else Excludes(exclude=pats)
     assert files(selected(tree, excludes)) == ALL - left_out
+
+
+# restic's manual, "Excluding files": an exclude file with "*.go" and "foo/**/bar", which excludes
+# foo/x/y/z/bar, foo/x/bar and foo/bar
+RESTIC_TREE = ["work/main.go", "work/foo/bar", "work/foo/x/bar", "work/foo/x/y/z/bar", "work/foo/barn",
+               "work/foo/x/keep", "work/bar", "work/main.c"]
+RESTIC_CASES: list[tuple[list[str], set[str]]] = [
+    (["*.c"], {"work/main.c"}),
+    (["*.go", "foo/**/bar"], {"work/main.go", "work/foo/bar", "work/foo/x/bar", "work/foo/x/y/z/bar"}),
+    (["ROOT/work/*"], set(RESTIC_TREE)),
+    (["ROOT/work/*", "!ROOT/work/foo"], {"work/main.go", "work/bar", "work/main.c"}),
+    (["**/x/**"], {"work/foo/x/bar", "work/foo/x/y/z/bar", "work/foo/x/keep"}),
+]
+
+
+@pytest.mark.parametrize(("patterns", "left_out"), RESTIC_CASES, ids=[" ".join(c[0]) for c in RESTIC_CASES])
+def test_restic_manual_examples(tmp_path: Path, patterns: list[str], left_out: set[str]) -> None:
+    root = tmp_path / "r"
+    for rel in RESTIC_TREE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    listing = tmp_path / "excludes.txt"
+    listing.write_text("\n".join(["# from restic's manual", *(p.replace("ROOT", str(root)) for p in patterns)]))
+    got = selected(root, Excludes(exclude_file=(str(listing),)))
+    assert {p for p in got if p in RESTIC_TREE} == set(RESTIC_TREE) - left_out
+
+
+def test_pattern_files_expand_variables_as_restic_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WHO", "bob")
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    listing = tmp_path / "ex"
+    listing.write_text("/home/$WHO/foo\n/home/${WHO}/bar\nprice$$\n/a$NOT_SET_ANYWHERE/b\n")
+    assert read_pattern_file(str(listing)) == ["/home/bob/foo", "/home/bob/bar", "price$", "/a/b"]
 
 
 def test_reincluded_files_bring_their_directories_and_nothing_else(tree: Path) -> None:
