@@ -99,7 +99,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
     with open_repo(args) as repo:
         damaged: list[str] = []
         everything = repo.snapshots()
-        requires = snapshot_dependencies(everything)
         if args.snapshots:
             named, damaged = _named(repo, args.snapshots)
             plan: dict[GroupKey, list[Decision]] = {
@@ -113,7 +112,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
             now = clock.now()
             plan = {key: apply_policy(group, policy, now) for key, group in group_snapshots(chosen, group_by).items()}
             considered = {s.id for s in chosen}
-            plan = keep_required(plan, requires, staying=[s for s in everything if s.id not in considered])
+            plan = keep_required(plan, snapshot_dependencies(everything),
+                                 staying=[s for s in everything if s.id not in considered])
         remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep] + damaged
         effect = chain_effect(everything, set(remove), {d.snapshot.id for g in plan.values() for d in g})
         _report(plan, policy, out, explicit=bool(args.snapshots))
@@ -227,8 +227,9 @@ def chain_effect(snapshots: Sequence[Snapshot], remove: Collection[str], planned
     """Restore-point windows of every connector source with a snapshot in ``planned``, before and
     after ``remove`` goes, and the snapshots that stay but would no longer be restorable."""
     involved = {(s.source_kind, s.source_id) for s in snapshots if s.id in planned}
-    before = [p for p in restore_points(snapshots) if (p.kind, p.source_id) in involved]
-    after = {(p.kind, p.source_id): p for p in restore_points([s for s in snapshots if s.id not in remove])}
+    sources = [s for s in snapshots if (s.source_kind, s.source_id) in involved]
+    before = restore_points(sources)
+    after = {(p.kind, p.source_id): p for p in restore_points([s for s in sources if s.id not in remove])}
     streams = []
     for points in before:
         old, new = _by_stream(points), _by_stream(after.get((points.kind, points.source_id)))
