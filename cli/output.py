@@ -139,9 +139,7 @@ def fit_table(headers: list[str], rows: list[list[str]], *, width: int | None, f
             candidates = [i for i in flexible if widths[i] > max(6, len(headers[i]))]
             if not candidates:
                 break
-            widest = max(candidates, key=lambda i: widths[i])
-            excess = sum(widths) + 2 * (len(widths) - 1) - width
-            widths[widest] = max(6, len(headers[widest]), widths[widest] - excess)
+            widths[max(candidates, key=lambda i: widths[i])] -= 1  # the widest gives up a column at a time
 
     def cell(text: str, i: int) -> str:
         if len(text) > widths[i]:
