@@ -118,6 +118,7 @@ class CheckRun:
             self._check_packs(scan, report)
             if read_data or subset:
                 self._read_data(scan, report, subset)
+            self._check_recorded_damage(scan, report)
             new = report.damage_found.minus(scan.damage)
             if new:
                 write_damage(self._ctx.store, self._ctx.sealer, new, host=self._ctx.host, found_by="check")
@@ -229,6 +230,21 @@ class CheckRun:
             if pack_id not in scan.packs:
                 del verified.packs[pack_id]
         save_times(ctx.store, ctx.sealer, VERIFIED, verified)
+
+    def _check_recorded_damage(self, scan: RepositoryScan, report: CheckReport) -> None:
+        """Damage an earlier check, restore or read recorded, in packs this run did not report:
+        a problem while some named copy is still the only one (``damaged-data``), else healed."""
+        reported = {p.where for p in report.problems} | {p.where for p in report.healed}
+        for pack_id in sorted(scan.damage.pack_ids()):
+            stat = scan.packs.get(pack_id)
+            if stat is None or not stat.indexed or f"pack {pack_id}" in reported:
+                continue
+            named = None if pack_id in scan.damage.packs else {c for p, c in scan.damage.blobs if p == pack_id}
+            chunks = {c for c, _, _, _ in scan.blobs_of(pack_id) if named is None or c in named}
+            if not chunks:
+                continue  # the index no longer lists those copies here
+            self._pack_problem(scan, report, stat, "damaged-data",
+                               f"holds {len(chunks)} chunk(s) recorded as damaged (damaged/)", chunks)
 
     def _pack_problem(self, scan: RepositoryScan, report: CheckReport, stat: PackStat, kind: str,
                       message: str, lost: set[bytes] | None = None) -> None:

@@ -93,16 +93,22 @@ def _old_enough(stat: PackStat, now: dt.datetime, grace: dt.timedelta) -> bool:
 
 
 def _choose_repacks(scan: RepositoryScan, marks: PackTimes, plan: PrunePlan, max_unused: float) -> None:
-    """Repack the emptiest partly-used packs until the unused share is at most ``max_unused``."""
+    """Repack the emptiest partly-used packs until the unused share is at most ``max_unused``; a
+    pack holding a damaged copy that is no longer used (its chunk was stored again) is repacked
+    whatever the share, so the damage leaves the repository."""
     budget = plan.bytes_unused - plan.bytes_mark - plan.bytes_delete - max_unused * plan.bytes_total
-    if budget <= 0:
-        return
     candidates = sorted(
         (s for s in scan.packs.values()
          if s.indexed and s.used_blobs and s.unused_bytes and s.pack_id not in marks.packs
          and not damaged_in_use(scan, s.pack_id)),
         key=lambda s: s.used_bytes / max(1, s.used_bytes + s.unused_bytes),
     )
+    damaged = scan.damage.pack_ids()
+    for stat in [s for s in candidates if s.pack_id in damaged]:
+        plan.repack.append(stat.pack_id)
+        plan.bytes_repack_used += stat.used_bytes
+        budget -= stat.unused_bytes
+    candidates = [s for s in candidates if s.pack_id not in damaged]
     for stat in candidates:
         if budget <= 0:
             break
