@@ -119,17 +119,21 @@ class BackupRun:
         started = time.monotonic()
         # a source that says so (a files source walks its tree once more) is estimated beside the
         # backup, and the progress total appears when it is known; the others before it starts
+        stop = threading.Event()
         if all(getattr(s, "estimate_concurrently", False) for s in sources):
-            estimator = threading.Thread(target=self._estimate_beside, args=(sources,), name="dtstore-estimate",
+            estimator = threading.Thread(target=self._estimate_beside, args=(sources, stop), name="dtstore-estimate",
                                          daemon=True)
             estimator.start()
             estimator.join(ESTIMATE_HEAD_START)  # a small tree's total is there from the first event
         else:
             self._estimate(sources)
-        for source in sources:
-            for entry in source.entries(self._reporter):
-                self._store_entry(entry)
-                self._progress.items_done += 1
+        try:
+            for source in sources:
+                for entry in source.entries(self._reporter):
+                    self._store_entry(entry)
+                    self._progress.items_done += 1
+        finally:
+            stop.set()  # an estimate still walking is of no use any more
         items_ref = self._items.close()
         self._content.flush()
         if self._progress.total is not None:
@@ -150,14 +154,14 @@ class BackupRun:
         }
         return BackupResult(items_ref, self._items.count, summary, self._file_records)
 
-    def _estimate(self, sources: Sequence[Source]) -> None:
-        total = _estimate(sources)
-        if total is not None:
+    def _estimate(self, sources: Sequence[Source], stop: threading.Event | None = None) -> None:
+        total = _estimate(sources, stop)
+        if total is not None and not (stop and stop.is_set()):
             self._progress.total = max(total, self._progress.bytes_done)
 
-    def _estimate_beside(self, sources: Sequence[Source]) -> None:
+    def _estimate_beside(self, sources: Sequence[Source], stop: threading.Event) -> None:
         with contextlib.suppress(Exception):  # only a display aid: a failure leaves the total unknown
-            self._estimate(sources)
+            self._estimate(sources, stop)
 
     def _store_entry(self, entry: Entry) -> None:
         item = Item(path=entry.path, type=entry.type, mode=entry.mode, uid=entry.uid, gid=entry.gid,
@@ -213,13 +217,15 @@ def _identity_tuple(entry: Entry) -> tuple[int, ...] | None:
     return None if i is None else (i.device, i.inode, i.size, i.mtime_ns, i.ctime_ns)
 
 
-def _estimate(sources: Sequence[Source]) -> int | None:
+def _estimate(sources: Sequence[Source], stop: threading.Event | None = None) -> int | None:
+    """The sum of the sources' ``estimated_size()``; a source estimated concurrently is also given
+    ``stop``, set when the backup no longer needs the figure."""
     total = 0
     for source in sources:
         estimate = getattr(source, "estimated_size", None)
         if estimate is None:
             return None
-        total += int(estimate())
+        total += int(estimate(stop=stop) if stop is not None else estimate())
     return total
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat as statmod
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
@@ -57,8 +58,9 @@ class FilesSource:
                 device = -1
             yield from self._walk(top, reporter, device, [])
 
-    def estimated_size(self) -> int:
-        """The bytes of the regular files ``entries`` would yield (one walk of the metadata)."""
+    def estimated_size(self, stop: threading.Event | None = None) -> int:
+        """The bytes of the regular files ``entries`` would yield (one walk of the metadata); it
+        gives up, returning what it has counted, once ``stop`` is set."""
         total = 0
         for top in sorted(self._paths):
             try:
@@ -66,6 +68,8 @@ class FilesSource:
             except OSError:
                 continue
             for entry in self._walk(top, _SILENT, device, []):
+                if stop is not None and stop.is_set():
+                    return total
                 total += entry.size or 0
         return total
 

@@ -278,3 +278,25 @@ def test_whole_path_matching_for_find() -> None:
     assert Pattern("/a/**/c").matches("/a/b/c", whole=True)
     assert not Pattern("/a/**/c").matches("/a/b/c/d", whole=True)
     assert Pattern("/a/**/c").matches("/a/b/c/d")
+
+
+def test_estimate_gives_up_when_told(tree: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    assert FilesSource([str(tree)]).estimated_size(stop=stop) == 0
+
+
+def test_backup_progress_carries_the_estimated_total(tree: Path, tmp_path: Path) -> None:
+    from dtstore import ProgressEvent
+    from tests.helpers import init_repo
+
+    events: list[ProgressEvent] = []
+    with init_repo(str(tmp_path / "repo"), tmp_path / "cache") as repo:
+        snap = repo.snapshot([FilesSource([str(tree)], excludes=Excludes(exclude=("*.iso",)))],
+                             progress=events.append)
+    total = 10 * (len(TREE) - 2) + 1000  # Big.ISO stays: --exclude is case-sensitive
+    assert snap.summary["bytes_total"] == total
+    assert events and events[0].bytes_total == total  # the head start: known from the first event
+    assert events[-1].bytes_done == events[-1].bytes_total == total
