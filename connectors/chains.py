@@ -437,7 +437,8 @@ def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> Str
         if base.kind == "diff" and not any(f.ref == base.base_ref for f in ordered if f.kind == "full"):
             continue  # a differential whose full is gone restores nothing
         chain = _chain_of(logs, base)
-        spans.append((base.time_until, chain[-1].time_until, chain))
+        # a log's time can be older than its base's (whole seconds against microseconds): never end before the start
+        spans.append((base.time_until, max(link.time_until for link in chain), chain))
     spans.sort(key=lambda s: (s[0], s[1]))
     merged: list[Window] = []
     for start, end, chain in spans:

@@ -407,10 +407,11 @@ def subtract_ranges(before: Iterable[TimeRange], after: Iterable[TimeRange]) -> 
     """The parts of ``before`` that ``after`` does not cover, merged and oldest first.
 
     Used to say what restorable time a removal loses (restore-point windows before and after).
-    End points are not tracked as open or closed: ``[0, 10]`` minus ``[0, 5]`` is ``(5, 10)``."""
-    covers = sorted(after)
+    End points are not tracked as open or closed: ``[0, 10]`` minus ``[0, 5]`` is ``(5, 10)``.  A range
+    given end first is read as the same stretch."""
+    covers = sorted((min(a, b), max(a, b)) for a, b in after)
     pieces: list[TimeRange] = []
-    for start, end in sorted(before):
+    for start, end in sorted((min(a, b), max(a, b)) for a, b in before):
         remaining = [(start, end)]
         for c_start, c_end in covers:
             cut: list[TimeRange] = []

@@ -424,3 +424,13 @@ def test_an_older_differential_bridges_what_the_newest_cannot() -> None:
     assert plan(links, Target()).links == [full, diff1, log1, log2]
     assert plan(links, Target(time=log2.time_until)).diff is diff1
     assert plan(links, Target(time=diff2.time_until)).diff is diff2
+
+
+def test_a_log_timed_before_its_base_never_makes_a_window_end_before_it_starts() -> None:
+    # MySQL: a log's last event has whole seconds, the full's consistent point microseconds
+    full, log = chain("full", "log")
+    log = replace(log, time_until=full.time_until.replace(second=0) - dt.timedelta(microseconds=1))
+    full = replace(full, time_until=full.time_until.replace(second=0, microsecond=247772))
+    (window,) = windows([full, log]).windows
+    assert window.start == window.end == full.time_until and window.links == [full, log]
+    assert plan([full, log], Target()).logs == [log]

@@ -538,3 +538,5 @@ def test_subtract_ranges() -> None:
     assert subtract_ranges([(t[1], t[1])], [(t[1], t[1])]) == []
     assert subtract_ranges([(t[0], t[4]), (t[2], t[8])], [(t[3], t[5])]) == [(t[0], t[3]), (t[5], t[8])]
     assert subtract_ranges([(t[0], t[4])], [(t[5], t[8])]) == [(t[0], t[4])]
+    assert subtract_ranges([(t[4], t[0])], [(t[4], t[0])]) == []  # end first: the same stretch
+    assert subtract_ranges([(t[4], t[0])], [(t[0], t[2])]) == [(t[2], t[4])]
