@@ -51,7 +51,7 @@ import shlex
 import stat as stat_module
 import subprocess
 import threading
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from types import TracebackType
@@ -272,19 +272,27 @@ class ToolStream:
         with contextlib.suppress(Exception):
             self._process.close_stdin()
 
+    def _blocks(self, preamble: bytes, stdin: Stdin) -> Iterator[bytes]:
+        if preamble:
+            yield preamble
+        if isinstance(stdin, (bytes, bytearray, memoryview)):
+            for start in range(0, len(stdin), COPY_BUFFER):
+                yield bytes(stdin[start:start + COPY_BUFFER])
+        elif stdin is not None:
+            while block := stdin.read(COPY_BUFFER):
+                yield block
+
     def _feed(self, preamble: bytes, stdin: Stdin) -> None:
+        """Copy stdin to the tool.  The tool no longer reading ends the copy quietly (its exit status
+        says why); the *source* failing kills the tool, so that it never sees a truncated input as
+        complete, and the error is re-raised in the caller's thread."""
         try:
-            if preamble:
-                self._process.write(preamble)
-            if isinstance(stdin, (bytes, bytearray, memoryview)):
-                for start in range(0, len(stdin), COPY_BUFFER):
-                    self._process.write(bytes(stdin[start:start + COPY_BUFFER]))
-            elif stdin is not None:
-                while block := stdin.read(COPY_BUFFER):
+            for block in self._blocks(preamble, stdin):
+                try:
                     self._process.write(block)
-        except (BrokenPipeError, ConnectionError, _StdinClosed):
-            pass  # the tool stopped reading: its exit status says why
-        except BaseException as exc:  # re-raised in the caller's thread
+                except (OSError, _StdinClosed):
+                    return
+        except BaseException as exc:
             self._feed_error = exc
             self.kill()
         finally:
@@ -672,7 +680,10 @@ class _SshProcess:
             with contextlib.suppress(Exception):
                 pid = await asyncio.wait_for(asyncio.shield(self._stderr.pid), 10)
                 if pid is not None and self._p.returncode is None:
-                    await asyncio.wait_for(self._conn.run(f"kill -KILL {pid}", check=False), 10)
+                    # sshd made the tool a session leader (setsid, then exec all the way): its group
+                    # holds its children too, as for OpenSSH's own killpg()
+                    await asyncio.wait_for(self._conn.run(
+                        f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}", check=False), 10)
             self._p.close()  # and a Windows host gets only this: the channel closes
 
         self._loop.soon(lambda: asyncio.ensure_future(kill()))

@@ -133,26 +133,29 @@ def test_local_timeout_kills() -> None:
 class _Exploding(io.RawIOBase):
     """A stdin source that fails part-way, as a damaged stored item would."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception | None = None) -> None:
         self.sent = 0
+        self.error = error or IntegrityError("chunk 1234 failed authentication")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         if self.sent > 2 * MIB:
-            raise IntegrityError("chunk 1234 failed authentication")
+            raise self.error
         n = len(buffer)
         buffer[:n] = b"y" * n
         self.sent += n
         return n
 
 
-def test_an_error_reading_stdin_kills_the_tool_and_is_raised() -> None:
-    sink = [PY, "-c", "import sys, time; sys.stdin.buffer.read(); time.sleep(60)"]
+@pytest.mark.parametrize("error", [IntegrityError("chunk 1234 failed"), ConnectionResetError("chunk 1234 lost")])
+def test_an_error_reading_stdin_kills_the_tool_and_is_raised(error: Exception) -> None:
+    """Never a quiet EOF: the tool would take a truncated input for a complete one."""
+    sink = [PY, "-c", "import sys, time; sys.stdin.buffer.read(); print('complete'); time.sleep(60)"]
     start = time.monotonic()
-    with pytest.raises(IntegrityError, match="chunk 1234"):
-        LocalRunner().run(sink, stdin=_Exploding())  # type: ignore[arg-type]
+    with pytest.raises(type(error), match="chunk 1234"):
+        LocalRunner().run(sink, stdin=_Exploding(error))  # type: ignore[arg-type]
     assert time.monotonic() - start < 20
 
 
@@ -393,22 +396,51 @@ def test_ssh_streamed_cat_of_a_large_file(ssh: SshRunner, sftp_server: SFTPServe
     assert ssh.run(["cat"], stdin=io.BytesIO(data)).stdout == data
 
 
+def test_ssh_an_error_reading_stdin_kills_the_remote_tool(ssh: SshRunner) -> None:
+    start = time.monotonic()
+    with pytest.raises(IntegrityError, match="chunk 1234"):
+        ssh.run(["sh", "-c", "cat >/dev/null; sleep 62.25"], stdin=_Exploding())  # type: ignore[arg-type]
+    assert time.monotonic() - start < 20
+    assert _gone(_processes_running(b"sleep\x0062.25\x00"))
+
+
 def test_ssh_stream_failure_is_raised_on_leaving(ssh: SshRunner, sftp_server: SFTPServer) -> None:
     with pytest.raises(ConnectorError, match=r"cat exited with status 1 on .*No such file"), \
             ssh.stream(["cat", str(sftp_server.root / "missing")]) as out:
         assert out.read() == b""
 
 
-def test_ssh_exception_inside_the_block_kills_the_remote_tool(ssh: SshRunner) -> None:
-    tool = ssh.stream(["sh", "-c", "echo $$; exec sleep 60"])
+def _processes_running(cmdline: bytes) -> list[int]:
+    """PIDs on this machine (the test sshd's too) whose command line is ``cmdline``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == cmdline:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _gone(pids: list[int], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.05)
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_ssh_exception_inside_the_block_kills_the_remote_tool_and_its_children(ssh: SshRunner) -> None:
+    tool = ssh.stream(["sh", "-c", "echo $$; sleep 61.25; echo never"])
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="consumer failed"), tool as out:
         pid = int(out.readline())
+        deadline = time.monotonic() + 10
+        while not (children := _processes_running(b"sleep\x0061.25\x00")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert children
         raise RuntimeError("consumer failed")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():  # the test sshd is this machine
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists(), "the remote tool survived"
+    assert _gone([pid, *children]), "the remote tool survived"
     assert time.monotonic() - start < 15
 
 
