@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # (package directory, import prefix it is known by)
-PACKAGES = [(ROOT / "dtstore", "dtstore"), (ROOT / "connectors", "dtstore.connectors"), (ROOT / "cli", "dtstore.cli")]
+PACKAGES = [(ROOT / "dtstore", "dtstore"), (ROOT / "connectors", "dtstore.connectors"), (ROOT / "agent", "dtstore.agent"),
+            (ROOT / "cli", "dtstore.cli")]
 
 # module prefix → prefixes it must never import
 FORBIDDEN = {
@@ -25,7 +26,7 @@ FORBIDDEN = {
                         "dtstore.repository", "dtstore.maintenance", "dtstore.cli", "dtstore.connectors"],
     "dtstore.objects": ["dtstore.content", "dtstore.storage", "dtstore.snapshots", "dtstore.repository"],
     "dtstore.snapshots": ["dtstore.backup", "dtstore.restore", "dtstore.repository", "dtstore.maintenance"],
-    "dtstore.connectors": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.cli"],
+    "dtstore.connectors": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.cli", "dtstore.agent"],
     "dtstore.cli": ["dtstore.storage", "dtstore.content", "dtstore.objects"],
     "dtstore.backup": ["dtstore.restore", "dtstore.repository", "dtstore.maintenance", "dtstore.cli",
                        "dtstore.connectors"],
@@ -34,7 +35,8 @@ FORBIDDEN = {
     "dtstore.sources": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.backup", "dtstore.restore",
                         "dtstore.repository", "dtstore.maintenance", "dtstore.cli", "dtstore.connectors"],
     "dtstore.maintenance": ["dtstore.backup", "dtstore.repository", "dtstore.cli", "dtstore.connectors"],
-    "dtstore": ["dtstore.cli", "dtstore.connectors"],
+    "dtstore.agent": ["dtstore.storage", "dtstore.content", "dtstore.objects", "dtstore.cli"],
+    "dtstore": ["dtstore.cli", "dtstore.connectors", "dtstore.agent"],
 }
 
 # Connectors use the public API and a few neutral core modules, nothing of the layers below the repository.
