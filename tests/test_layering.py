@@ -13,8 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # (package directory, import prefix it is known by)
-PACKAGES = [(ROOT / "dtstore", "dtstore"), (ROOT / "connectors", "dtstore.connectors"), (ROOT / "agent", "dtstore.agent"),
-            (ROOT / "cli", "dtstore.cli")]
+PACKAGES = [
+    (ROOT / "dtstore", "dtstore"),
+    (ROOT / "connectors", "dtstore.connectors"),
+    (ROOT / "agent", "dtstore.agent"),
+    (ROOT / "cli", "dtstore.cli"),
+]
 
 # module prefix → prefixes it must never import
 FORBIDDEN = {
