@@ -21,8 +21,9 @@ Rules (spec/connectors.md §7.3):
   server configuration and shows only the names.  Values must not contain a newline.  A Windows
   runner has no such shell, so it uses ``setenv`` (needs ``AcceptEnv``); the reliable way there is to
   write the secret to the tool's stdin (``sqlplus /nolog`` reading ``CONNECT user/pw@db``).
-* **Command lines.**  A POSIX host gets ``shlex.join(argv)`` (for a POSIX login shell); a
-  ``windows=True`` runner quotes with :func:`subprocess.list2cmdline` (CreateProcess rules) and then
+* **Command lines.**  A POSIX host gets ``shlex.join`` of ``sh -c 'echo "dtstore-pid $$" >&2 && [the
+  reads above] && exec "$@"' sh TOOL ARGS…`` (for a POSIX login shell); a ``windows=True`` runner
+  quotes with :func:`subprocess.list2cmdline` (CreateProcess rules) and then
   for the server's default shell: ``cmd.exe`` (every metacharacter ``^``-escaped) or PowerShell.
   Paths are the database host's, strings or ``PurePosixPath``/``PureWindowsPath``; nothing here
   passes them through the local ``os.path``.
@@ -30,6 +31,11 @@ Rules (spec/connectors.md §7.3):
   else ``DTSTORE_SSH_KNOWN_HOSTS``, else ``DTSTORE_SFTP_KNOWN_HOSTS``, else ``~/.ssh/known_hosts``.
   An unknown or changed key raises :class:`~dtstore.errors.HostKeyError` (exit 14).  Keys:
   ``client_keys=``, else ``DTSTORE_SSH_KEY``, else ``DTSTORE_SFTP_KEY``, else ssh-agent and ``~/.ssh/id_*``.
+* **Kill** (an exception inside ``stream()``'s block, a timeout, a failing stdin source): locally
+  SIGKILL (TerminateProcess on Windows).  Over SSH: the "signal" request (OpenSSH ignores it unless
+  privilege-separated), then ``kill -KILL -- -PID`` on a second channel, with the PID the wrapper
+  reported (sshd made it a session leader, so its children die too), then the channel is closed.
+  A Windows host gets only the close.
 * **Errors.**  asyncssh and OSError exceptions are translated here, once, into ConnectorError
   (or HostKeyError).  A non-zero exit is ``ConnectorError("<tool> exited with status N on <host>:
   <stderr tail>")``.
