@@ -95,8 +95,8 @@ def _refresh_once(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: 
     # known before listing: a segment this process uploads and caches meanwhile (the uploader threads
     # during a backup) must not look like one a prune removed, which would reset the whole cache
     known = cache.known_segments()
-    records = damage_names(store)
     remote = {info.name for info in store.list(layout.INDEX)}
+    records = damage_names(store)
     if records != cache.known_damage_records():
         # the damage set decides which copy each chunk points at: load it first, then every segment
         damage = load_damage(store, sealer, records)
