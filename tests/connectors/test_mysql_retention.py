@@ -89,3 +89,10 @@ def test_keep_daily_keeps_the_chain_and_latest_restores_exactly(
     code, out, err = cli("restore", "--to", dst.url(), mysql_pwd=dst.password)
     assert code == 0, err + out
     assert dst.contents(["shop"]) == final
+
+    # --force takes the middle log; the restore planner then refuses latest (exit 17), naming the gap
+    code, out, err = cli("forget", ids[1], "--force")
+    assert code == 0 and "--force: mysql " in err and f"log {ids[2][:8]} restores nothing now" in err, err
+    code, out, err = cli("restore", "--to", dst.url(), "--dry-run", mysql_pwd=dst.password)
+    assert code == 17, out + err
+    assert "cannot be reached" in err and "--allow-gap" in err, err
