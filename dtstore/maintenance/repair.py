@@ -320,14 +320,14 @@ def plan_pack_repair(scan: RepositoryScan, survey: BlobSurvey) -> PackRepair:
                         error=survey.error)
     pid = bytes.fromhex(survey.pack_id)
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
-        for entry in survey.good:
-            chosen = txn.get(entry.chunk_id)
-            elsewhere = chosen is not None and bytes(chosen) != pid
-            if elsewhere and not lost_chunks(scan, [entry.chunk_id]):
-                repair.already_elsewhere += 1
-            else:
-                repair.copy.append(entry.chunk_id)
-                repair.bytes_copy += entry.raw_length
+        elsewhere = {e.chunk_id for e in survey.good if txn.get(e.chunk_id) not in (None, pid)}
+    elsewhere -= lost_chunks(scan, elsewhere)  # the counted copy elsewhere must be a good one
+    for entry in survey.good:
+        if entry.chunk_id in elsewhere:
+            repair.already_elsewhere += 1
+        else:
+            repair.copy.append(entry.chunk_id)
+            repair.bytes_copy += entry.raw_length
     return repair
 
 
