@@ -426,7 +426,8 @@ class _RunnerBase:
             raise
         if timed_out.is_set():
             raise ConnectorError(f"{tool.label} did not finish within {timeout:g} s on {self.host}; it was killed")
-        assert tool.exit_status is not None
+        if tool.exit_status is None:  # finish() raises first; this keeps mypy and python -O honest
+            raise ConnectorError(_failure(tool.label, None, self.host, tool.stderr))
         return Result(tool.exit_status, data, tool.stderr)
 
     def write_file(self, path: Arg, chunks: Iterable[bytes], *, overwrite: bool = False, mode: int = 0o600) -> int:
