@@ -196,3 +196,36 @@ def test_missing_pack_costs_its_files_and_is_recorded(built: Built, tmp_path: Pa
         assert repo._cache.damage().packs == {b.pack.name}
     # the empty file needs no pack and is restored
     assert (tmp_path / "t" / str(b.src.absolute()).lstrip("/") / "sub" / "empty").read_bytes() == b""
+
+
+def test_another_host_with_a_warm_cache_learns_of_the_damage(built: Built) -> None:
+    """Host B loaded the index before host A found the damage: B's next backup still stores the
+    chunk afresh (its cache reloads when the damage records change) instead of building on it."""
+    b = built
+    chunk_id, offset, length = b.blobs[1]
+    with b.open("host-b") as host_b:
+        host_b.refresh_index()
+        assert host_b._cache.lookup_usable(chunk_id) is not None
+        flip(b.pack, offset + length // 2)
+        with b.open("host-a") as host_a:
+            assert not host_a.check(read_data=True).ok  # records the bad copy
+        snap = host_b.snapshot([FilesSource([str(b.src)])])
+        assert snap.summary["chunks_new"] == 1  # that chunk, and nothing else
+        assert host_b.check(read_data=True).ok
+
+
+def test_truncated_pack_costs_only_the_blobs_past_the_cut(built: Built, tmp_path: Path) -> None:
+    b = built
+    cut = b.blobs[len(b.blobs) // 2][1] + 5
+    b.pack.write_bytes(b.pack.read_bytes()[:cut])
+    lost_chunks = {c for c, o, n in b.blobs if o + n > cut}
+    lost = sorted({p for p, cs in b.files.items() if lost_chunks & set(cs)})
+    with b.open("trunc") as repo:
+        with pytest.raises(IntegrityError) as failed:
+            repo.restore(repo.get_snapshot(b.snapshot_id), tmp_path / "t")
+        assert failed.value.paths == lost and "truncated" in str(failed.value)
+        repo.refresh_index()
+        assert repo._cache.damage().blobs == {(b.pack.name, c) for c in lost_chunks}
+    got = contents(tmp_path / "t" / str(b.src.absolute()).lstrip("/"))
+    expected = contents(b.src)
+    assert got == {p: v for p, v in expected.items() if p not in {b.rel(x) for x in lost}}
