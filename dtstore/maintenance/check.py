@@ -251,7 +251,7 @@ class CheckRun:
         if healed(scan, stat.pack_id, lost):
             report.healed.append(Problem(
                 kind, f"pack {stat.pack_id}",
-                f"pack {stat.pack_id[:16]} {message}; healed: every chunk it lost has a good copy in another "
+                f"pack {stat.pack_id[:16]} {message}; every chunk it lost has a good copy in another "
                 "pack, and prune removes it once nothing uses it"))
             return
         snapshots, paths = affected(self._ctx, scan, stat.pack_id, lost)
