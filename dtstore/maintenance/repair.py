@@ -227,9 +227,9 @@ class PackRepair:
     """chunks that verify here and have no good copy elsewhere: copied into a new pack"""
     bytes_copy: int = 0
     already_elsewhere: int = 0
-    """chunks that verify here but already have a good copy in another pack"""
+    """chunks that already have a good copy in another pack (whether or not they verify here)"""
     lost: list[bytes] = field(default_factory=list)
-    """chunks that fail verification here (or lie past its end): not salvageable from this pack"""
+    """chunks that fail verification here (or lie past its end) and have no good copy elsewhere"""
     trailer: str = "ok"
     """"ok", or why the pack's own trailer is unreadable"""
     error: str = ""
@@ -319,8 +319,9 @@ def plan_pack_repair(scan: RepositoryScan, survey: BlobSurvey) -> PackRepair:
     repair = PackRepair(survey.pack_id, survey.kind, survey.exists, lost=list(survey.bad), trailer=survey.trailer,
                         error=survey.error)
     pid = bytes.fromhex(survey.pack_id)
+    here = [e.chunk_id for e in survey.good] + list(survey.bad)
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
-        elsewhere = {e.chunk_id for e in survey.good if txn.get(e.chunk_id) not in (None, pid)}
+        elsewhere = {c for c in here if txn.get(c) not in (None, pid)}
     elsewhere -= lost_chunks(scan, elsewhere)  # the counted copy elsewhere must be a good one
     for entry in survey.good:
         if entry.chunk_id in elsewhere:
@@ -328,6 +329,9 @@ def plan_pack_repair(scan: RepositoryScan, survey: BlobSurvey) -> PackRepair:
         else:
             repair.copy.append(entry.chunk_id)
             repair.bytes_copy += entry.raw_length
+    # a bad blob whose chunk has a good copy elsewhere (healed by a backup) costs nothing
+    repair.already_elsewhere += sum(1 for c in survey.bad if c in elsewhere)
+    repair.lost = [c for c in survey.bad if c not in elsewhere]
     return repair
 
 
@@ -365,7 +369,7 @@ def execute_pack_repairs(ctx: MaintenanceContext, scan: RepositoryScan, repairs:
     damage = DamageSet()
     for repair in repairs:
         damage.packs.add(repair.pack_id)
-        damage.blobs.update((repair.pack_id, c) for c in repair.lost)
+        damage.blobs.update((repair.pack_id, c) for c in surveys[repair.pack_id].bad)
     new = damage.minus(scan.damage)
     if new:
         write_damage(ctx.store, ctx.sealer, new, host=ctx.host, found_by="repair packs")

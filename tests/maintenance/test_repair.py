@@ -148,12 +148,16 @@ def test_backing_up_again_heals_a_snapshot_before_any_repair(built: Built) -> No
     """restic's advice, automatic here: the content still exists, so a backup stores it afresh and
     the old snapshot needs no repair at all."""
     b = built
-    b.flip(b.files[b.item("f4.bin")][0])
+    chunk = b.files[b.item("f4.bin")][0]
+    pack_id = b.flip(chunk)
     with b.repo("heal") as repo:
         assert not repo.check(read_data=True).ok
         repo.snapshot([FilesSource([str(b.src)])])
         assert repo.repair_snapshots(dry_run=True) == []
         assert repo.check(read_data=True).ok
+        # the pack's bad blob costs nothing any more: repair packs does not call it lost
+        [plan] = repo.repair_packs(dry_run=True)
+        assert plan.pack_id == pack_id and plan.lost == [] and plan.already_elsewhere >= 1
         old = repo.get_snapshot(b.snapshot_id)
         assert tree_digest(b.src) == tree_digest(_restore(repo, old, b.base / "t"))
 
