@@ -22,7 +22,7 @@ recovery, MySQL without binary logs) restores only to its own point.
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -307,7 +307,8 @@ def _later_unreached(links: Sequence[Link], plan: ChainPlan, *, fulls: bool = Fa
     return [
         link
         for link in links
-        if id(link) not in used and link.time_until > last.time_until and link.taken > last.taken
+        if id(link) not in used and link.taken > last.taken
+        and (link.kind == "log" or link.time_until > last.time_until)  # a log taken later holds later events
         and (fulls or link.kind != "full")
     ]
 
@@ -354,7 +355,9 @@ def plan(
     if isinstance(outcomes[0], ChainError) and (not plans or not target.is_latest):
         raise outcomes[0]
     if target.is_latest:
-        best = max(plans, key=lambda p: (p.reached_time, p.last.taken))
+        # the chain whose last link was taken last holds the newest state: a log's time (its last
+        # event, whole seconds for MySQL) can lie before the consistent point of a full taken earlier
+        best = max(plans, key=lambda p: (p.last.taken, p.reached_time))
         later = _later_unreached(ordered, best)
         if later:
             gap = _gap(stream, best, later, explain)
@@ -414,29 +417,50 @@ def by_stream(links: Iterable[Link]) -> dict[str, list[Link]]:
     return {name: _ordered(group) for name, group in sorted(streams.items())}
 
 
-def _chain_of(logs: Sequence[Link], base: Link) -> list[Link]:
-    """The base and the logs that continue it, up to a fork if there is one (restore explains it)."""
-    reached: list[Link] = []
+class _Walker:
+    """:func:`follow` from every base of one stream, sharing the walk where chains meet.
 
-    def record(link: Link) -> bool:
-        reached.append(link)
-        return False
+    windows and dependencies follow each base to the end of its chain; in MySQL-like streams the
+    chain of every full runs through all later logs, so walking each one afresh is cubic in the
+    history (a year of hourly logs took minutes).  The log that continues a log depends on that log
+    alone, so it is found once.  A fork ends a chain before it, as a restore does.
+    """
 
-    with contextlib.suppress(ChainError):  # a fork: the chain stops before it, as a restore does
-        follow(logs, base, until=record)
-    return [base, *reached]
+    def __init__(self, logs: Sequence[Link]) -> None:
+        self._logs = _ordered(logs)
+        self._taken = [log.taken for log in self._logs]
+        self._next: dict[int, Link | None] = {}
+
+    def _step(self, link: Link) -> Link | None:
+        """The log that continues ``link``: what follow would take next (None: nothing, or a fork)."""
+        later = self._logs[bisect.bisect_left(self._taken, link.taken):]
+        options = _continuers(later, link.end, link.taken)
+        if not options or len({str(o.end) for o in options}) > 1:
+            return None
+        return options[0]
+
+    def chain(self, base: Link) -> list[Link]:
+        """The base and the logs that continue it, up to a fork if there is one (restore explains it)."""
+        chain = [base]
+        nxt = self._step(base) if base.log_chain else None
+        while nxt is not None:
+            chain.append(nxt)
+            if id(nxt) not in self._next:
+                self._next[id(nxt)] = self._step(nxt)
+            nxt = self._next[id(nxt)]
+        return chain
 
 
 def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> StreamPoints:
     """Restorable windows of one stream, merged where they touch, and the gaps between them."""
     ordered = _ordered(links)
     stream = ordered[0].stream if ordered else ""
-    logs = [link for link in ordered if link.kind == "log"]
+    walker = _Walker([link for link in ordered if link.kind == "log"])
     spans: list[tuple[dt.datetime, dt.datetime, list[Link]]] = []
     for base in (link for link in ordered if link.is_base):
         if base.kind == "diff" and not any(f.ref == base.base_ref for f in ordered if f.kind == "full"):
             continue  # a differential whose full is gone restores nothing
-        chain = _chain_of(logs, base)
+        chain = walker.chain(base)
         # a log's time can be older than its base's (whole seconds against microseconds): never end before the start
         spans.append((base.time_until, max(link.time_until for link in chain), chain))
     spans.sort(key=lambda s: (s[0], s[1]))
@@ -488,7 +512,7 @@ def dependencies(links: Sequence[Link]) -> dict[str, set[str]]:
     """
     needs: dict[str, set[str]] = defaultdict(set)
     for group in by_stream(links).values():
-        logs = [link for link in group if link.kind == "log"]
+        walker = _Walker([link for link in group if link.kind == "log"])
         fulls = {f.ref: f for f in group if f.kind == "full"}
         bases = sorted((b for b in group if b.is_base), key=lambda b: (b.time_until, b.taken), reverse=True)
         for link in group:
@@ -501,7 +525,7 @@ def dependencies(links: Sequence[Link]) -> dict[str, set[str]]:
                 continue
             prefix = [fulls[base.base_ref]] if base.kind == "diff" and base.base_ref else []
             path = [*prefix, base]
-            for log in _chain_of(logs, base)[1:]:
+            for log in walker.chain(base)[1:]:
                 if id(log) not in reached:
                     reached.add(id(log))
                     needs[log.snapshot_id].update(link.snapshot_id for link in path)

@@ -434,3 +434,31 @@ def test_a_log_timed_before_its_base_never_makes_a_window_end_before_it_starts()
     (window,) = windows([full, log]).windows
     assert window.start == window.end == full.time_until and window.links == [full, log]
     assert plan([full, log], Target()).logs == [log]
+
+
+def same_second(full: Link, *logs: Link) -> list[Link]:
+    """The full consistent at .67 of a second, its logs' last events (whole seconds) in that second."""
+    second = full.time_until.replace(microsecond=0)
+    return [replace(full, time_until=second + dt.timedelta(microseconds=670000)),
+            *(replace(log, time_until=second) for log in logs)]
+
+
+def test_a_removed_log_is_detected_when_the_next_one_ends_in_the_fulls_second() -> None:
+    # the issue: full, log, log in one second; the middle log removed; latest must not be the full alone
+    full, log1, log2 = same_second(*chain("full", "log", "log"))
+    assert plan([full, log1, log2], Target()).logs == [log1, log2]
+    with pytest.raises(ChainError, match="later snapshots cannot be reached"):
+        plan([full, log2], Target())
+    gapped = plan([full, log2], Target(), allow_gap=True)
+    assert gapped.links == [full] and gapped.gap is not None and gapped.gap.next is log2
+
+
+def test_latest_is_the_chain_taken_last_not_the_one_timed_last() -> None:
+    # log2 continues log1, not full2 (taken between them); its last event's whole second lies before
+    # full2's consistent point, yet it was taken after full2 and holds the newer state
+    full, log1, full2, log2 = build([("full", "newest", 0, True), ("log", "newest", 0, True),
+                                     ("full", "newest", 0, True), ("log", "previous log", 0, True)], Scn, set()).links
+    second = full2.time_until.replace(microsecond=0)
+    full2 = replace(full2, time_until=second + dt.timedelta(microseconds=670000))
+    log2 = replace(log2, time_until=second)
+    assert plan([full, log1, full2, log2], Target()).links == [full, log1, log2]
