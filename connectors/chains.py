@@ -483,12 +483,13 @@ def _gaps(links: Sequence[Link], merged: Sequence[Window], explain: Explain) -> 
     reached = {id(link) for window in merged for link in window.links}
     gaps = []
     for i, window in enumerate(merged):
-        last = max(window.links, key=lambda link: (link.time_until, link.taken))
+        # by when snapshots were taken, as plan does: a log's whole-second time can precede its full's
+        last = max(window.links, key=lambda link: (link.taken, link.time_until))
         following = merged[i + 1] if i + 1 < len(merged) else None
         stranded = [
             link for link in links
-            if link.kind == "log" and id(link) not in reached and link.time_until > last.time_until
-            and (following is None or link.time_until <= following.start)
+            if link.kind == "log" and id(link) not in reached and link.taken > last.taken
+            and (following is None or link.taken < following.bases[0].taken)
         ]
         if following is None and not stranded:
             continue

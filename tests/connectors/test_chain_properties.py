@@ -272,6 +272,8 @@ def test_latest_and_allow_gap(history: History) -> None:
     reached = [link for b in reach for link in [b, *reachable(links, b)]]
     newest = max(link.time_until for link in reached)
     stranded = [link for link in links if link.kind != "full" and link.time_until > newest]
+    points = windows(links)  # restore-points shows a gap after the last window exactly when a log lies beyond
+    assert (len(points.gaps) == len(points.windows)) == any(link.kind == "log" for link in stranded)
     try:
         p = plan(links, Target())
     except ChainError:
@@ -451,6 +453,8 @@ def test_a_removed_log_is_detected_when_the_next_one_ends_in_the_fulls_second() 
         plan([full, log2], Target())
     gapped = plan([full, log2], Target(), allow_gap=True)
     assert gapped.links == [full] and gapped.gap is not None and gapped.gap.next is log2
+    (gap,) = windows([full, log2]).gaps  # restore-points says so too
+    assert gap.after is full and gap.next is log2
 
 
 def test_latest_is_the_chain_taken_last_not_the_one_timed_last() -> None:
