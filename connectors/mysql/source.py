@@ -55,7 +55,7 @@ from dtstore.connectors.mysql.server import (
     server_warnings,
 )
 from dtstore.connectors.mysql.url import MysqlUrl
-from dtstore.connectors.stage import Stage
+from dtstore.connectors.stage import OWNER_FILE, Stage
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, Reporter
 
@@ -126,6 +126,8 @@ class MysqlSource:
         self._meta["mode"] = mode
         yield from (self._full_entries() if mode == "full" else self._log_entries())
         self._meta["finished_at"] = iso(clock.now())
+        for warning in self._meta["warnings"]:  # the snapshot is made, but promises less: exit 3
+            reporter.warn(b"mysql", warning)
 
     # -- mode -----------------------------------------------------------------------------------
 
@@ -372,7 +374,8 @@ class MysqlSource:
 
     def _fetch_remote(self, directory: Path, name: str) -> Path:
         for old in directory.glob("*.*"):  # keep at most one fetched file on disk (owner.pid stays)
-            old.unlink()
+            if old.name != OWNER_FILE:
+                old.unlink()
         tool = (
             _proc.find_tool("mariadb-binlog", "mysqlbinlog")
             if self.info.flavor == "mariadb"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import dtstore
-from dtstore.connectors import RestorePlan, RestoreRequest, make_source
+from dtstore.connectors import RestorePlan, RestoreRequest, make_source, restore_points
 from dtstore.connectors import restore_to as restore_request
 from dtstore.connectors.mysql.plan import MysqlRestorePlan
 from dtstore.errors import ChainError, ConnectorError
@@ -451,11 +451,18 @@ def test_a_server_without_binary_logging_takes_fulls_only(mariadb_factory: Maria
     src = mariadb_factory("src", password="src-Secret-1", args=["--skip-log-bin"])
     seed(src)
     repo = new_repo(tmp_path)
+    src.sql("CREATE TABLE crm.legacy (a INT) ENGINE=MyISAM")
     full = snap(repo, src, "full")
     assert full.source_metadata["binlog"] is None and full.source_metadata["binlog_next"] is None
+    said = [w["message"] for w in full.summary["warnings"]]  # the CLI exits 3 on these
+    assert any("binary logging is off" in w for w in said), said
+    assert any("crm.legacy (MyISAM)" in w for w in said), said
     with pytest.raises(ConnectorError, match="log mode needs binary logging"):
         snap(repo, src, "log")
     assert snap(repo, src, "auto").source_metadata["mode"] == "full"
+    (points,) = restore_points(repo.snapshots())
+    assert not points.streams[0].point_in_time
+    assert "no point-in-time restore" in " ".join(points.describe())
 
 
 def test_views_come_back_with_their_database_even_alone(mariadb_factory: MariaDBFactory, tmp_path: Path) -> None:
