@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,9 @@ def _fsync_dir(folder: Path) -> None:
 
 # --- OS file locks ------------------------------------------------------------------------------------------------
 
-def _try_lock(f: IO[bytes], *, blocking: bool) -> bool:
-    """Lock the open file exclusively; False when another process holds it (non-blocking only)."""
+def _try_lock(f: IO[bytes], *, blocking: bool, shared: bool = False) -> bool:
+    """Lock the open file (exclusively, or shared on POSIX); False when another process holds it
+    (non-blocking only)."""
     if sys.platform == "win32":
         import msvcrt
 
@@ -116,8 +118,9 @@ def _try_lock(f: IO[bytes], *, blocking: bool) -> bool:
         return True
     import fcntl
 
+    flags = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f.fileno(), flags if blocking else flags | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
@@ -153,9 +156,11 @@ class JobLock:
     """The per-job host lock ``locks/JOB.lock``: an OS lock (released by the OS when the process dies,
     so a crash leaves nothing stale), the holder's pid written into the file for the message."""
 
-    def __init__(self, path: Path, job: str) -> None:
+    def __init__(self, path: Path, job: str, *, wait: float = 0.5) -> None:
         self.path = path
         self.job = job
+        self.wait = wait
+        """seconds to retry a held lock before giving up (covers a ``lock_holder`` probe)"""
         self._file: IO[bytes] | None = None
 
     def acquire(self) -> JobLock:
@@ -165,7 +170,10 @@ class JobLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+b")  # noqa: SIM115 - held until release()
         try:
-            if not _try_lock(f, blocking=False):
+            deadline = time.monotonic() + self.wait
+            while not (locked := _try_lock(f, blocking=False)) and time.monotonic() < deadline:
+                time.sleep(0.05)  # a status probe holds it for an instant
+            if not locked:
                 f.seek(0)
                 pid = f.read(32).decode("ascii", "replace").strip()
                 holder = f"pid {pid}" if pid.isdigit() else "pid unknown"
@@ -392,18 +400,19 @@ class StateDir:
         return JobLock(self.lock_path(job), job)
 
     def lock_holder(self, job: str) -> int | None:
-        """The pid of the process holding the job's lock, or None when nobody runs it."""
+        """The pid of the process holding the job's lock (-1 when it cannot be read), or None when
+        nobody runs the job.  The probe takes a shared lock for an instant and writes nothing."""
         path = self.lock_path(job)
-        if not path.exists():
-            return None
-        probe = JobLock(path, job)
         try:
-            probe.acquire()
-        except RepositoryLocked:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return None
+        with f:
+            if _try_lock(f, blocking=False, shared=True):
+                _unlock(f)
+                return None
             try:
-                text = path.read_text("ascii", "replace").strip()
+                text = f.read(32).decode("ascii", "replace").strip()
             except OSError:
                 return -1
-            return int(text) if text.isdigit() else -1
-        probe.release()
-        return None
+        return int(text) if text.isdigit() else -1
