@@ -241,11 +241,15 @@ class MetricsServer:
         self.close()
 
 
-def serve(listen: str, config: Callable[[], Any], state: Callable[[], StateDir], *,
+def serve(listen: str, config: Callable[[], Any], state: Callable[[], StateDir | None], *,
           now: Callable[[], dt.datetime] = clock.now) -> MetricsServer:
     """The agent's endpoint: every request renders the current config's jobs from the state folder
-    (callables, so a reloaded configuration is picked up)."""
-    return MetricsServer(listen, lambda: render_state(config(), state(), now=now()))
+    (callables, so a reloaded configuration is picked up; no state folder yet → an empty page)."""
+    def produce() -> str:
+        folder = state()
+        return render_state(config(), folder, now=now()) if folder is not None else ""
+
+    return MetricsServer(listen, produce)
 
 
 __all__: Sequence[str] = ("CONTENT_TYPE", "FAMILIES", "MetricsServer", "escape_label", "format_value",
