@@ -42,7 +42,7 @@ from dtstore.agent.schedule import (
     parse_schedule,
     parse_window,
 )
-from dtstore.errors import UsageError
+from dtstore.errors import UsageError, WrongPassword
 from dtstore.snapshots.retention import RetentionPolicy
 from dtstore.snapshots.retention import parse_duration as parse_calendar_duration
 from dtstore.sources.excludes import Excludes
@@ -185,7 +185,8 @@ class Lines:
                 header = _HEADER.match(line)
                 if header and not _KEY.match(line):
                     table = _split_key(header.group("name"))
-                    self._where.setdefault(table, number)
+                    for k in range(1, len(table) + 1):
+                        self._where.setdefault(table[:k], number)
                     continue
                 key = _KEY.match(line)
                 if key:
@@ -805,6 +806,7 @@ def _backup_schedules(r: _Reader, p: list[str], t: Mapping[str, Any], tz: dt.tzi
         r.error(p, "no schedule: set schedule = { full = \"0 1 * * 0\" } (modes full, diff, log), "
                    "or a single schedule for full runs")
         return schedules, run_modes
+    single = isinstance(raw, str)
     if isinstance(raw, str):
         raw = {"full": raw}
     if not isinstance(raw, Mapping):
@@ -812,7 +814,7 @@ def _backup_schedules(r: _Reader, p: list[str], t: Mapping[str, Any], tz: dt.tzi
         return schedules, run_modes
     what = f"the {connector} connector" if connector else "a files or command job"
     for mode, text in raw.items():
-        where = [*p, "schedule", mode]
+        where = [*p, "schedule"] if single else [*p, "schedule", mode]
         if mode not in MODE_ORDER:
             r.error(where, f"unknown mode{_did_you_mean(mode, MODE_ORDER)}; modes: {', '.join(MODE_ORDER)}")
             continue
@@ -1077,11 +1079,14 @@ def check(config: Config, *, offline: bool = False) -> list[Problem]:
                 continue
             if any(p.severity == "error" and p.key.startswith(f"repositories.{repo.name}.") for p in problems):
                 continue
+            source_key = next((k for k in PASSWORD_KEYS if getattr(repo, k)), "url")
             try:
                 with open_repository(repo):
                     pass
+            except WrongPassword as exc:
+                report(["repositories", repo.name, source_key], f"cannot open {mask_url(repo.url)}: {exc}")
             except UsageError as exc:
-                report(["repositories", repo.name], str(exc))
+                report(["repositories", repo.name, source_key], str(exc))
             except Exception as exc:  # any failure to open is reported, with the library's message
                 report(["repositories", repo.name, "url"], f"cannot open {mask_url(repo.url)}: {exc}")
     return problems

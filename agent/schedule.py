@@ -97,7 +97,7 @@ def format_duration(delta: dt.timedelta) -> str:
 def _aware(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment!r}: the agent works with aware datetimes only")
-    return moment
+    return moment.astimezone(UTC)  # same-zone arithmetic and comparison would be wall-clock
 
 
 def wall(moment: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
