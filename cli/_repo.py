@@ -19,26 +19,29 @@ def repo_url(args: argparse.Namespace) -> str:
     return str(url)
 
 
-def password(*, confirm: bool = False) -> str:
-    """DTSTORE_PASSWORD_FILE, then DTSTORE_PASSWORD_COMMAND, then DTSTORE_PASSWORD, then a prompt."""
-    path = os.environ.get("DTSTORE_PASSWORD_FILE")
+def password(*, confirm: bool = False, prefix: str = "DTSTORE_", label: str = "repository password: ") -> str:
+    """DTSTORE_PASSWORD_FILE, then DTSTORE_PASSWORD_COMMAND, then DTSTORE_PASSWORD, then a prompt.
+
+    ``prefix`` names the variables of another repository's password: ``DTSTORE_FROM_`` (the source of
+    ``init --copy-chunker-from``) and ``DTSTORE_TO_`` (the target of ``copy --to-repo``)."""
+    path = os.environ.get(f"{prefix}PASSWORD_FILE")
     if path:
         try:
             with open(path, encoding="utf-8") as f:
                 return f.read().rstrip("\r\n")
         except OSError as exc:
-            raise UsageError(f"cannot read DTSTORE_PASSWORD_FILE {path}: {exc.strerror}") from None
-    command = os.environ.get("DTSTORE_PASSWORD_COMMAND")
+            raise UsageError(f"cannot read {prefix}PASSWORD_FILE {path}: {exc.strerror}") from None
+    command = os.environ.get(f"{prefix}PASSWORD_COMMAND")
     if command:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise UsageError(f"DTSTORE_PASSWORD_COMMAND exited with status {done.returncode}")
+            raise UsageError(f"{prefix}PASSWORD_COMMAND exited with status {done.returncode}")
         return done.stdout.rstrip("\r\n")
-    if "DTSTORE_PASSWORD" in os.environ:
-        return os.environ["DTSTORE_PASSWORD"]
+    if f"{prefix}PASSWORD" in os.environ:
+        return os.environ[f"{prefix}PASSWORD"]
     if sys.stdin.isatty():
-        return prompt("repository password: ", confirm=confirm)
-    raise UsageError("no password: set DTSTORE_PASSWORD_FILE, DTSTORE_PASSWORD_COMMAND or DTSTORE_PASSWORD")
+        return prompt(label, confirm=confirm)
+    raise UsageError(f"no password: set {prefix}PASSWORD_FILE, {prefix}PASSWORD_COMMAND or {prefix}PASSWORD")
 
 
 def prompt(label: str, *, confirm: bool) -> str:

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.emit({"type": "summary", "sources": len(sources)})
     else:
         for source in sources:
-            for line in source.describe():
+            for line in source.describe(when=out.when):
                 out.line(line)
         if not sources:
             out.line("no connector sources in this repository")

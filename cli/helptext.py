@@ -40,6 +40,8 @@ EXIT_CODES: dict[str, tuple[int, ...]] = {
     "check": (*_OPEN, 16),
     "index": (*_OPEN, 11),
     "repair": (*_OPEN, 11, 16),
+    "copy": (*_OPEN, 11, 16, 130),
+    "mount": (*_OPEN, 16),
     "generate": (0, 1, 2),
 }
 
@@ -49,10 +51,13 @@ EXIT_NOTES = {
               "that a snapshot could not be repaired and was not forgotten",
     "index": "1 also means that a pack's trailer was unreadable",
     "find": "0 also when nothing matches",
+    "copy": "10, 12 and 13-15 concern either repository (the target's password: DTSTORE_TO_PASSWORD…)",
 }
 
 EXAMPLES: dict[str, list[str]] = {
-    "init": ["dtstore init --repo /srv/backup/repo", "dtstore init --repo s3://bucket/repo --compression-level 1"],
+    "init": ["dtstore init --repo /srv/backup/repo", "dtstore init --repo s3://bucket/repo --compression-level 1",
+             "DTSTORE_FROM_PASSWORD_FILE=/etc/dtstore/password dtstore init --repo s3://offsite/repo "
+             "--copy-chunker-from /srv/backup/repo"],
     "snapshot": [
         "dtstore snapshot --tag nightly /var/backups/sql",
         "dtstore snapshot /home --exclude '*.tmp' --iexclude '*.ISO' --exclude-caches --one-file-system",
@@ -84,6 +89,10 @@ EXAMPLES: dict[str, list[str]] = {
     "repair": ["dtstore check --read-data", "dtstore repair packs --dry-run", "dtstore repair packs",
                "dtstore repair snapshots --forget", "dtstore repair index"],
     "stats": ["dtstore stats", "dtstore stats --utc --json"],
+    "copy": ["dtstore copy --to-repo s3://offsite/repo", "dtstore copy --to-repo /mnt/usb/repo --host db1 latest",
+             "dtstore copy --to-repo sftp://backup@vault/srv/repo --json"],
+    "mount": ["dtstore mount /mnt/dtstore", "dtstore mount --utc --host db1 /mnt/dtstore",
+              "fusermount3 -u /mnt/dtstore"],
     "generate": ["dtstore generate --man /usr/local/share/man/man1",
                  "dtstore generate --completion bash > /etc/bash_completion.d/dtstore",
                  "dtstore generate --completion zsh > ~/.zfunc/_dtstore",

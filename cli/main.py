@@ -15,6 +15,7 @@ from typing import Any
 from dtstore import __version__
 from dtstore.cli import (
     cmd_check,
+    cmd_copy,
     cmd_diff,
     cmd_dump,
     cmd_find,
@@ -24,6 +25,7 @@ from dtstore.cli import (
     cmd_init,
     cmd_key,
     cmd_ls,
+    cmd_mount,
     cmd_prune,
     cmd_repair,
     cmd_restore,
@@ -41,7 +43,7 @@ from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreErro
 COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
     cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
-    cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points,
+    cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,

@@ -10,9 +10,10 @@ functions::
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 from dtstore.connectors.base import SnapshotInfo
 from dtstore.connectors.chains import Link, StreamPoints, by_stream, dependencies, iso, windows
 
-CHAIN_MODULES: MappingProxyType[str, str] = MappingProxyType({"mysql": "dtstore.connectors.mysql.chain"})
+CHAIN_MODULES: MappingProxyType[str, str] = MappingProxyType(
+    {"mysql": "dtstore.connectors.mysql.chain", "postgresql": "dtstore.connectors.postgresql.chain"}
+)
 """source kind → the module with its ``links`` and ``explain``"""
 
 
@@ -46,7 +49,8 @@ class SourcePoints:
             "streams": [s.to_json() for s in self.streams],
         }
 
-    def describe(self) -> list[str]:
+    def describe(self, when: Callable[[dt.datetime], str] = iso) -> list[str]:
+        """Text lines; ``when`` formats the times (default UTC ISO 8601, the CLI passes ``Output.when``)."""
         lines = []
         for stream in self.streams:
             label = f"{self.kind} {self.source_id}" + (f" {stream.stream}" if stream.stream else "")
@@ -54,9 +58,9 @@ class SourcePoints:
                 lines.append(f"{label}: no restorable point")
                 continue
             spans = [
-                iso(w.start) if w.start == w.end else f"{iso(w.start)} … {iso(w.end)}" for w in stream.windows
+                when(w.start) if w.start == w.end else f"{when(w.start)} … {when(w.end)}" for w in stream.windows
             ]
-            gaps = [f"gap {iso(g.after.time_until)}–{iso(g.next.time_until) if g.next else 'now'}: {g.reason}"
+            gaps = [f"gap {when(g.after.time_until)}–{when(g.next.time_until) if g.next else 'now'}: {g.reason}"
                     for g in stream.gaps]
             kind = "restorable" if stream.point_in_time else "restorable (no point-in-time restore)"
             lines.append(f"{label} {kind} " + ", ".join(spans) + (f" ({'; '.join(gaps)})" if gaps else ""))
@@ -98,6 +102,45 @@ def restore_points(snapshots: Iterable[Any], source_id: str | None = None) -> li
     return result
 
 
+@dataclass(frozen=True)
+class SnapshotPoint:
+    """What one connector snapshot is in its source's chain (``dtstore snapshots``).
+
+    ``window``: for a log that a chain reaches, the restore window it extends, from the window's
+    start to the newest moment this log makes restorable (over its streams: the earliest start,
+    the latest end); None for a base, or for a log no chain reaches."""
+
+    kind: str
+    window: tuple[dt.datetime, dt.datetime] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind,
+                "restore_window": {"from": iso(self.window[0]), "to": iso(self.window[1])} if self.window else None}
+
+
+def snapshot_points(snapshots: Iterable[Any]) -> dict[str, SnapshotPoint]:
+    """Snapshot id → its kind (full, diff, log) and, for a log, the window it extends; connector
+    sources only (a snapshot of another kind has no entry)."""
+    found: dict[str, SnapshotPoint] = {}
+    for (kind, _), history in _grouped(snapshots).items():
+        module = chain_module(kind)
+        if module is None:
+            continue
+        links: Sequence[Link] = module.links(history)
+        reach: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+        for group in by_stream(links).values():
+            for window in windows(group, explain=module.explain).windows:
+                for link in window.links:
+                    if link.kind == "log":
+                        reach[link.snapshot_id].append((window.start, link.time_until))
+        for link in links:
+            spans = reach.get(link.snapshot_id)
+            span = (min(s for s, _ in spans), max(e for _, e in spans)) if spans and link.kind == "log" else None
+            if link.snapshot_id not in found or span is not None:
+                found[link.snapshot_id] = SnapshotPoint(link.kind, span)
+    return found
+
+
 def snapshot_dependencies(snapshots: Iterable[Any]) -> dict[str, set[str]]:
     """Snapshot id → the ids of the snapshots it needs to be restorable (connector sources only)."""
     needs: dict[str, set[str]] = {}
@@ -106,4 +149,5 @@ def snapshot_dependencies(snapshots: Iterable[Any]) -> dict[str, set[str]]:
     return needs
 
 
-__all__ = ["CHAIN_MODULES", "SourcePoints", "chain_module", "restore_points", "snapshot_dependencies", "source_links"]
+__all__ = ["CHAIN_MODULES", "SnapshotPoint", "SourcePoints", "chain_module", "restore_points", "snapshot_dependencies",
+           "snapshot_points", "source_links"]

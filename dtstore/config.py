@@ -12,6 +12,7 @@ from dtstore import clock
 from dtstore import format as fmt
 from dtstore.chunking import ChunkerParams
 from dtstore.crypto.aead import Sealer
+from dtstore.crypto.keys import ChunkKeys
 from dtstore.errors import UnsupportedFormat, UsageError
 
 
@@ -24,12 +25,16 @@ class RepoConfig:
     pack_size: int = fmt.DEFAULT_PACK_SIZE
     features: tuple[str, ...] = ()
     created: str = field(default_factory=lambda: clock.now().isoformat())
+    chunk_keys: ChunkKeys | None = None
+    """set (feature ``chunk-keys``) when the chunk-ID key and chunker seed are another repository's"""
 
     @classmethod
     def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
-            pack_size: int = fmt.DEFAULT_PACK_SIZE) -> RepoConfig:
-        if chunker is not None:
-            validate_chunker(chunker)
+            pack_size: int = fmt.DEFAULT_PACK_SIZE, meta_chunker: ChunkerParams | None = None,
+            chunk_keys: ChunkKeys | None = None) -> RepoConfig:
+        for params in (chunker, meta_chunker):
+            if params is not None:
+                validate_chunker(params)
         if not 0 <= zstd_level <= 22:
             raise UsageError("the zstd level must be between 0 (no compression) and 22")
         if not 64 * 1024 <= pack_size <= 1 << 30:
@@ -37,12 +42,13 @@ class RepoConfig:
         return cls(
             repository_id=os.urandom(16).hex(),
             chunker=chunker or ChunkerParams(fmt.DEFAULT_CHUNK_MIN, fmt.DEFAULT_CHUNK_AVG, fmt.DEFAULT_CHUNK_MAX),
-            meta_chunker=ChunkerParams(fmt.META_CHUNK_MIN, fmt.META_CHUNK_AVG, fmt.META_CHUNK_MAX),
-            zstd_level=zstd_level, pack_size=pack_size,
+            meta_chunker=meta_chunker or ChunkerParams(fmt.META_CHUNK_MIN, fmt.META_CHUNK_AVG, fmt.META_CHUNK_MAX),
+            zstd_level=zstd_level, pack_size=pack_size, chunk_keys=chunk_keys,
+            features=(fmt.FEATURE_CHUNK_KEYS,) if chunk_keys is not None else (),
         )
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "version": fmt.FORMAT_VERSION,
             "repository_id": self.repository_id,
             "features": list(self.features),
@@ -52,6 +58,9 @@ class RepoConfig:
             "pack_size": self.pack_size,
             "created": self.created,
         }
+        if self.chunk_keys is not None:
+            doc["chunk_keys"] = {"id_key": self.chunk_keys.id_key, "chunker_seed": self.chunk_keys.chunker_seed}
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RepoConfig:
@@ -70,11 +79,19 @@ class RepoConfig:
 
         if doc["compression"]["algorithm"] != "zstd":
             raise UnsupportedFormat(f"unknown compression {doc['compression']['algorithm']!r}")
+        features = tuple(doc.get("features", []))
+        chunk_keys = None
+        if fmt.FEATURE_CHUNK_KEYS in features:
+            keys = doc.get("chunk_keys")
+            if not isinstance(keys, dict) or not isinstance(keys.get("id_key"), bytes) \
+                    or not isinstance(keys.get("chunker_seed"), int):
+                raise UnsupportedFormat("the config names the chunk-keys feature but holds no valid chunk_keys")
+            chunk_keys = ChunkKeys(keys["id_key"], keys["chunker_seed"])
         return cls(
             repository_id=doc["repository_id"], chunker=params(doc["chunker"]),
             meta_chunker=params(doc["meta_chunker"]), zstd_level=int(doc["compression"]["level"]),
-            pack_size=int(doc["pack_size"]), features=tuple(doc.get("features", [])),
-            created=doc.get("created", ""),
+            pack_size=int(doc["pack_size"]), features=features,
+            created=doc.get("created", ""), chunk_keys=chunk_keys,
         )
 
 

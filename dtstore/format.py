@@ -5,7 +5,11 @@ from __future__ import annotations
 FORMAT_VERSION = 1
 """The only repository format this program reads and writes."""
 
-KNOWN_FEATURES: frozenset[str] = frozenset()
+FEATURE_CHUNK_KEYS = "chunk-keys"
+"""The config carries the chunk-ID key and chunker seed (taken from another repository by
+``init --copy-chunker-from``) instead of deriving them from the master secret."""
+
+KNOWN_FEATURES: frozenset[str] = frozenset({FEATURE_CHUNK_KEYS})
 """Mandatory feature flags this program understands; a config naming any other is refused."""
 
 PACK_MAGIC = b"DTSPACK\x01"

@@ -23,6 +23,7 @@ from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.index import IndexCache
 from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
+from dtstore.copy import CopyResult, SnapshotCopier, copy_key
 from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, unwrap_key, wrap_key
 from dtstore.errors import (
@@ -64,6 +65,7 @@ from dtstore.maintenance.repair import (
 )
 from dtstore.maintenance.scan import MaintenanceContext, scan_repository
 from dtstore.maintenance.state import MARKS, load_times
+from dtstore.objects.random_access import RandomAccess
 from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
@@ -118,7 +120,9 @@ class Repository:
         self.config = config
         self.key = key
         self._sealer = master.sealer()
-        self._hasher = ChunkHasher(master.id_key)
+        self.chunk_keys = config.chunk_keys or master.chunk_keys()
+        """what decides cut points and chunk IDs: derived from the master secret, or the config's own"""
+        self._hasher = ChunkHasher(self.chunk_keys.id_key)
         self._cache = IndexCache(Path(cache_dir or cache_root()) / config.repository_id)
         self._workers = workers or max(2, os.cpu_count() or 2)
         manifest_copies = LocalStore(self._cache.path / "manifests", durable=False)
@@ -133,12 +137,22 @@ class Repository:
     @classmethod
     def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
              chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
-             cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None) -> Repository:
+             cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None,
+             copy_chunker_from: Repository | None = None) -> Repository:
+        """A new repository.  ``copy_chunker_from``: take that repository's chunker parameters and chunk
+        keys (chunk-ID key, chunker seed; repository-format.md §4.3), so equal data gets equal chunk IDs
+        in both and ``copy_to`` between them moves only the chunks the target lacks."""
         store = _connect(url, limit_upload_kib)
         if store.exists(layout.CONFIG) or any(True for _ in store.list(layout.KEYS)):
             raise RepositoryExists(f"{store.describe()} already holds a repository")
         master = MasterKey.generate()
+        if copy_chunker_from is not None:
+            if chunker is not None:
+                raise UsageError("give chunker parameters or a repository to copy them from, not both")
+            chunker = copy_chunker_from.config.chunker
         config = RepoConfig.new(chunker=chunker, zstd_level=zstd_level,
+                                meta_chunker=copy_chunker_from.config.meta_chunker if copy_chunker_from else None,
+                                chunk_keys=copy_chunker_from.chunk_keys if copy_chunker_from else None,
                                 **({"pack_size": pack_size} if pack_size else {}))
         slot = wrap_key(master, _as_bytes(password), repository_id=config.repository_id,
                         params=kdf or calibrate_scrypt(), label=f"{getpass.getuser()}@{default_host()}")
@@ -293,6 +307,15 @@ class Repository:
             raise UsageError(f"{item.name} is a {item.type}, not a file")
         return self._stream(item.chunks)
 
+    def item_reader(self, item: Item) -> RandomAccess:
+        """Random access to a stored file (``read(offset, size)``, for ``mount``); every chunk is
+        verified as it is read.  IntegrityError if a chunk is in no index segment."""
+        if item.type != "file":
+            raise UsageError(f"{item.name} is a {item.type}, not a file")
+        reader = self._reader()
+        where = reader.locate_many(item.chunks) if item.chunks else {}
+        return RandomAccess(reader, item.chunks, [where[c].raw_length for c in item.chunks], self._pool())
+
     def restore(self, snapshot: Snapshot, target: str | os.PathLike[str],
                 include: Sequence[str | bytes] = (), progress: ProgressCallback = no_progress) -> None:
         """Restore into ``target``.  A damaged or missing chunk costs only the files that contain it:
@@ -372,6 +395,62 @@ class Repository:
             if committed is not None:
                 committed(snapshot)
         return snapshot
+
+    def copy_to(self, target: Repository, snapshots: Sequence[Snapshot] | None = None, *,
+                progress: ProgressCallback = no_progress,
+                on_result: Callable[[CopyResult], None] | None = None) -> list[CopyResult]:
+        """Store these snapshots (default: all) in ``target``, re-encrypted with its keys (restic's
+        ``copy``; ``dtstore.copy`` says how).  Chunks the target holds are not stored again, and with
+        shared chunk keys (``init(copy_chunker_from=…)``) not even read.  A snapshot already copied
+        (its ``original``, else its ID, is a target snapshot's ``original`` or ID) is skipped, so a
+        second copy adds nothing.  Each copy is committed before the next one starts, inside a writer
+        session of the target (refused while it holds an exclusive lock)."""
+        if target.config.repository_id == self.config.repository_id:
+            raise UsageError("the source and the target are the same repository")
+        chosen = sorted(self.snapshots() if snapshots is None else snapshots, key=lambda s: (s.time, s.id))
+        keys = {s.id: copy_key(s) for s in chosen}
+        results: list[CopyResult] = []
+        host = default_host()
+        with WriterSession(target.store, target._sealer, host) as session:
+            check_not_exclusively_locked(target.store, target._sealer, host)
+            marked = frozenset(load_times(target.store, target._sealer, MARKS).packs)
+            target.refresh_index()
+            adopt_orphan_packs(target.store, target._sealer, target._cache, skip=marked.__contains__)
+            present: dict[str, Snapshot] = {}
+            for existing in target.snapshots():
+                present.setdefault(copy_key(existing), existing)
+                present.setdefault(existing.id, existing)
+            copier = SnapshotCopier(self._reader(), self.list_items,
+                                    same_ids=self.chunk_keys.id_key == target.chunk_keys.id_key,
+                                    meta_chunker=target._chunker(target.config.meta_chunker),
+                                    workers=self.store.capabilities.connections * 2, progress=progress)
+            try:
+                for snap in chosen:
+                    found = present.get(copy_key(snap)) or present.get(snap.id)
+                    if found is not None:
+                        result = CopyResult(snap, found, skipped=True)
+                    else:
+                        content = ContentStore(target.store, target._cache, target._sealer, target._hasher,
+                                               zstd_level=target.config.zstd_level,
+                                               pack_size=target.config.pack_size, excluded_packs=marked)
+                        parent = present.get(keys.get(snap.parent, snap.parent)) if snap.parent else None
+                        try:
+                            manifest, read = copier.copy(snap, content, parent.id if parent else None)
+                        finally:
+                            content.close()
+                        session.ensure_alive()
+                        saved = target._snapshots.save(manifest)
+                        present[copy_key(snap)] = saved
+                        stats = content.stats
+                        result = CopyResult(snap, saved, skipped=False, chunks_new=stats.chunks_new,
+                                            chunks_reused=stats.chunks_reused, bytes_read=read,
+                                            bytes_added=stats.bytes_stored)
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+            finally:
+                copier.close()
+        return results
 
     def forget(self, snapshot_ids: Sequence[str]) -> None:
         """Delete the manifests of these snapshots (full IDs).  Their data stays until a prune."""
@@ -553,7 +632,7 @@ class Repository:
         return same[-1] if same else None
 
     def _chunker(self, params: ChunkerParams) -> Chunker:
-        return Chunker(params, self.master.chunker_seed)
+        return Chunker(params, self.chunk_keys.chunker_seed)
 
 
 class _IndexRefresher:

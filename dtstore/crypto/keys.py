@@ -28,6 +28,8 @@ from dtstore.errors import UnsupportedFormat, WrongPassword
 from dtstore.format import AAD_KEY_SLOT, INFO_CHUNKER, INFO_ENC_KEY, INFO_ID_KEY, INFO_NAME_KEY
 
 MASTER_SIZE = 64
+CHUNKER_SEED_LIMIT = 1 << 63
+"""chunker seeds are 1 ≤ seed < 2**63 (pyfastcdc XORs them into its gear table)"""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,24 @@ class MasterKey:
 
     def sealer(self) -> Sealer:
         return Sealer(hkdf(self.secret, info=INFO_ENC_KEY))
+
+    def chunk_keys(self) -> ChunkKeys:
+        """The keys derived from this secret that decide cut points and chunk IDs."""
+        return ChunkKeys(self.id_key, self.chunker_seed)
+
+
+@dataclass(frozen=True)
+class ChunkKeys:
+    """What decides where chunks are cut and what they are called: the chunk-ID key and the chunker
+    seed.  Two repositories with equal chunk keys (and chunker parameters) give equal data equal chunk
+    IDs (``init --copy-chunker-from``); the keys that encrypt stay each repository's own."""
+
+    id_key: bytes
+    chunker_seed: int
+
+    def __post_init__(self) -> None:
+        if len(self.id_key) != 32 or not 1 <= self.chunker_seed < CHUNKER_SEED_LIMIT:
+            raise UnsupportedFormat("chunk keys need a 32-byte ID key and a chunker seed 1 ≤ seed < 2**63")
 
 
 @dataclass(frozen=True)

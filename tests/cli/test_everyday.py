@@ -298,11 +298,11 @@ def test_one_time_rule_and_tables_that_fit(cli: Cli, two_hosts: dict[str, str], 
     assert stamp.findall(stats_local) == local_times and stamp.findall(stats_utc) == utc_times
     assert stamp.findall(cli("ls", "--repo", repo, "-l", "--utc", "latest").out)[0].endswith("Z")
 
-    monkeypatch.setenv("COLUMNS", "70")
+    monkeypatch.setenv("COLUMNS", "76")
     narrow = cli("snapshots", "--repo", repo).out.splitlines()
-    assert all(len(line) <= 70 for line in narrow), narrow
+    assert all(len(line) <= 76 for line in narrow), narrow
     assert any("…" in line for line in narrow)
-    assert narrow[0].split() == ["ID", "Time", "Host", "Source", "Size", "Tags", "Paths"]
+    assert narrow[0].split() == ["ID", "Time", "Host", "Kind", "Source", "Size", "Tags", "Paths"]
     monkeypatch.setenv("COLUMNS", "300")
     wide = cli("snapshots", "--repo", repo).out
     assert "…" not in wide and f"files:{tree}" in wide
