@@ -266,6 +266,21 @@ def format_email(event: Event, *, sender: str, recipients: Sequence[str]) -> Ema
     return msg
 
 
+def _login(client: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH with one mechanism, PLAIN (else LOGIN, else whatever smtplib picks): a rejected password
+    is final, and is not offered again under the next mechanism."""
+    advertised = client.esmtp_features.get("auth", "").upper().split()
+    mechanism = next((m for m in ("PLAIN", "LOGIN") if m in advertised), None)
+    try:
+        if mechanism is None:
+            client.login(user, password)
+            return
+        client.user, client.password = user, password
+        client.auth(mechanism, client.auth_plain if mechanism == "PLAIN" else client.auth_login)
+    finally:
+        client.password = ""
+
+
 def send_email(target: NotifyTarget, event: Event, *, timeout: float = SMTP_TIMEOUT,
                ssl_context: ssl.SSLContext | None = None, environ: Mapping[str, str] | None = None) -> None:
     """Mail the event to ``target.email`` through ``target.smtp``: STARTTLS when the server offers it on
@@ -293,11 +308,7 @@ def send_email(target: NotifyTarget, event: Event, *, timeout: float = SMTP_TIME
                 if not secure:
                     raise NotifyError(f"{where}: the server offers no STARTTLS; the password is not sent in the "
                                       "clear (use smtps://)")
-                password = smtp_password(target, environ=environ)
-                try:
-                    client.login(target.smtp_user, password or "")
-                finally:
-                    password = None
+                _login(client, target.smtp_user, smtp_password(target, environ=environ) or "")
             client.send_message(message, from_addr=sender, to_addrs=list(target.email))
         finally:
             try:
