@@ -199,8 +199,7 @@ def job_statuses(records: Iterable[Mapping[str, Any]], jobs: Mapping[str, Job], 
         from dtstore.agent.schedule import next_runs as schedule_next_runs
 
         next_runs = schedule_next_runs
-    collect = {name: _Collect(name, job.kind, job.schedules if job.kind != "drill" else ())
-               for name, job in jobs.items()}
+    collect = {name: _Collect(name, job.kind, _taken_modes(job)) for name, job in jobs.items()}
     drill_of: dict[str, str] = {}  # drill job → the backup job it restores
     for name, job in jobs.items():
         if job.kind == "drill" and job.of:
@@ -247,6 +246,14 @@ def current(config: Any, state: StateDir, now: dt.datetime, *, with_running: boo
             if pid is not None:
                 running[name] = pid
     return job_statuses(state.records(types=("run",)), config.jobs, now, last_fired=fired, running=running)
+
+
+def _taken_modes(job: Job) -> set[str]:
+    """The modes the job's runs take (a MySQL ``diff`` schedule takes fulls): what ``last_by_mode`` fills."""
+    if job.kind == "drill":
+        return set()
+    run_modes: Mapping[str, str] = getattr(job, "run_modes", None) or {}
+    return {run_modes.get(mode, mode) for mode in job.schedules}
 
 
 def _text(value: Any) -> str | None:

@@ -33,6 +33,7 @@ from dtstore.cli import (
     cmd_snapshot,
     cmd_snapshots,
     cmd_stats,
+    cmd_status,
     cmd_tag,
     cmd_unlock,
     helptext,
@@ -44,6 +45,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
     cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
     cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
+    cmd_status,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
