@@ -23,6 +23,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="TIME", help="ISO 8601; naive = local time of this machine")
     p.add_argument("--until-position", metavar="KIND:POS",
                    help="with --to: stop at this log position (mysql: FILE:POS, e.g. mysql-bin.000042:1337)")
+    p.add_argument("--until-name", metavar="NAME",
+                   help="with --to postgresql://: stop at this restore point (pg_create_restore_point)")
+    p.add_argument("--until-xid", metavar="XID", help="with --to postgresql://: stop after this transaction id")
+    p.add_argument("--timeline", metavar="T", help="with --to postgresql://: recover along this timeline")
     p.add_argument("--allow-gap", action="store_true",
                    help="with --to: if later snapshots cannot be reached, restore to the last reachable point")
     p.add_argument("--databases", metavar="A,B", help="restore only these databases")
@@ -65,7 +69,7 @@ def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
         snapshot_id = repo.get_snapshot(args.snapshot).id if args.snapshot else None
         request = RestoreRequest(args.to, until=args.until, until_position=args.until_position, scope=scope,
                                  source_id=args.source, snapshot_id=snapshot_id, dry_run=args.dry_run,
-                                 allow_gap=args.allow_gap)
+                                 allow_gap=args.allow_gap, options=_connector_options(args))
         with out.progress("restore") as progress:
             plan = restore_to(request, repo=repo, progress=progress)
     if out.json:
@@ -77,10 +81,17 @@ def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _connector_options(args: argparse.Namespace) -> dict[str, str]:
+    """Options only some connectors read (RestoreRequest.options)."""
+    given = {"until_name": args.until_name, "until_xid": args.until_xid, "timeline": args.timeline}
+    return {key: str(value) for key, value in given.items() if value is not None}
+
+
 def _refuse_server_options(args: argparse.Namespace) -> None:
     """Options that only make sense with --to are usage errors with --target (never silently ignored)."""
     given = [flag for flag, value in (("--until", args.until), ("--until-position", args.until_position),
-                                      ("--databases", args.databases), ("--allow-gap", args.allow_gap or None),
+                                      ("--databases", args.databases), ("--until-name", args.until_name),
+                                      ("--until-xid", args.until_xid), ("--timeline", args.timeline), ("--allow-gap", args.allow_gap or None),
                                       ("--dry-run", args.dry_run or None)) if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} only apply with --to URL (a database restore), not with --target")

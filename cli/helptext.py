@@ -43,9 +43,13 @@ EXIT_CODES: dict[str, tuple[int, ...]] = {
     "copy": (*_OPEN, 11, 16, 130),
     "mount": (*_OPEN, 16),
     "generate": (0, 1, 2),
+    "wal-push": (*_OPEN, 16),
+    "wal-fetch": (*_OPEN, 16),
 }
 
 EXIT_NOTES = {
+    "wal-fetch": "1 also (quietly) when the archive does not hold the file, as PostgreSQL's recovery expects",
+    "wal-push": "1 also when another file is archived under that name (never overwritten)",
     "check": "16 also means that problems were found",
     "repair": "repair index: 1 also means that a pack's trailer was unreadable; repair snapshots: 16 also means "
               "that a snapshot could not be repaired and was not forgotten",
@@ -73,7 +77,8 @@ EXAMPLES: dict[str, list[str]] = {
     "diff": ["dtstore diff 1a2b3c4d 5e6f7a8b", "dtstore diff 1a2b3c4d latest --json"],
     "restore": ["dtstore restore latest --target /tmp/restore",
                 "dtstore restore latest --host db1 --tag nightly --target /tmp/r --include /var/backups/sql/shop.sql",
-                "dtstore restore --to 'mysql://root@localhost/' --until '2026-11-28 14:03:00' --dry-run"],
+                "dtstore restore --to 'mysql://root@localhost/' --until '2026-11-28 14:03:00' --dry-run",
+                "dtstore restore --to 'postgresql:///?pgdata=/srv/pg/new&start=yes' --until '2026-11-28 14:03:00'"],
     "dump": ["dtstore dump latest /var/backups/sql/shop.sql | mysql shop",
              "dtstore dump --tag nightly latest /etc/fstab"],
     "tag": ["dtstore tag --add keep 1a2b3c4d", "dtstore tag --host db1 --tag nightly --remove nightly --add weekly",
@@ -93,6 +98,9 @@ EXAMPLES: dict[str, list[str]] = {
              "dtstore copy --to-repo sftp://backup@vault/srv/repo --json"],
     "mount": ["dtstore mount /mnt/dtstore", "dtstore mount --utc --host db1 /mnt/dtstore",
               "fusermount3 -u /mnt/dtstore"],
+    "wal-push": ["dtstore wal-push pg_wal/000000010000000000000003   # archive_command = 'dtstore wal-push %p'",
+                 "dtstore wal-push --no-daemon pg_wal/000000010000000000000003"],
+    "wal-fetch": ["dtstore wal-fetch 000000010000000000000003 pg_wal/RECOVERYXLOG   # restore_command"],
     "generate": ["dtstore generate --man /usr/local/share/man/man1",
                  "dtstore generate --completion bash > /etc/bash_completion.d/dtstore",
                  "dtstore generate --completion zsh > ~/.zfunc/_dtstore",

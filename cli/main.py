@@ -36,6 +36,8 @@ from dtstore.cli import (
     cmd_status,
     cmd_tag,
     cmd_unlock,
+    cmd_wal_fetch,
+    cmd_wal_push,
     helptext,
 )
 from dtstore.cli.output import Output
@@ -45,7 +47,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
     cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
     cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
-    cmd_status,
+    cmd_status, cmd_wal_push, cmd_wal_fetch,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,

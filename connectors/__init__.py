@@ -30,6 +30,8 @@ REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
     {
         "mysql": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
         "mariadb": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
+        "postgresql": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
+        "postgres": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
     }
 )
 
