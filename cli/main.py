@@ -14,9 +14,11 @@ from typing import Any
 
 from dtstore import __version__
 from dtstore.cli import (
+    cmd_agent,
     cmd_check,
     cmd_copy,
     cmd_diff,
+    cmd_drill,
     cmd_dump,
     cmd_find,
     cmd_forget,
@@ -30,6 +32,7 @@ from dtstore.cli import (
     cmd_repair,
     cmd_restore,
     cmd_restore_points,
+    cmd_run,
     cmd_snapshot,
     cmd_snapshots,
     cmd_stats,
@@ -48,6 +51,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
     cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
     cmd_status, cmd_wal_push, cmd_wal_fetch,
+    cmd_run, cmd_agent, cmd_drill,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,

@@ -1,0 +1,372 @@
+"""Restore drills (spec/agent.md §8): prove that the newest backup of a job restores, and how long it takes.
+
+A drill job names the backup job it proves (``of``) and a scratch ``target``:
+
+* a connector source (``mysql://…``) is restored with ``restore_to`` into the scratch server the
+  target URL names; the databases it would restore must not exist there (the drill refuses before
+  touching anything, so it can never drop someone's data);
+* a file or command source is restored into a new folder below the target folder.
+
+Then the check: the job's ``checks`` queries (each must succeed and return at least one row), else
+the application's own (MySQL/MariaDB: ``CHECK TABLE`` of every restored table; files: every file
+was read back, chunk by chunk verified, by the restore, and each restored size must match the
+manifest's).  The record has ``restore_seconds`` (the measured recovery time), ``check_seconds``
+and ``duration_seconds``.  The scratch copy is always removed afterwards (``DROP DATABASE`` for each
+database the drill created, the scratch folder), also when the restore or the check failed.
+
+A damaged snapshot fails the drill with exit 16 (IntegrityError); a failing check with exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import random
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dtstore import Repository, Snapshot, clock
+from dtstore.agent.run import (
+    Clock,
+    RunResult,
+    Stopper,
+    base_record,
+    conclude,
+    connector_url,
+    file_source_id,
+    finish_record,
+    open_repository,
+    repository_env,
+    result_of,
+    skipped_record,
+    state_dir,
+    time_limit,
+)
+from dtstore.agent.state import StateDir, iso
+from dtstore.errors import DtstoreError, RepositoryLocked, UsageError
+
+
+class DrillCheckFailed(DtstoreError):
+    """The restored copy did not pass the application's check (or a configured query)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """What the drill restores: ``snapshot`` (latest or a random snapshot) or a moment ``until``."""
+
+    snapshot: Snapshot | None
+    until: dt.datetime | None
+    describe: str
+
+
+# --- the source and the point ------------------------------------------------------------------------------------
+
+def source_of(config: Any, of_job: Any, repo: Repository, state: StateDir) -> tuple[str, str]:
+    """(kind, source id) of the backup job ``of``: from its newest recorded snapshot if it is still in
+    the repository, else from the job's source (a connector is asked, without touching its data)."""
+    snapshots = {s.id: s for s in repo.snapshots()}
+    for record in state.records(job=of_job.name, types=["run"]):
+        snap = snapshots.get(str(record.get("snapshot_id") or ""))
+        if snap is not None:
+            return snap.source_kind, snap.source_id
+    url = connector_url(of_job)
+    if url is not None:
+        from dtstore.connectors import make_source
+
+        source = make_source(url, repo=None, mode="full")
+        return source.kind, source.source_id
+    if of_job.command:
+        from dtstore import CommandSource
+
+        command = CommandSource(of_job.command, of_job.stdin_name or "stdin")
+        return command.kind, command.source_id
+    return "files", file_source_id(list(of_job.source or ()))
+
+
+def choose_point(snapshots: Sequence[Snapshot], kind: str, source_id: str, how: str,
+                 rng: random.Random) -> Point:
+    mine = sorted((s for s in snapshots if s.source_kind == kind and s.source_id == source_id),
+                  key=lambda s: (s.time, s.id))
+    if not mine:
+        raise UsageError(f"the repository holds no snapshot of {source_id}: nothing to drill")
+    from dtstore.connectors.points import CHAIN_MODULES, restore_points
+
+    if kind not in CHAIN_MODULES:
+        snap = rng.choice(mine) if how == "random" else mine[-1]
+        return Point(snap, None, f"snapshot {snap.short_id} ({iso(snap.time)})")
+    if how != "random":
+        return Point(None, None, "the latest restorable point")
+    windows = [w for points in restore_points(mine) for stream in points.streams for w in stream.windows]
+    if not windows:
+        raise UsageError(f"{source_id} has no restorable window")
+    newest = max(windows, key=lambda w: w.end)
+    span = (newest.end - newest.start).total_seconds()
+    moment = (newest.start + dt.timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0)
+    moment = max(moment, newest.start.replace(microsecond=0) + dt.timedelta(seconds=1 if span >= 1 else 0))
+    moment = min(moment, newest.end)
+    return Point(None, moment, f"{iso(moment)} (random, in {iso(newest.start)} … {iso(newest.end)})")
+
+
+# --- scratch targets -----------------------------------------------------------------------------------------
+
+class Scratch(Protocol):
+    """One scratch target: restore into it, check it, remove what the drill made."""
+
+    restored: list[str]
+    """what the drill created (databases, the folder), for the record and the cleanup"""
+
+    def restore(self, repo: Repository, kind: str, source_id: str, point: Point) -> None: ...
+
+    def check(self, queries: Sequence[str]) -> list[str]: ...
+
+    def cleanup(self) -> None: ...
+
+
+class MysqlScratch:
+    """A scratch MySQL/MariaDB server (``target = "mysql://…"``)."""
+
+    def __init__(self, url: str) -> None:
+        from dtstore.connectors.mysql.url import parse_url
+
+        self.url = url
+        self.parsed = parse_url(url)
+        self.restored: list[str] = []
+
+    def _server(self) -> Any:
+        from dtstore.connectors.mysql.server import Server
+
+        return Server(self.parsed)
+
+    def restore(self, repo: Repository, kind: str, source_id: str, point: Point) -> None:
+        from dtstore.connectors import RestoreRequest, restore_to
+        from dtstore.connectors.mysql.server import list_databases
+
+        request = RestoreRequest(self.url, source_id=source_id, until=iso(point.until) if point.until else None,
+                                 snapshot_id=point.snapshot.id if point.snapshot else None)
+        plan = restore_to(_replace(request, dry_run=True), repo=repo)
+        wanted = [name for name, _ in getattr(plan, "databases", [])]
+        with self._server() as server:
+            present = set(list_databases(server))
+        clash = sorted(set(wanted) & present)
+        if clash:
+            raise UsageError(f"the drill target {self.parsed.display()} already has database(s) {', '.join(clash)}: "
+                             "a drill restores only into a scratch server that does not hold them")
+        self.restored = wanted  # from here on they are the drill's to drop, restored or half-restored
+        restore_to(request, repo=repo)
+
+    def check(self, queries: Sequence[str]) -> list[str]:
+        from dtstore.connectors.mysql.server import quote_ident
+
+        done: list[str] = []
+        with self._server() as server:
+            if queries:
+                for query in queries:
+                    rows = server.query(query)
+                    if not rows:
+                        raise DrillCheckFailed(f"check query returned no rows: {query}")
+                    done.append(f"{query}: {len(rows)} row(s)")
+                return done
+            problems: list[str] = []
+            for database in self.restored:
+                tables = server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                                      "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (database,))
+                for (table,) in tables:
+                    name = f"{quote_ident(database)}.{quote_ident(str(table))}"
+                    for _tbl, _op, kind, text in server.query(f"CHECK TABLE {name}"):
+                        if str(kind).lower() == "error" or (str(kind).lower() == "status" and
+                                                            str(text) not in ("OK", "Table is already up to date")):
+                            problems.append(f"{database}.{table}: {text}")
+                done.append(f"CHECK TABLE {database}: {len(tables)} table(s)")
+            if problems:
+                raise DrillCheckFailed("CHECK TABLE found problems: " + "; ".join(problems))
+        return done
+
+    def cleanup(self) -> None:
+        from dtstore.connectors.mysql.server import quote_ident
+
+        if not self.restored:
+            return
+        with self._server() as server:
+            for database in self.restored:
+                server.query(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
+
+
+class FolderScratch:
+    """A scratch folder for file and command jobs (``target = "/var/tmp/drill"``): the drill restores into
+    a new folder below it and removes that folder afterwards."""
+
+    def __init__(self, target: str, job: str) -> None:
+        self.base = Path(target)
+        self.job = job
+        self.folder: Path | None = None
+        self.restored: list[str] = []
+        self._snapshot: Snapshot | None = None
+        self._repo: Repository | None = None
+
+    def restore(self, repo: Repository, kind: str, source_id: str, point: Point) -> None:
+        if point.snapshot is None:
+            raise UsageError("a folder drill restores a snapshot")
+        self.base.mkdir(parents=True, exist_ok=True)
+        stamp = clock.now().strftime("%Y%m%dT%H%M%S")
+        self.folder = self.base / f"dtstore-drill-{self.job}-{stamp}-{os.getpid()}"
+        self.folder.mkdir()
+        self.restored = [str(self.folder)]
+        self._snapshot, self._repo = point.snapshot, repo
+        repo.restore(point.snapshot, self.folder)
+
+    def check(self, queries: Sequence[str]) -> list[str]:
+        if queries:
+            raise UsageError("checks (queries) are for database drills; a folder drill compares every file")
+        if self.folder is None or self._snapshot is None or self._repo is None:
+            return []
+        wrong: list[str] = []
+        files = 0
+        for item in self._repo.list_items(self._snapshot):
+            if item.type != "file":
+                continue
+            files += 1
+            path = os.path.join(os.fsencode(self.folder), item.path.lstrip(b"/"))
+            try:
+                size = os.lstat(path).st_size
+            except OSError:
+                wrong.append(f"{item.name}: missing")
+                continue
+            if size != item.size:
+                wrong.append(f"{item.name}: {size} bytes, the snapshot says {item.size}")
+        if wrong:
+            raise DrillCheckFailed(f"{len(wrong)} restored file(s) differ: " + "; ".join(wrong[:10]))
+        return [f"{files} file(s) restored and verified"]
+
+    def cleanup(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _replace(request: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(request, **changes)
+
+
+def scratch_for(job: Any, kind: str) -> Scratch:
+    target = job.target
+    if not target:
+        raise UsageError(f"jobs.{job.name}: a drill needs a target")
+    from dtstore.connectors import is_connector_url
+    from dtstore.connectors.points import CHAIN_MODULES
+
+    if kind in CHAIN_MODULES:
+        if not is_connector_url(target):
+            raise UsageError(f"jobs.{job.name}: the target of a {kind} drill is a scratch server URL, not {target!r}")
+        if kind == "mysql":
+            return MysqlScratch(target)
+        raise UsageError(f"drills of {kind} sources are not supported yet")
+    if is_connector_url(target):
+        raise UsageError(f"jobs.{job.name}: the target of a {kind} drill is a folder, not a server URL")
+    return FolderScratch(target, job.name)
+
+
+# --- the drill ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _timed(record: dict[str, Any], key: str, clk: Clock) -> Iterator[None]:
+    start = clk.monotonic()
+    try:
+        yield
+    finally:
+        record[key] = round(clk.monotonic() - start, 3)
+
+
+def run_drill(config: Any, job: Any, *, scheduled_at: dt.datetime | None = None, clk: Clock = clock,
+              timeout: float | str | None = "job", notifier: Any = None, point: str | None = None,
+              rng: random.Random | None = None) -> RunResult:
+    """Run the drill ``job`` once: restore, check, time, clean up, record, notify."""
+    if job.kind != "drill":
+        raise UsageError(f"job {job.name} is not a drill (kind = \"{job.kind}\")")
+    of_job = config.jobs.get(job.of or "")
+    if of_job is None:
+        raise UsageError(f"jobs.{job.name}.of: no backup job {job.of!r}")
+    state = state_dir(config)
+    limit = time_limit(job, timeout)
+    started, started_mono = clk.now(), clk.monotonic()
+    record = base_record(job, kind="drill", requested="drill", scheduled_at=scheduled_at, started=started)
+    record.update(mode="drill", of=of_job.name, target=_masked(job.target), point=None, restore_seconds=None,
+                  check_seconds=None, restored=[], checks=[])
+    lock = state.job_lock(job.name)
+    try:
+        lock.acquire()
+    except RepositoryLocked as exc:
+        skipped = skipped_record(job, requested="drill", scheduled_at=scheduled_at, now=clk.now(), why=str(exc),
+                                 kind="drill")
+        skipped["exit_code"] = exc.exit_code
+        conclude(config, state, job, skipped, clk=clk, notifier=notifier)
+        return RunResult(skipped, exc.exit_code)
+    lines: list[str] = []
+    result, code, error = "ok", 0, None
+    try:
+        with contextlib.suppress(Exception):
+            from dtstore.agent.run import notifier_for
+
+            (notifier or notifier_for(config, state)).start(job.name, job.notify, now=started)
+        with Stopper(limit) as stopper:
+            try:
+                _drill(config, job, of_job, state, record, lines, clk, point or job.point or "latest",
+                       rng or random.Random())
+            except BaseException as exc:
+                stopper.disarm()
+                result, code, error = result_of(exc)
+    finally:
+        lock.release()
+    finish_record(record, result=result, exit_code=code, error=error, started=started, started_mono=started_mono,
+                  clk=clk)
+    conclude(config, state, job, record, clk=clk, notifier=notifier)
+    if not error:
+        lines.append(f"drill {job.name}: ok, restored in {record['restore_seconds']} s, checked in "
+                     f"{record['check_seconds']} s ({record['duration_seconds']} s in all)")
+    return RunResult(record, code, lines=lines)
+
+
+def _drill(config: Any, job: Any, of_job: Any, state: StateDir, record: dict[str, Any], lines: list[str],
+           clk: Clock, how: str, rng: random.Random) -> None:
+    repo_cfg = config.repositories[of_job.repository]
+    with repository_env(repo_cfg), open_repository(config, of_job.repository) as repo:
+        kind, source_id = source_of(config, of_job, repo, state)
+        chosen = choose_point(repo.snapshots(), kind, source_id, how, rng)
+        record["point"] = chosen.describe
+        record["snapshot_id"] = chosen.snapshot.id if chosen.snapshot else None
+        scratch = scratch_for(job, kind)
+        try:
+            with _timed(record, "restore_seconds", clk):
+                scratch.restore(repo, kind, source_id, chosen)
+            record["restored"] = list(scratch.restored)
+            lines.append(f"drill {job.name}: restored {chosen.describe} of {source_id}")
+            with _timed(record, "check_seconds", clk):
+                record["checks"] = scratch.check(list(job.checks or ()))
+        except BaseException:
+            _cleanup(scratch, record, quiet=True)  # the first error is the one to report
+            raise
+        _cleanup(scratch, record, quiet=False)
+
+
+def _cleanup(scratch: Scratch, record: dict[str, Any], *, quiet: bool) -> None:
+    record["restored"] = list(scratch.restored)
+    try:
+        scratch.cleanup()
+        record["cleaned_up"] = True
+    except Exception as exc:
+        record["cleaned_up"] = False
+        record["cleanup_error"] = str(exc)
+        if not quiet:
+            raise DtstoreError(f"the scratch copy could not be removed: {exc}") from exc
+
+
+def _masked(target: str | None) -> str | None:
+    if target is None:
+        return None
+    from dtstore.agent.notify import mask_url
+
+    return mask_url(target) if "://" in target else target

@@ -1,0 +1,193 @@
+"""``dtstore run JOB`` / ``agent.run.run_job``: one run with the host lock, hooks, promotion, retention,
+the record, metrics and notifications, against a real local repository (and real MariaDB servers for
+promotion)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dtstore.agent.run import run_job
+from dtstore.agent.state import StateDir
+from dtstore.cli.main import main
+from tests.agent.runhelp import Agent, defaults_file, make_agent
+from tests.helpers import PASSWORD
+
+if TYPE_CHECKING:
+    from tests.servers.mariadb import MariaDBFactory
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Agent:
+    return make_agent(tmp_path, monkeypatch)
+
+
+def files_job(agent: Agent, extra: str = "", name: str = "files") -> Path:
+    data = agent.base / "data"
+    data.mkdir(exist_ok=True)
+    (data / "a.txt").write_text("hello\n")
+    return agent.write(f'[jobs.{name}]\nrepository = "main"\nsource = "{data}"\nschedule = {{ full = "every 1d" }}\n'
+                       f"{extra}\n")
+
+
+def test_a_file_job_runs_snapshots_and_is_recorded(agent: Agent) -> None:
+    files_job(agent, 'tags = ["nightly"]')
+    config = agent.config()
+    result = run_job(config, config.job("files"))
+    assert result.exit_code == 0, result.record
+    snaps = agent.snapshots()
+    assert len(snaps) == 1 and snaps[0].tags == ["nightly"]
+    record = result.record
+    assert record["result"] == "ok" and record["mode"] == "full" and record["requested_mode"] == "full"
+    assert record["snapshot_id"] == snaps[0].id and record["bytes_added"] > 0
+    assert record["recovery_point"] is not None and record["duration_seconds"] >= 0
+    assert agent.records("files") == [record]
+    assert StateDir(agent.state_dir).read_state().job("files").last_result == record
+    assert not StateDir(agent.state_dir).job_lock("files").path.read_text().strip()  # released
+
+
+def test_a_second_run_of_the_job_exits_11_and_is_recorded_as_skipped(agent: Agent) -> None:
+    files_job(agent)
+    config = agent.config()
+    with StateDir(agent.state_dir).job_lock("files"):
+        result = run_job(config, config.job("files"))
+    assert result.exit_code == 11
+    assert result.record["result"] == "skipped"
+    assert f"job files is already running (pid {os.getpid()})" in result.record["error"]
+    assert agent.snapshots() == []
+
+
+def test_a_failing_before_hook_fails_the_run_and_on_failure_sees_why(agent: Agent) -> None:
+    seen = agent.base / "seen"
+    files_job(agent, f'hooks = {{ before = "exit 3", after = "touch {agent.base / "after"}", '
+                     f'on_failure = "env | grep ^DTSTORE_ > {seen}" }}')
+    config = agent.config()
+    result = run_job(config, config.job("files"))
+    assert result.exit_code == 1
+    assert result.record["result"] == "failed" and result.record["error"] == "the before hook exited with status 3"
+    assert agent.snapshots() == [] and not (agent.base / "after").exists()
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines())
+    assert env["DTSTORE_JOB"] == "files" and env["DTSTORE_RESULT"] == "failed"
+    assert env["DTSTORE_ERROR"] == "the before hook exited with status 3" and env["DTSTORE_SNAPSHOT"] == ""
+
+
+def test_the_after_hook_gets_the_snapshot(agent: Agent) -> None:
+    seen = agent.base / "seen"
+    files_job(agent, f'hooks = {{ after = "echo $DTSTORE_SNAPSHOT $DTSTORE_RESULT > {seen}" }}')
+    config = agent.config()
+    result = run_job(config, config.job("files"))
+    assert seen.read_text().split() == [result.record["snapshot_id"], "ok"]
+
+
+def test_the_timeout_stops_the_run_with_nothing_committed(agent: Agent) -> None:
+    marker = agent.base / "still-running"
+    agent.write(f'[jobs.slow]\nrepository = "main"\ncommand = "echo start; sleep 30; touch {marker}"\n'
+                'stdin_name = "slow.txt"\nschedule = { full = "every 1d" }\ntimeout = "1s"\n')
+    config = agent.config()
+    started = time.monotonic()
+    result = run_job(config, config.job("slow"))
+    took = time.monotonic() - started
+    assert took < 10, took
+    assert result.record["result"] == "timeout" and result.exit_code == 1
+    assert "nothing was committed" in result.record["error"]
+    assert agent.snapshots() == []
+    time.sleep(0.5)
+    assert not marker.exists()
+
+
+def test_retention_after_every_full_keeps_the_policy_and_prunes(agent: Agent) -> None:
+    files_job(agent, 'retention = { keep_last = 2 }')
+    config = agent.config()
+    ids = []
+    for n in range(3):
+        (agent.base / "data" / f"f{n}").write_bytes(os.urandom(20_000))
+        result = run_job(config, config.job("files"))
+        assert result.exit_code == 0, result.record
+        ids.append(result.record["snapshot_id"])
+    assert [s.id for s in agent.snapshots()] == ids[1:]
+    assert result.record["forgotten"] == 1 and "pruned_bytes" in result.record
+
+
+def test_retention_alone_makes_no_snapshot(agent: Agent) -> None:
+    files_job(agent, 'retention = { keep_last = 1 }\nretention_after = "0 3 * * *"')
+    config = agent.config()
+    for _ in range(2):
+        assert run_job(config, config.job("files")).exit_code == 0
+    assert len(agent.snapshots()) == 2  # retention runs on its own schedule, not after each full
+    result = run_job(config, config.job("files"), "retention")
+    assert result.exit_code == 0 and result.record["mode"] == "retention" and result.record["snapshot_id"] is None
+    assert len(agent.snapshots()) == 1 and result.record["forgotten"] == 1
+
+
+def test_no_password_in_records_state_or_output(agent: Agent, capsys: pytest.CaptureFixture[str]) -> None:
+    files_job(agent)
+    code = main(["--json", "run", "files", "--config", str(agent.config_path)])
+    out = capsys.readouterr()
+    assert code == 0
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert lines[0]["type"] == "run" and lines[0]["result"] == "ok" and lines[-1]["type"] == "summary"
+    for path in agent.state_dir.rglob("*"):
+        if path.is_file():
+            assert PASSWORD not in path.read_text()
+    assert PASSWORD not in out.out + out.err
+
+
+def test_the_cli_reports_a_failed_run_with_its_exit_code(agent: Agent, capsys: pytest.CaptureFixture[str]) -> None:
+    files_job(agent, 'hooks = { before = "false" }')
+    assert main(["run", "files", "--config", str(agent.config_path)]) == 1
+    assert "job files: failed: the before hook exited with status 1" in capsys.readouterr().err
+    assert main(["run", "nope", "--config", str(agent.config_path)]) == 2
+
+
+def test_metrics_are_rewritten_after_the_run(agent: Agent) -> None:
+    prom = agent.base / "dtstore.prom"
+    data = agent.base / "data"
+    data.mkdir()
+    agent.write(f'[jobs.files]\nrepository = "main"\nsource = "{data}"\nschedule = {{ full = "every 1d" }}\n',
+                agent=f'metrics_textfile = "{prom}"')
+    config = agent.config()
+    assert run_job(config, config.job("files")).exit_code == 0
+    assert 'dtstore_job_last_run_success{job="files"} 1' in prom.read_text()
+
+
+# --- promotion against a real MariaDB -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_promotion_no_base_broken_chain_and_full_every(agent: Agent, mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory("src", password="src-Secret-1")
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY) ENGINE=InnoDB; "
+               "INSERT INTO shop.t VALUES (1)")
+    url = server.url(defaults_file=str(defaults_file(agent.base / "my.cnf", server.password)))
+    agent.write(f'[jobs.db]\nrepository = "main"\nsource = "{url}"\n'
+                'schedule = { full = "0 1 * * 0", log = "every 15m" }\nfull_every = "7d"\n')
+    config = agent.config()
+    job = config.job("db")
+
+    first = run_job(config, job, "log").record  # no base yet: a full, saying why
+    assert (first["result"], first["requested_mode"], first["mode"]) == ("ok", "log", "full"), first
+    assert first["reason"] and "no log" in first["reason"]
+
+    server.sql("INSERT INTO shop.t VALUES (2)")
+    second = run_job(config, job, "log").record
+    assert (second["mode"], second["reason"]) == ("log", None), second
+
+    server.sql("RESET MASTER")  # the binlogs the chain needs are gone: the server reports the break
+    server.sql("INSERT INTO shop.t VALUES (3)")
+    third = run_job(config, job, "log").record
+    assert third["mode"] == "full" and "no log" in third["reason"], third
+
+    short = agent.base / "short.toml"
+    short.write_text(agent.config_path.read_text().replace('full_every = "7d"', 'full_every = "1s"'))
+    time.sleep(1.2)
+    from dtstore.agent.config import load
+
+    fourth = run_job(load(short), load(short).job("db"), "log").record
+    assert fourth["mode"] == "full" and "full_every 1s" in fourth["reason"], fourth
+    modes = [s.source_metadata["mode"] for s in agent.snapshots()]
+    assert modes == ["full", "log", "full", "full"]
+    assert server.password not in agent.config_path.read_text() + json.dumps(agent.records())
