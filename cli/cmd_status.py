@@ -72,10 +72,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
 def _ago(delta: dt.timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
+    if seconds == 0:
+        return "0s"
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         value, seconds = divmod(seconds, size)
         if value:
             parts.append(f"{value}{unit}")
