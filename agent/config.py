@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from dtstore.agent.schedule import (
     ScheduleError,
     Window,
     format_duration,
+    max_gap,
     parse_duration,
     parse_schedule,
     parse_window,
@@ -585,9 +586,9 @@ def _agent(r: _Reader, t: Mapping[str, Any]) -> AgentSettings:
             tz: dt.tzinfo = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             r.error([*p, "timezone"], f"unknown time zone {zone_name!r}: use an IANA name such as \"Europe/Berlin\"")
-            zone_name, tz = local_zone()
+            zone_name, tz = None, local_zone()[1]
     else:
-        zone_name, tz = local_zone()
+        tz = local_zone()[1]
     state_dir = r.string(t, "state_dir", p)
     textfile = r.string(t, "metrics_textfile", p)
     listen = r.string(t, "metrics_listen", p)
@@ -761,7 +762,7 @@ def _job(r: _Reader, name: str, t: Mapping[str, Any], agent: AgentSettings, repo
     rpo = r.duration(t, "rpo", p)
     derived = False
     if rpo is None and schedules:
-        rpo, derived = 2 * _union_max_gap(schedules.values()), True
+        rpo, derived = 2 * max_gap(schedules.values()), True
     hooks = _hooks(r, p, t)
     return Job(name=name, kind="backup", repository=repository, source=source, command=command,
                stdin_name=stdin_name, schedules=MappingProxyType(schedules), retention=MappingProxyType(retention),
@@ -833,28 +834,6 @@ def _backup_schedules(r: _Reader, p: list[str], t: Mapping[str, Any], tz: dt.tzi
     if not schedules and isinstance(raw, Mapping) and not raw:
         r.error([*p, "schedule"], "is empty: give at least one mode = schedule")
     return schedules, run_modes
-
-
-def _union_max_gap(schedules: Iterable[Schedule]) -> dt.timedelta:
-    """The longest time between consecutive fire times of the union of ``schedules``.  A schedule
-    that fires more often bounds it: the union never has a longer gap than its most frequent member."""
-    items = list(schedules)
-    if len(items) == 1:
-        return items[0].max_gap()
-    best = min(s.max_gap() for s in items)
-    start = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
-    probes = [Schedule(s.text, cron=s.cron, interval=s.interval, tz=dt.UTC) for s in items]
-    horizon = start + dt.timedelta(days=400)
-    previous = start
-    gap = dt.timedelta(0)
-    for _ in range(20_000):
-        moment = min(s.next_fire(previous) for s in probes)
-        if moment > horizon:
-            break
-        if previous != start:
-            gap = max(gap, moment - previous)
-        previous = moment
-    return min(best, gap) if gap else best
 
 
 def _choice_or_schedule(r: _Reader, p: list[str], t: Mapping[str, Any], key: str, choices: Sequence[str],
@@ -1129,7 +1108,7 @@ def resolved(config: Config, now: dt.datetime | None = None, *, secrets: bool = 
 
     a = config.agent
     out: dict[str, Any] = {"agent": {
-        "state_dir": str(a.state_dir), "timezone": a.timezone or str(a.tz),
+        "state_dir": str(a.state_dir), "timezone": a.timezone or f"{local_zone()[0] or a.tz} (the machine's)",
         "metrics_textfile": str(a.metrics_textfile) if a.metrics_textfile else None,
         "metrics_listen": a.metrics_listen, "run_log_max_bytes": a.run_log_max_bytes,
         "run_log_keep": a.run_log_keep, "catch_up": a.catch_up}}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
@@ -203,27 +203,74 @@ class Schedule:
             yield instant(step(dt.datetime), self.tz)
 
     def max_gap(self) -> dt.timedelta:
-        """The longest time between two consecutive fire times (for a derived RPO): the interval, or
-        for cron the longest gap over a year of fire times read in UTC (at most 20 000 of them)."""
-        if self.interval is not None:
-            return self.interval
-        assert self.cron is not None
-        return _cron_max_gap(self.cron)
+        """The longest time between two consecutive fire times (for a derived RPO): see :func:`max_gap`."""
+        return max_gap([self])
 
 
 def _seconds(interval: dt.timedelta) -> int:
     return int(interval.total_seconds())
 
 
+_GAP_START = dt.datetime(2026, 1, 5)  # a Monday, naive UTC: the sample has no DST
+_GAP_LIMIT = 60_000
+
+
+def _horizon(schedule: Schedule) -> dt.timedelta:
+    """How long a sample must be to hold every gap: the schedule repeats daily, weekly or yearly."""
+    if schedule.interval is not None:
+        return max(dt.timedelta(days=2), 3 * schedule.interval)
+    from croniter import croniter
+
+    _, _, dom, month, dow = croniter(schedule.cron).expanded
+    if dom == ["*"] and month == ["*"]:
+        return dt.timedelta(days=2 if dow == ["*"] else 15)
+    return dt.timedelta(days=400)
+
+
+def _sample(schedule: Schedule, end: dt.datetime) -> Iterator[dt.datetime]:
+    """Fire times (naive UTC) from ``_GAP_START`` to ``end``, from one croniter (fast)."""
+    if schedule.interval is not None:
+        step = dt.timedelta(seconds=_seconds(schedule.interval))
+        moment = dt.datetime(1970, 1, 1) + step * -(-(_GAP_START - dt.datetime(1970, 1, 1)) // step)
+        while moment <= end:
+            yield moment
+            moment += step
+        return
+    from croniter import croniter
+
+    it = croniter(schedule.cron, _GAP_START - dt.timedelta(seconds=1))
+    while True:
+        moment = it.get_next(dt.datetime)
+        if moment > end:
+            return
+        yield moment
+
+
+def max_gap(schedules: Iterable[Schedule]) -> dt.timedelta:
+    """The longest time between consecutive fire times of the union of ``schedules`` (one job's modes),
+    read in UTC over two days, 15 days or 400 days (as the cron fields repeat daily, weekly or
+    yearly; at most 60 000 fire times).  A job's derived RPO is twice this."""
+    return _max_gap(tuple(sorted({s.text for s in schedules})))
+
+
 @lru_cache(maxsize=256)
-def _cron_max_gap(cron: str) -> dt.timedelta:
-    probe = Schedule(cron, cron=cron, tz=UTC)
-    start = dt.datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; the year after it has no DST in UTC
-    previous = probe.next_fire(start - dt.timedelta(seconds=1))
+def _max_gap(texts: tuple[str, ...]) -> dt.timedelta:
+    import heapq
+    import itertools
+
+    schedules = [parse_schedule(t) for t in texts]
+    intervals = [s.interval for s in schedules if s.interval is not None]
+    if intervals and len(intervals) == len(schedules):
+        return min(intervals)  # epoch-anchored: every interval fires at each multiple of the shortest's period start
     gap = dt.timedelta(0)
-    for moment in probe.fires(previous, start + dt.timedelta(days=400), limit=20_000):
-        gap = max(gap, moment - previous)
+    previous: dt.datetime | None = None
+    end = _GAP_START + max(_horizon(s) for s in schedules)
+    for moment in itertools.islice(heapq.merge(*(_sample(s, end) for s in schedules)), _GAP_LIMIT):
+        if previous is not None:
+            gap = max(gap, moment - previous)
         previous = moment
+    if intervals:
+        gap = min(gap, min(intervals)) if gap else min(intervals)
     return gap
 
 
@@ -404,5 +451,5 @@ def next_wakeup(job: Job, state: FireState | Mapping[str, dt.datetime], now: dt.
 
 
 __all__ = ["DEFAULT_GRACE", "MODE_ORDER", "Due", "FireState", "Schedule", "ScheduleError", "Window", "due",
-           "format_duration", "instant", "next_runs", "next_wakeup", "parse_duration", "parse_schedule",
+           "format_duration", "instant", "max_gap", "next_runs", "next_wakeup", "parse_duration", "parse_schedule",
            "parse_window", "wall"]

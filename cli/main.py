@@ -16,6 +16,7 @@ from dtstore import __version__
 from dtstore.cli import (
     cmd_agent,
     cmd_check,
+    cmd_config,
     cmd_copy,
     cmd_diff,
     cmd_drill,
@@ -33,6 +34,7 @@ from dtstore.cli import (
     cmd_restore,
     cmd_restore_points,
     cmd_run,
+    cmd_schedule,
     cmd_snapshot,
     cmd_snapshots,
     cmd_stats,
@@ -50,8 +52,9 @@ COMMANDS: tuple[ModuleType, ...] = (
     cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
     cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
     cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
-    cmd_status, cmd_wal_push, cmd_wal_fetch,
     cmd_run, cmd_agent, cmd_drill,
+    cmd_config, cmd_wal_push, cmd_wal_fetch, cmd_schedule,
+    cmd_status,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
