@@ -35,10 +35,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
         return out.when(moment).replace(" ", "T")
 
     with open_repo(args) as repo:
-        out.info(f"serving {repo.store.describe()} at {args.mountpoint}; unmount with fusermount3 -u "
-                 f"{args.mountpoint} (or Ctrl-C)")
+        where = repo.store.describe()
         mount(repo, args.mountpoint, time_name=name, keep=lambda snaps: select.select(snaps, flt),
-              allow_other=args.allow_other)
+              allow_other=args.allow_other,
+              ready=lambda: out.info(f"serving {where} at {args.mountpoint}; unmount with fusermount3 -u "
+                                     f"{args.mountpoint} (or Ctrl-C)"))
     if out.json:
         out.emit({"type": "summary", "mountpoint": args.mountpoint})
     return 0

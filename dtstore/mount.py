@@ -287,9 +287,10 @@ def fuse_available() -> str | None:
 
 def mount(repo: Repository, mountpoint: str | os.PathLike[str], *, time_name: TimeName = local_time_name,
           keep: Callable[[list[Snapshot]], list[Snapshot]] | None = None, allow_other: bool = False,
-          refresh: float = 60.0) -> None:
+          refresh: float = 60.0, ready: Callable[[], None] | None = None) -> None:
     """Serve the repository's snapshots read-only at ``mountpoint`` until it is unmounted
-    (``fusermount3 -u``, ``umount``) or the process is interrupted.  Needs the ``mount`` extra."""
+    (``fusermount3 -u``, ``umount``) or the process is interrupted (SIGINT, SIGTERM).  Needs the
+    ``mount`` extra.  ``ready`` is called once the mount is in place."""
     why = fuse_available()
     if why is not None:
         raise UsageError(f"cannot mount: {why}")
@@ -298,19 +299,22 @@ def mount(repo: Repository, mountpoint: str | os.PathLike[str], *, time_name: Ti
     if not os.path.isdir(mountpoint):
         raise UsageError(f"the mount point {os.fspath(mountpoint)} is not a directory")
     tree = MountTree(repo, time_name=time_name, keep=keep, refresh=refresh)
-    operations = _operations(mfusepy, tree)
+    served = threading.Event()
+    operations = _operations(mfusepy, tree, served, ready)
     options: dict[str, Any] = {"foreground": True, "ro": True, "fsname": "dtstore", "subtype": "dtstore"}
     if allow_other:
         options["allow_other"] = True
     try:
         mfusepy.FUSE(operations, os.fspath(mountpoint), **options)
     except RuntimeError as exc:
-        raise DtstoreError(f"mounting {os.fspath(mountpoint)} failed (libfuse said {exc}); is it already a mount "
-                           "point, or empty of permissions?") from None
+        if served.is_set():
+            return  # libfuse ends its loop with a non-zero status when a signal (Ctrl-C, SIGTERM) unmounts
+        raise DtstoreError(f"mounting {os.fspath(mountpoint)} failed (libfuse status {exc}): already mounted, "
+                           "or no permission to mount there?") from None
 
 
-def _operations(fuse: Any, tree: MountTree) -> Any:
-    """The mfusepy Operations that serve ``tree``."""
+def _operations(fuse: Any, tree: MountTree, served: threading.Event, ready: Callable[[], None] | None) -> Any:
+    """The mfusepy Operations that serve ``tree``; ``served`` is set once the kernel has the mount."""
 
     def call(function: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -320,6 +324,11 @@ def _operations(fuse: Any, tree: MountTree) -> Any:
 
     class Operations(fuse.Operations):  # type: ignore[misc]
         use_ns = True
+
+        def init(self, path: str) -> None:
+            served.set()
+            if ready is not None:
+                ready()
 
         def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
             return call(tree.getattr, path)  # type: ignore[no-any-return]

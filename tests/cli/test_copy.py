@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -299,21 +300,26 @@ def _wait_for(predicate: Callable[[], bool], seconds: float = 30.0) -> bool:
     return False
 
 
-@pytest.fixture
-def mounted(source: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> Iterator[Path]:
+def _start_mount(repo: Path, point: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if not os.path.exists("/dev/fuse"):
         pytest.skip("/dev/fuse does not exist on this machine: FUSE cannot be used here")
     why = fuse_available()
     assert why is None, f"FUSE is there but dtstore cannot use it: {why} (.ci/run installs fuse3 and dtstore[mount])"
     assert shutil.which("fusermount3") or shutil.which("fusermount"), "the fuse3 package is not installed"
-    point = tmp_path / "mnt"
     point.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "dtstore.cli", "mount", "--repo", str(source["repo"]),
-                                str(point), "--utc"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "dtstore.cli", "mount", "--repo", str(repo), str(point),
+                                "--utc"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL)
+    assert _wait_for(lambda: os.path.ismount(point) or process.poll() is not None), "mount did not appear"
+    assert process.poll() is None, process.communicate()
+    return process
+
+
+@pytest.fixture
+def mounted(source: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> Iterator[Path]:
+    point = tmp_path / "mnt"
+    process = _start_mount(source["repo"], point, env)
     try:
-        assert _wait_for(lambda: os.path.ismount(point) or process.poll() is not None), "mount did not appear"
-        assert process.poll() is None, process.communicate()
         yield point
     finally:
         unmount = shutil.which("fusermount3") or shutil.which("fusermount") or "umount"
@@ -352,6 +358,23 @@ def test_mount_serves_snapshots_read_only(mounted: Path, source: dict[str, Any])
     assert refused.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
     with pytest.raises(OSError):
         (latest / "new-file").write_bytes(b"x")
+
+
+def test_mount_ends_cleanly_on_ctrl_c(source: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> None:
+    point = tmp_path / "mnt"
+    process = _start_mount(source["repo"], point, env)
+    try:
+        assert sorted(os.listdir(point)) == ["hosts", "ids", "snapshots", "tags"]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        if os.path.ismount(point):
+            subprocess.run(["fusermount3", "-u", str(point)], check=False)
+    assert process.returncode == 0, err.decode()
+    assert not os.path.ismount(point) and b"serving" in err
 
 
 # snapshots: kinds and restore windows; restore-points honours --utc -----------------------------------------------
