@@ -104,10 +104,13 @@ def choose_point(snapshots: Sequence[Snapshot], kind: str, source_id: str, how: 
     if not windows:
         raise UsageError(f"{source_id} has no restorable window")
     newest = max(windows, key=lambda w: w.end)
-    span = (newest.end - newest.start).total_seconds()
-    moment = (newest.start + dt.timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0)
-    moment = max(moment, newest.start.replace(microsecond=0) + dt.timedelta(seconds=1 if span >= 1 else 0))
-    moment = min(moment, newest.end)
+    # a restore stops at whole seconds (--until is truncated): choose among those inside the window
+    first = newest.start.replace(microsecond=0) + dt.timedelta(seconds=1 if newest.start.microsecond else 0)
+    last = newest.end.replace(microsecond=0)
+    if last < first:
+        return Point(None, None, f"the latest restorable point (the newest window, {iso(newest.start)} … "
+                                 f"{iso(newest.end)}, holds no whole second)")
+    moment = first + dt.timedelta(seconds=rng.randint(0, int((last - first).total_seconds())))
     return Point(None, moment, f"{iso(moment)} (random, in {iso(newest.start)} … {iso(newest.end)})")
 
 
