@@ -12,7 +12,7 @@
 A failing target never raises: it is retried (webhook and pings: 3 tries, 1 s then 4 s apart), then
 reported as a ``notify_failed`` record, which the Notifier hands to its ``log`` callable (the run
 log) and returns.  The SMTP password is read when a mail is sent and is never part of a record,
-message or exception; URLs in records have their password and query string masked.
+message or exception; webhook and ping URLs appear in errors as ``scheme://host[:port]/***``.
 """
 
 from __future__ import annotations
@@ -149,6 +149,21 @@ def mask_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def endpoint(url: str) -> str:
+    """``scheme://host[:port]/***``: how a webhook or ping URL appears in errors and records.  Their
+    paths often are the secret (Slack-style hook paths, Healthchecks UUIDs): only the host is shown."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"
+    if ":" in host:
+        host = f"[{host}]"
+    hidden = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
 # --- HTTP -----------------------------------------------------------------------------------------------------
 
 def _retrying(what: str, attempt: Callable[[], None], *, delays: Sequence[float],
@@ -192,7 +207,7 @@ def send_webhook(url: str, event: Event, *, timeout: float = HTTP_TIMEOUT,
                  delays: Sequence[float] = RETRY_DELAYS, sleep: Callable[[float], None] = time.sleep) -> None:
     """POST the event as JSON; 3 tries.  Raises NotifyError when every try failed."""
     body = json.dumps(event.to_json(), default=str).encode()
-    _retrying(f"webhook {mask_url(url)}",
+    _retrying(f"webhook {endpoint(url)}",
               lambda: _http(url, data=body, content_type="application/json", timeout=timeout),
               delays=delays, sleep=sleep)
 
@@ -212,7 +227,7 @@ def send_ping(url: str, kind: str, *, body: str | None = None, timeout: float = 
         raise ValueError(f"unknown ping {kind!r}")
     target = ping_url(url, kind)
     data = body.encode("utf-8", "replace")[:_FAIL_BODY_LIMIT] if body is not None else None
-    _retrying(f"healthchecks {kind} {mask_url(target)}",
+    _retrying(f"healthchecks {kind} {endpoint(url)}",
               lambda: _http(target, data=data, content_type="text/plain; charset=utf-8" if data else None,
                             timeout=timeout),
               delays=delays, sleep=sleep)

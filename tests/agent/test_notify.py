@@ -29,6 +29,7 @@ from dtstore.agent.notify import (
     Event,
     Notifier,
     NotifyError,
+    endpoint,
     event_for_run,
     mask_url,
     ping_url,
@@ -230,6 +231,10 @@ def test_events_for_run_records() -> None:
 
 
 def test_urls_are_masked_and_ping_urls_built() -> None:
+    assert endpoint("https://hooks.slack.com/services/T0/B0/XXXX") == "https://hooks.slack.com/***"
+    assert endpoint("https://hc-ping.com/UUID") == "https://hc-ping.com/***"
+    assert endpoint("http://[::1]:8080/") == "http://[::1]:8080"
+    assert endpoint("https://u:pw@h.example/?k=v") == "https://h.example/***"
     assert mask_url("https://hooks.example.com/x?token=abc") == "https://hooks.example.com/x?***"
     assert mask_url("https://user:pw@hooks.example.com/x") == "https://user:***@hooks.example.com/x"
     assert mask_url("smtp://mail.example.com:587") == "smtp://mail.example.com:587"
@@ -260,7 +265,7 @@ def test_webhook_retries_twice_then_succeeds(receiver: Receiver) -> None:
 
 def test_webhook_that_always_fails_raises_notify_error(receiver: Receiver) -> None:
     receiver.codes["/down"] = [503]
-    with pytest.raises(NotifyError, match=r"webhook http://127\.0\.0\.1:\d+/down\?\*\*\*: HTTP 503 .*3 tries"):
+    with pytest.raises(NotifyError, match=r"^webhook http://127\.0\.0\.1:\d+/\*\*\*: HTTP 503 .*3 tries\)$"):
         send_webhook(receiver.url + "/down?token=secret", failure_event(), delays=NO_WAIT)
     assert len(receiver.hits) == 3
 
@@ -422,7 +427,7 @@ def test_a_failing_target_never_raises_and_is_logged(receiver: Receiver, tmp_pat
     logged = list(state.records(types=["notify_failed"]))
     assert len(logged) == 3
     text = state.run_log.read_text()
-    assert PASSWORD not in text and PASSWORD not in json.dumps(failed)
+    assert PASSWORD not in text and PASSWORD not in json.dumps(failed) and "/down" not in text
     assert "refused" in failed[1]["error"]
 
 
