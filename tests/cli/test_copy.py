@@ -39,7 +39,7 @@ def pack_bytes(repo: Path) -> int:
     return sum(p.stat().st_size for prefix in ("data", "meta") for p in (repo / prefix).rglob("*") if p.is_file())
 
 
-def restored(cli: Cli, repo: Path, ref: str, target: Path, password: str | None = None,
+def restored(cli: Cli, repo: Path | str, ref: str, target: Path, password: str | None = None,
              monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, tuple[str, int, int, bytes]]:
     """What restoring ``ref`` gives below the backed-up folder (its parents are made at restore time)."""
     if password is not None and monkeypatch is not None:
@@ -164,6 +164,25 @@ def test_copy_chooses_snapshots_by_id_or_filter(cli: Cli, source: dict[str, Any]
         (source["ids"][0], False)]
     text = cli("copy", "--repo", str(source["repo"]), "--to-repo", str(target))
     assert text.code == 0 and "0 snapshot(s) copied, 2 already there" in text.out
+
+
+def test_copy_offsite_to_s3(cli: Cli, source: dict[str, Any], s3_env: str, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The everyday use: a local repository copied to S3 (moto), made with the local one's chunker."""
+    monkeypatch.setenv("DTSTORE_FROM_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DTSTORE_PASSWORD", OTHER_PASSWORD)
+    assert cli("init", "--repo", s3_env, "--copy-chunker-from", str(source["repo"])).code == 0
+    monkeypatch.setenv("DTSTORE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DTSTORE_TO_PASSWORD", OTHER_PASSWORD)
+    first = cli("copy", "--repo", str(source["repo"]), "--to-repo", s3_env, "--json")
+    assert first.code == 0, first.err
+    copies = [e for e in lines(first.out) if e["type"] == "copy"]
+    assert [c["skipped"] for c in copies] == [False, False] and lines(first.out)[-1]["bytes_added"] > 0
+    again = cli("copy", "--repo", str(source["repo"]), "--to-repo", s3_env, "--json")
+    assert lines(again.out)[-1] == {"type": "summary", "copied": 0, "skipped": 2, "bytes_added": 0, "bytes_read": 0}
+    want = restored(cli, source["repo"], "latest", tmp_path / "local")
+    got = restored(cli, s3_env, "latest", tmp_path / "s3", OTHER_PASSWORD, monkeypatch)
+    assert got == want
 
 
 # copy: different chunk keys ----------------------------------------------------------------------------------------
