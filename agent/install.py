@@ -31,7 +31,7 @@ from typing import Any
 
 from dtstore.agent.config import Config, Job
 from dtstore.agent.schedule import MODE_ORDER, Schedule, format_duration
-from dtstore.errors import UsageError
+from dtstore.errors import DtstoreError, UsageError
 
 MARKER = "# dtstore-config: "
 BEGIN = "# BEGIN dtstore "
@@ -497,14 +497,14 @@ Runner = Callable[..., Any]
 
 def apply(plan: Plan, *, run: Runner = subprocess.run) -> list[str]:
     """Run ``before``, delete, write, run ``commands``; returns what was done, one line each.  A failing
-    command with ``check`` raises UsageError with its output."""
+    command with ``check`` raises DtstoreError (exit 1) with its output."""
     done: list[str] = []
 
     def execute(command: Command) -> None:
         result = run(list(command.argv), input=command.input, capture_output=True, text=True, check=False)
         if result.returncode != 0 and command.check:
             message = (result.stderr or result.stdout or "").strip()
-            raise UsageError(f"{shlex.join(command.argv)} exited with status {result.returncode}"
+            raise DtstoreError(f"{shlex.join(command.argv)} exited with status {result.returncode}"
                              + (f": {message}" if message else ""))
         done.append(f"ran {command}" + ("" if result.returncode == 0 else f" (status {result.returncode})"))
 
@@ -543,14 +543,14 @@ def read_crontab(*, run: Runner = subprocess.run) -> str:
     if result.returncode != 0:
         if "no crontab" in (result.stderr or "").lower():
             return ""
-        raise UsageError(f"crontab -l exited with status {result.returncode}: {(result.stderr or '').strip()}")
+        raise DtstoreError(f"crontab -l exited with status {result.returncode}: {(result.stderr or '').strip()}")
     return str(result.stdout)
 
 
 def query_tasks(*, run: Runner = subprocess.run) -> list[tuple[str, str]]:
     result = run(["schtasks", "/Query", "/FO", "CSV", "/NH", "/V"], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise UsageError(f"schtasks /Query exited with status {result.returncode}: {(result.stderr or '').strip()}")
+        raise DtstoreError(f"schtasks /Query exited with status {result.returncode}: {(result.stderr or '').strip()}")
     return parse_task_query(str(result.stdout))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from dtstore.cli.helptext import EXIT_MEANINGS
 from dtstore.cli.output import Output
-from dtstore.errors import UsageError
+from dtstore.errors import DtstoreError, UsageError
 
 DESCRIPTION = """\
 Write the configuration's schedules as OS scheduler entries, for shops that prefer the OS scheduler
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     elif args.scheduler == "cron":
         try:
             crontab = install.read_crontab()
-        except UsageError:
+        except DtstoreError:
             if not args.dry_run:
                 raise
             crontab = ""
