@@ -386,6 +386,15 @@ def _order(mode: str) -> int:
     return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
+def _count(schedule: Schedule, begin: dt.datetime, fire: dt.datetime) -> int:
+    """Fire times in ``(begin, fire)`` (at most 10 000 counted for cron)."""
+    if schedule.interval is not None:
+        step = _seconds(schedule.interval)
+        first = schedule.next_fire(begin)
+        return max(0, int((fire - first).total_seconds()) // step) if first < fire else 0
+    return sum(1 for _ in schedule.fires(begin, fire - dt.timedelta(microseconds=1), limit=10_000))
+
+
 def due(job: Job, state: FireState | Mapping[str, dt.datetime], now: dt.datetime, *,
         catch_up: bool = True, since: dt.datetime | None = None,
         grace: dt.timedelta = DEFAULT_GRACE) -> list[Due]:
@@ -421,7 +430,7 @@ def due(job: Job, state: FireState | Mapping[str, dt.datetime], now: dt.datetime
             return []
     mode = min(runnable, key=_order)
     fire, begin = pending[mode]
-    missed = sum(1 for _ in job.schedules[mode].fires(begin, fire - dt.timedelta(microseconds=1), limit=10_000))
+    missed = _count(job.schedules[mode], begin, fire)
     return [Due(job=job.name, mode=mode, scheduled_at=fire, fired={m: v[0] for m, v in pending.items()},
                 missed=missed)]
 

@@ -225,16 +225,21 @@ def test_max_gap() -> None:
 
 # --- due(): days through the fake clock ------------------------------------------------------------------
 
-def test_a_week_of_the_issue_example() -> None:
+@pytest.mark.parametrize(("monday", "hours"), [("2026-11-30", 168), ("2026-03-23", 167), ("2026-10-19", 169)],
+                         ids=["plain", "spring-forward", "fall-back"])
+def test_a_week_of_the_issue_example(monday: str, hours: int) -> None:
     """full on Sunday, diff Monday to Saturday at 01:00, log every 15 minutes: at 01:00 the larger
-    mode runs and the log counts as fired."""
+    mode runs and the log counts as fired.  The weeks with Berlin's DST changes have 167 and 169 hours."""
     shop = job({"full": "0 1 * * 0", "diff": "0 1 * * 1-6", "log": "every 15m"}, BERLIN)
-    sim = Sim(shop, at("2026-11-30 00:00", BERLIN))  # a Monday
-    sim.run_until(at("2026-12-07 00:00", BERLIN))
+    start = at(f"{monday} 00:00", BERLIN)
+    sunday = (start + dt.timedelta(days=6)).date().isoformat()
+    sim = Sim(shop, start)
+    sim.run_until(at(f"{monday} 00:00", BERLIN) + dt.timedelta(days=7))  # wall-clock arithmetic: next Monday
     by_mode = {m: [r for r in sim.runs if r.mode == m] for m in ("full", "diff", "log")}
-    assert [r.started_at for r in by_mode["full"]] == [at("2026-12-06 01:00", BERLIN)]
+    assert [r.started_at for r in by_mode["full"]] == [at(f"{sunday} 01:00", BERLIN)]
     assert len(by_mode["diff"]) == 6 and all(r.started_at.astimezone(BERLIN).hour == 1 for r in by_mode["diff"])
-    assert len(by_mode["log"]) == 7 * 96 - 7
+    assert len(sim.runs) == hours * 4  # every quarter hour after the start, up to and including the end
+    assert len(by_mode["log"]) == hours * 4 - 7
     assert all(r.started_at == r.scheduled_at and r.missed == 0 for r in sim.runs)
     assert len({r.scheduled_at for r in sim.runs}) == len(sim.runs)
     assert not sim.skipped
@@ -278,6 +283,16 @@ def test_missed_runs_after_a_pause_collapse_into_one() -> None:
     assert due(shop, after, now) == []
     [later] = due(shop, after, at("2026-12-03 09:15"))
     assert (later.mode, later.missed) == ("log", 0)
+
+
+def test_missed_counts_for_intervals_and_cron() -> None:
+    t0 = at("2026-12-02 10:00")
+    [d] = due(job({"log": "every 15m"}), {"log": t0}, t0 + dt.timedelta(hours=1, minutes=7))
+    assert (d.scheduled_at, d.missed) == (at("2026-12-02 11:00"), 3)
+    [c] = due(job({"log": "*/15 * * * *"}), {"log": t0}, t0 + dt.timedelta(hours=1, minutes=7))
+    assert (c.scheduled_at, c.missed) == (at("2026-12-02 11:00"), 3)
+    [y] = due(job({"log": "every 15m"}), {"log": t0}, t0 + dt.timedelta(days=365))
+    assert y.missed == 365 * 96 - 1
 
 
 def test_without_catch_up_a_run_missed_while_down_does_not_run() -> None:
