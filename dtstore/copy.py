@@ -86,15 +86,18 @@ class SnapshotCopier:
         self._bytes_read = 0
         self._bytes_total = 0
         self._current = ""
+        self._present = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def copy(self, snapshot: Snapshot, content: ContentStore, parent: str | None) -> tuple[Snapshot, int]:
+    def copy(self, snapshot: Snapshot, content: ContentStore, parent: str | None) -> tuple[Snapshot, int, int]:
         """Store every chunk ``snapshot`` needs into ``content`` and flush it; returns the manifest to
-        save in the target (not saved yet) and the plaintext bytes read from the source."""
+        save in the target (not saved yet), the plaintext bytes read from the source, and the chunks
+        found in the target without reading them (shared chunk keys only)."""
         with self._lock:
             self._bytes_read = 0
+        self._present = 0
         self._current = snapshot.short_id
         if self._same_ids:
             items_chunks = self._copy_same_ids(snapshot, content)
@@ -102,7 +105,7 @@ class SnapshotCopier:
             items_chunks = self._copy_rehashed(snapshot, content)
         content.flush()
         copied = replace(snapshot, id="", parent=parent, items_chunks=items_chunks, original=copy_key(snapshot))
-        return copied, self._bytes_read
+        return copied, self._bytes_read, self._present
 
     # shared chunk keys: chunk lists stay, only what the target lacks travels -----------------------
     def _copy_same_ids(self, snapshot: Snapshot, content: ContentStore) -> list[bytes]:
@@ -115,7 +118,7 @@ class SnapshotCopier:
                     continue
                 seen.add(chunk_id)
                 if content.has(chunk_id):
-                    content.put_with_id(chunk_id, b"", kind)  # counted as reused, nothing read or stored
+                    self._present += 1  # the target has it: nothing read, nothing stored
                     continue
                 yield functools.partial(self._store, content, chunk_id, kind)
 

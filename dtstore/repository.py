@@ -435,7 +435,7 @@ class Repository:
                                                pack_size=target.config.pack_size, excluded_packs=marked)
                         parent = present.get(keys.get(snap.parent, snap.parent)) if snap.parent else None
                         try:
-                            manifest, read = copier.copy(snap, content, parent.id if parent else None)
+                            manifest, read, present_chunks = copier.copy(snap, content, parent.id if parent else None)
                         finally:
                             content.close()
                         session.ensure_alive()
@@ -443,7 +443,7 @@ class Repository:
                         present[copy_key(snap)] = saved
                         stats = content.stats
                         result = CopyResult(snap, saved, skipped=False, chunks_new=stats.chunks_new,
-                                            chunks_reused=stats.chunks_reused, bytes_read=read,
+                                            chunks_reused=stats.chunks_reused + present_chunks, bytes_read=read,
                                             bytes_added=stats.bytes_stored)
                     results.append(result)
                     if on_result is not None:
