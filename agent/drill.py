@@ -44,6 +44,7 @@ from dtstore.agent.run import (
     result_of,
     skipped_record,
     state_dir,
+    stop_leftovers,
     time_limit,
 )
 from dtstore.agent.state import StateDir, iso
@@ -322,6 +323,8 @@ def run_drill(config: Any, job: Any, *, scheduled_at: dt.datetime | None = None,
             except BaseException as exc:
                 stopper.disarm()
                 result, code, error = result_of(exc)
+                if isinstance(exc, KeyboardInterrupt):
+                    stop_leftovers()
     finally:
         lock.release()
     finish_record(record, result=result, exit_code=code, error=error, started=started, started_mono=started_mono,

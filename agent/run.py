@@ -246,6 +246,24 @@ class Stopper:
             raise RunStopped(self.reason)
 
 
+def stop_leftovers() -> None:
+    """After a stopped run: SIGTERM to what the run started and left behind (a command source's shell
+    kills only itself; ``sleep`` under it would live on).  Only when this process leads its own session,
+    as every run the agent starts does, so a shell's job or a pipeline is never signalled."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if os.getsid(0) != os.getpid():  # type: ignore[attr-defined,unused-ignore]
+            return
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpgrp(), signal.SIGTERM)  # type: ignore[attr-defined,unused-ignore]
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except (OSError, ValueError):
+        pass
+
+
 # --- hooks -----------------------------------------------------------------------------------------------------
 
 class HookFailed(DtstoreError):
@@ -561,6 +579,8 @@ def _locked_run(config: Any, job: Any, requested: str, state: StateDir, record: 
         except BaseException as exc:
             stopper.disarm()
             result, exit_code, error = result_of(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                stop_leftovers()
             if not isinstance(exc, KeyboardInterrupt | DtstoreError | OSError):
                 lines.append(f"unexpected error: {error}")
         finally:

@@ -288,7 +288,7 @@ def test_retention_on_its_own_schedule_waits_for_the_job(agent: Agent) -> None:
     agent.write(job_toml("db", '{ full = "every 1h" }', 'retention = { keep_last = 3 }\n'
                                                         'retention_after = "0 */2 * * *"'))
     world = World(agent, durations={"db": 600.0})
-    world.drive(world.daemon(poll=1.0), 4 * 3600 + 1800)
+    world.drive(world.daemon(poll=60.0), 4 * 3600 + 1800)
     modes = [(c.scheduled_at.strftime("%H:%M"), c.mode) for c in world.children]
     assert modes == [("01:00", "full"), ("02:00", "full"), ("02:00", "retention"), ("03:00", "full"),
                      ("04:00", "full"), ("04:00", "retention")]

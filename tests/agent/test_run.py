@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -191,3 +194,63 @@ def test_promotion_no_base_broken_chain_and_full_every(agent: Agent, mariadb_fac
     modes = [s.source_metadata["mode"] for s in agent.snapshots()]
     assert modes == ["full", "log", "full", "full"]
     assert server.password not in agent.config_path.read_text() + json.dumps(agent.records())
+
+
+def live_group_members(pgid: int, wait: float = 5.0) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies (waiting up to ``wait`` s for them to go)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_stops_a_real_run_with_nothing_committed(agent: Agent) -> None:
+    started = agent.base / "started"
+    agent.write(f'[jobs.slow]\nrepository = "main"\ncommand = "touch {started}; sleep 30"\n'
+                'stdin_name = "slow.txt"\nschedule = { full = "every 1d" }\n')
+    proc = subprocess.Popen([sys.executable, "-m", "dtstore.cli", "run", "slow", "--config", str(agent.config_path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # as the agent starts its runs
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert live_group_members(proc.pid) == []  # the command's sleep did not outlive the run
+    (record,) = agent.records("slow")
+    assert record["result"] == "interrupted" and "nothing was committed" in record["error"]
+    assert agent.snapshots() == []
+    assert not StateDir(agent.state_dir).job_lock("slow").path.read_text().strip()
+
+
+def test_the_agent_modules_import_without_posix_only_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    for name in ("fcntl", "resource", "termios", "pwd", "grp"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(sys, "platform", "win32")
+    for module in ("dtstore.agent.run", "dtstore.agent.daemon", "dtstore.agent.drill", "dtstore.cli.cmd_agent",
+                   "dtstore.cli.cmd_run", "dtstore.cli.cmd_drill"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+        importlib.import_module(module)
+    from dtstore.agent.daemon import SdNotify
+
+    assert SdNotify("/run/systemd/notify").address is not None or not hasattr(__import__("socket"), "AF_UNIX")
