@@ -102,6 +102,11 @@ class Problem:
                 "severity": self.severity}
 
 
+def dotted(path: Sequence[str]) -> str:
+    """``jobs."a.b".schedule``: a key path as TOML writes it (names quoted where they must be)."""
+    return ".".join(_toml_key(part) for part in path)
+
+
 class ConfigError(UsageError):
     """A configuration with problems (exit 2); ``problems`` holds every error and warning found."""
 
@@ -421,7 +426,7 @@ class _Reader:
         self.problems: list[Problem] = []
 
     def report(self, path: Sequence[str], message: str, severity: str = "error") -> None:
-        self.problems.append(Problem(self.file, self.lines.line(path), ".".join(path), message, severity))
+        self.problems.append(Problem(self.file, self.lines.line(path), dotted(path), message, severity))
 
     def error(self, path: Sequence[str], message: str) -> None:
         self.report(path, message)
@@ -1028,7 +1033,7 @@ def check(config: Config, *, offline: bool = False) -> list[Problem]:
     severity = "warning" if offline else "error"
 
     def report(path: Sequence[str], message: str, level: str = severity) -> None:
-        problems.append(Problem(str(config.path), config.line(*path), ".".join(path), message, level))
+        problems.append(Problem(str(config.path), config.line(*path), dotted(path), message, level))
 
     for repo in config.repositories.values():
         p = ["repositories", repo.name]
@@ -1056,7 +1061,8 @@ def check(config: Config, *, offline: bool = False) -> list[Problem]:
         for repo in config.repositories.values():
             if repo.name not in used and config.jobs:
                 continue
-            if any(p.severity == "error" and p.key.startswith(f"repositories.{repo.name}.") for p in problems):
+            prefix = dotted(["repositories", repo.name]) + "."
+            if any(p.severity == "error" and p.key.startswith(prefix) for p in problems):
                 continue
             source_key = next((k for k in PASSWORD_KEYS if getattr(repo, k)), "url")
             try:

@@ -356,6 +356,26 @@ def test_timezone_is_used_for_cron_and_windows(tmp_path: Path) -> None:
     assert fire == dt.datetime(2026, 12, 2, 1, tzinfo=berlin)
 
 
+def test_quoted_job_names_and_sub_tables(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + """\
+        [jobs."a.b"]
+        repository = "main"
+        source = "/etc"
+
+        [jobs."a.b".schedule]
+        full = "@weekly"
+        diff = "every 1x"
+
+        [jobs."a.b".hooks]
+        afterr = "x"
+        """)
+    assert found == [
+        f"{tmp_path}/dtstore.toml:11: jobs.\"a.b\".schedule.diff: bad schedule \"every 1x\": use cron (5 fields, "
+        "e.g. \"0 1 * * 0\") or every N{s,m,h,d} (e.g. \"every 15m\")",
+        f"{tmp_path}/dtstore.toml:14: jobs.\"a.b\".hooks.afterr: unknown key in hooks (did you mean 'after'?); "
+        "known: before, after, on_failure"]
+
+
 # --- line scanning ------------------------------------------------------------------------------
 
 def test_lines_follow_tables_dotted_keys_and_skip_multiline_values() -> None:
