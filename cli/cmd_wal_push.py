@@ -70,6 +70,5 @@ def run(args: argparse.Namespace, out: Output) -> int:
         message = str(reply.get("message"))
     if out.json:
         out.emit({"type": "summary", "file": absolute.name, "result": message})
-    elif not args.quiet:
-        out.line(f"{absolute.name}: {message}")
+    # success is quiet: the archive_command's output ends up in the server's log once per WAL file
     return 0
