@@ -110,8 +110,10 @@ def dotted(path: Sequence[str]) -> str:
 class ConfigError(UsageError):
     """A configuration with problems (exit 2); ``problems`` holds every error and warning found."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], config: Config | None = None) -> None:
         self.problems = tuple(problems)
+        self.config = config
+        """what could be read in spite of the problems (for ``config check`` to check the machine too)"""
         errors = [p for p in self.problems if p.severity == "error"] or list(self.problems)
         super().__init__("\n".join(str(p) for p in errors))
 
@@ -540,7 +542,7 @@ def load(path: Path, *, text: str | None = None) -> Config:
     reader = _Reader(path, text)
     config = _build(reader, path, doc)
     if any(p.severity == "error" for p in reader.problems):
-        raise ConfigError(reader.problems)
+        raise ConfigError(reader.problems, config)
     return config
 
 
@@ -1025,10 +1027,11 @@ def open_repository(repo: Repo) -> Repository:
         return Repository.open(repo.url, password(repo), limit_upload_kib=repo.limit_upload)
 
 
-def check(config: Config, *, offline: bool = False) -> list[Problem]:
+def check(config: Config, *, offline: bool = False, known: Sequence[Problem] = ()) -> list[Problem]:
     """What :func:`load` cannot see: password sources and exclude files that do not exist (warnings
     with ``offline``: the file may be checked on another machine), and unless ``offline`` a
-    repository that cannot be opened.  Returns the problems found, warnings included."""
+    repository that cannot be opened (not one with problems among ``known``, those :func:`load`
+    found).  Returns the problems found, warnings included."""
     problems: list[Problem] = []
     severity = "warning" if offline else "error"
 
@@ -1062,7 +1065,7 @@ def check(config: Config, *, offline: bool = False) -> list[Problem]:
             if repo.name not in used and config.jobs:
                 continue
             prefix = dotted(["repositories", repo.name]) + "."
-            if any(p.severity == "error" and p.key.startswith(prefix) for p in problems):
+            if any(p.severity == "error" and (p.key + ".").startswith(prefix) for p in (*known, *problems)):
                 continue
             source_key = next((k for k in PASSWORD_KEYS if getattr(repo, k)), "url")
             try:

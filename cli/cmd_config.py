@@ -60,8 +60,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.action == "show":
             raise
         found = list(exc.problems)
+        if exc.config is not None:  # the machine's checks too, on what could be read
+            found += check(exc.config, offline=args.offline, known=exc.problems)
         config = None
-    if config is not None:
+    else:
         found = list(config.warnings)
         if args.action == "check":
             found += check(config, offline=args.offline)

@@ -490,10 +490,14 @@ def test_config_check_reports_every_problem_with_exit_2(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert "dtstore.toml:6: jobs.a.repository: no [repositories.x]" in err
     assert "dtstore.toml:8: jobs.a.schedule: bad schedule \"every 15x\"" in err
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert "dtstore.toml:3: repositories.main.password_env: the environment variable PW is not set" in \
+        capsys.readouterr().err  # the machine is checked too, in spite of the file's errors
     assert main(["--json", "config", "check", "--offline", "--config", str(path)]) == 2
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [e["line"] for e in events if e["type"] == "problem"] == [6, 8]
-    assert events[-1]["type"] == "summary" and events[-1]["errors"] == 2
+    assert [(e["line"], e["severity"]) for e in events if e["type"] == "problem"] == [
+        (3, "warning"), (6, "error"), (8, "error")]
+    assert events[-1]["type"] == "summary" and events[-1]["errors"] == 2 and events[-1]["warnings"] == 1
 
 
 def test_config_check_opens_the_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str],
