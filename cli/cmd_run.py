@@ -9,7 +9,7 @@ from dtstore.cli.helptext import EXIT_MEANINGS
 from dtstore.cli.output import Output
 from dtstore.errors import UsageError
 
-MODES = ("full", "diff", "log", "retention", "prune")
+MODES = ("full", "diff", "log", "retention", "prune", "drill")
 CODES = (0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 16, 17, 130)
 
 DESCRIPTION = """\
@@ -41,7 +41,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("job", metavar="JOB", help="the job's name (a [jobs.NAME] table)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="full, diff or log (default: the largest the job schedules), or retention / prune "
-                        "alone, without a snapshot")
+                        "alone, without a snapshot; drill for a drill job (its only mode)")
     p.add_argument("--scheduled-at", metavar="TIME",
                    help="the fire time this run is for (ISO 8601; the agent passes it, it goes into the record)")
     add_config_option(p)
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
 
     config, job = load_job(args)
     if job.kind == "drill" and args.mode not in (None, "drill"):
-        raise UsageError(f"job {job.name} is a drill: it takes no --mode")
+        raise UsageError(f"job {job.name} is a drill: its only mode is drill")
+    if job.kind != "drill" and args.mode == "drill":
+        raise UsageError(f"job {job.name} is a backup job, not a drill: --mode full, diff, log, retention or prune")
     result = run_job(config, job, args.mode, scheduled_at=parse_time(args.scheduled_at))
     return report(result, out)

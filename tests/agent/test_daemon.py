@@ -432,3 +432,51 @@ def test_a_real_agent_snapshots_every_2s_and_stops_cleanly_on_sigterm(agent: Age
     assert len(snaps) >= 2 and {r["snapshot_id"] for r in ok} <= {s.id for s in snaps}
     assert all(r["scheduled_at"] for r in ok)
     assert json.dumps(agent.records()).count("password") == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_real_agent_runs_drills_and_stops_a_run_at_its_timeout(agent: Agent, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("payload\n" * 100)
+    started = tmp_path / "slow-started"
+    agent.write(job_toml("files", '{ full = "every 2s" }', source=str(data))
+                + f'[jobs.files-drill]\nkind = "drill"\nof = "files"\nschedule = "every 3s"\n'
+                  f'target = "{tmp_path / "scratch"}"\n\n'
+                  f'[jobs.slow]\nrepository = "main"\ncommand = "touch {started}; sleep 60"\nstdin_name = "s.txt"\n'
+                  'schedule = { full = "every 4s" }\ntimeout = "1s"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "dtstore.cli", "agent", "--config", str(agent.config_path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+
+        def results(job: str) -> list[str]:
+            return [r["result"] for r in agent.records(job)]
+
+        while time.monotonic() < deadline and not ("ok" in results("files-drill") and "timeout" in results("slow")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "ok" in results("files-drill"), agent.records("files-drill")
+    drill = next(r for r in agent.records("files-drill") if r["result"] == "ok")
+    assert drill["restore_seconds"] is not None and drill["requested_mode"] == "drill"
+    assert "timeout" in results("slow") and started.exists()
+    slow_pids = {r["pid"] for r in agent.records("slow") if r.get("pid")}
+    assert slow_pids
+    for pid in slow_pids:  # each run led its own session; nothing of it is left
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _session_of(p) == pid]
+    assert not any(s.paths == ["s.txt"] for s in agent.snapshots())  # a stopped run commits nothing
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def _session_of(proc_dir: Path) -> int | None:
+    try:
+        fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[3]) if fields[0] != "Z" else None
