@@ -223,7 +223,54 @@ def _continuers(logs: Sequence[Link], end: Any, after: dt.datetime) -> list[Link
     return [log for log in logs if log.taken >= after and log.start.continues(end) and end < log.end]
 
 
-def follow(logs: Sequence[Link], base: Link, *, until: Callable[[Link], bool] | None = None) -> list[Link]:
+class _LogIndex:
+    """The logs of one stream, found by where they start, without scanning every later log.
+
+    * Positions with ``start_key``/``successor_key`` (positions.py): a dictionary lookup.
+    * Positions with ``STARTS_AT_OR_BEFORE`` (SQL Server LSNs: a log continues a point it spans):
+      logs sorted by start, with the running maximum of their ends; the logs that span a point are
+      found by bisection, walking back only while an earlier log could still reach past it.
+    * Others: a scan of the logs taken after the point.
+    """
+
+    def __init__(self, logs: Sequence[Link]) -> None:
+        self.logs = _ordered(logs)
+        self._taken = [log.taken for log in self.logs]
+        starts = [log.start for log in self.logs]
+        self._by_key: dict[Any, list[Link]] | None = None
+        self._by_start: list[Link] | None = None
+        if starts and all(hasattr(p, "start_key") for p in starts):
+            self._by_key = defaultdict(list)
+            for log in self.logs:
+                self._by_key[log.start.start_key()].append(log)
+        elif starts and all(getattr(p, "STARTS_AT_OR_BEFORE", False) for p in starts):
+            self._by_start = sorted(self.logs, key=lambda log: log.start)
+            self._starts = [log.start for log in self._by_start]
+            self._reach: list[Any] = []
+            for log in self._by_start:
+                self._reach.append(log.end if not self._reach or self._reach[-1] < log.end else self._reach[-1])
+
+    def continuers(self, end: Any, after: dt.datetime) -> list[Link]:
+        if self._by_key is not None and hasattr(end, "successor_key"):
+            return _continuers(self._by_key.get(end.successor_key(), ()), end, after)
+        if self._by_start is not None:
+            return _continuers(self._spanning(end), end, after)
+        return _continuers(self.logs[bisect.bisect_left(self._taken, after):], end, after)
+
+    def _spanning(self, point: Any) -> list[Link]:
+        """The logs that start at or before ``point`` and end after it, in the order taken."""
+        if self._by_start is None:
+            return []
+        found = []
+        j = bisect.bisect_right(self._starts, point) - 1
+        while j >= 0 and point < self._reach[j]:
+            if point < self._by_start[j].end:
+                found.append(self._by_start[j])
+            j -= 1
+        return _ordered(found)
+
+
+def follow(logs: Sequence[Link] | _LogIndex, base: Link, *, until: Callable[[Link], bool] | None = None) -> list[Link]:
     """The logs that continue ``base`` in order, stopping after the first one ``until`` accepts.
 
     Two logs that continue the same point to different ends are a fork (two runs of one source at
@@ -231,10 +278,11 @@ def follow(logs: Sequence[Link], base: Link, *, until: Callable[[Link], bool] | 
     """
     if not base.log_chain:
         return []
+    index = logs if isinstance(logs, _LogIndex) else _LogIndex(logs)
     chain: list[Link] = []
     end, after = base.end, base.taken
     while True:
-        options = _continuers(logs, end, after)
+        options = index.continuers(end, after)
         if not options:
             return chain
         ends = {str(o.end) for o in options}
@@ -287,12 +335,50 @@ def _bases(links: Sequence[Link], target: Target) -> list[tuple[Link, Link | Non
     return options
 
 
-def _walk(logs: Sequence[Link], full: Link, diff: Link | None, target: Target) -> ChainPlan:
+def _walk(walker: _Walker, full: Link, diff: Link | None, target: Target) -> ChainPlan:
+    """The chain from a candidate base up to the link that covers the target (latest: to its end).
+
+    Raises ChainError for a fork met before the target is covered, as a restore through it would."""
     base = diff or full
     if _covers(target, base) and not target.is_latest:
         return ChainPlan(base.stream, full, diff, [], target)
-    chain = follow(logs, base, until=(lambda link: _covers(target, link)) if not target.is_latest else None)
+    chain: list[Link] = []
+    nxt = walker.step(base)
+    while nxt is not None:
+        chain.append(nxt)
+        if not target.is_latest and _covers(target, nxt):
+            return ChainPlan(base.stream, full, diff, chain, target)
+        nxt = walker.step(nxt)
+    fork = walker.fork(chain[-1] if chain else base)
+    if fork is not None:
+        raise ChainError(fork)
     return ChainPlan(base.stream, full, diff, chain, target)
+
+
+def _might_reach(walker: _Walker, base: Link, target: Target) -> bool:
+    """Could the chain from ``base`` cover the target?  (Cheap: the reach of each log is computed once.)"""
+    first = walker.step(base)
+    if first is None:
+        return walker.fork(base) is not None or _covers(target, base)
+    reach = walker.reach(first)
+    if reach.fork is not None:
+        return True  # _walk finds out whether the target comes before the fork
+    if target.time is not None:
+        return target.time <= reach.time
+    return target.position is None or bool(target.position <= reach.end)
+
+
+def _latest_candidates(walker: _Walker, candidates: list[tuple[Link, Link | None]]) -> list[tuple[Link, Link | None]]:
+    """For latest: the most preferred candidate, and for every distinct end a chain can have, the most
+    preferred candidate that reaches it (later ones would make the same plan, and lose the tie)."""
+    kept, ends = [], set()
+    for number, (full, diff) in enumerate(candidates):
+        first = walker.step(diff or full)
+        end = id(walker.reach(first).last) if first is not None else id(diff or full)
+        if number == 0 or end not in ends:
+            kept.append((full, diff))
+            ends.add(end)
+    return kept
 
 
 def _reaches(plan: ChainPlan, target: Target) -> bool:
@@ -337,14 +423,18 @@ def plan(
     """
     ordered = _ordered(links)
     stream = ordered[0].stream if ordered else ""
-    logs = [link for link in ordered if link.kind == "log"]
+    walker = _Walker([link for link in ordered if link.kind == "log"])
     candidates = _bases(ordered, target)
     if not candidates:
         raise ChainError(_no_base_message(ordered, target, stream))
+    if target.is_latest:  # only the chains that end last can hold the newest state: walk just those
+        candidates = _latest_candidates(walker, candidates)
     outcomes: list[ChainPlan | ChainError] = []  # most preferred first; a fork behind one base blocks only it
-    for full, diff in candidates:
+    for number, (full, diff) in enumerate(candidates):
+        if not target.is_latest and number and not _might_reach(walker, diff or full, target):
+            continue  # the first candidate is always walked: its plan explains a failure
         try:
-            walked = _walk(logs, full, diff, target)
+            walked = _walk(walker, full, diff, target)
         except ChainError as exc:
             outcomes.append(exc)
             continue
@@ -417,37 +507,80 @@ def by_stream(links: Iterable[Link]) -> dict[str, list[Link]]:
     return {name: _ordered(group) for name, group in sorted(streams.items())}
 
 
+@dataclass(frozen=True)
+class _Reach:
+    """Where the chain after a log ends: its last link, the newest time and end it reaches on the
+    way, and the fork that stops it (the error a restore through it raises), if one does."""
+
+    last: Link
+    time: dt.datetime
+    end: Any
+    fork: str | None = None
+
+
 class _Walker:
     """:func:`follow` from every base of one stream, sharing the walk where chains meet.
 
-    windows and dependencies follow each base to the end of its chain; in MySQL-like streams the
-    chain of every full runs through all later logs, so walking each one afresh is cubic in the
-    history (a year of hourly logs took minutes).  The log that continues a log depends on that log
-    alone, so it is found once.  A fork ends a chain before it, as a restore does.
+    In MySQL-like streams the chain of every full runs through all later logs, so walking each
+    one afresh is quadratic (a year of 15-minute logs took minutes).  The log that continues a
+    log depends on that log alone, so it is found once, and where a chain ends (and what it
+    reaches on the way) is computed once per log.  A fork ends a chain before it.
     """
 
-    def __init__(self, logs: Sequence[Link]) -> None:
-        self._logs = _ordered(logs)
-        self._taken = [log.taken for log in self._logs]
+    def __init__(self, logs: Sequence[Link] | _LogIndex) -> None:
+        self.index = logs if isinstance(logs, _LogIndex) else _LogIndex(logs)
         self._next: dict[int, Link | None] = {}
+        self._fork: dict[int, str] = {}
+        self._reach: dict[int, _Reach] = {}
 
-    def _step(self, link: Link) -> Link | None:
-        """The log that continues ``link``: what follow would take next (None: nothing, or a fork)."""
-        later = self._logs[bisect.bisect_left(self._taken, link.taken):]
-        options = _continuers(later, link.end, link.taken)
-        if not options or len({str(o.end) for o in options}) > 1:
-            return None
-        return options[0]
+    def step(self, link: Link) -> Link | None:
+        """The log that continues ``link`` (None: nothing, or a fork: see ``fork``)."""
+        key = id(link)
+        if key not in self._next:
+            options = self.index.continuers(link.end, link.taken) if link.log_chain else []
+            ends = {str(o.end) for o in options}
+            if len(ends) > 1:
+                other = next(o for o in options if str(o.end) != str(options[0].end))
+                self._fork[key] = (
+                    f"the log chain forks after {link.end}: log snapshots {options[0].short_id} and "
+                    f"{other.short_id} both continue it (two runs of one source at once?); forget the wrong one"
+                )
+            self._next[key] = options[0] if len(ends) == 1 else None
+        return self._next[key]
 
-    def chain(self, base: Link) -> list[Link]:
-        """The base and the logs that continue it, up to a fork if there is one (restore explains it)."""
+    def fork(self, link: Link) -> str | None:
+        self.step(link)
+        return self._fork.get(id(link))
+
+    def reach(self, link: Link) -> _Reach:
+        """Where the chain from ``link`` on ends, and the most it reaches (iterative: no recursion)."""
+        path = []
+        current: Link | None = link
+        while current is not None and id(current) not in self._reach:
+            path.append(current)
+            current = self.step(current)
+        after = self._reach[id(current)] if current is not None else None
+        for node in reversed(path):
+            if after is None:
+                after = _Reach(node, node.time_until, node.end, self._fork.get(id(node)))
+            else:
+                later_end = after.end if node.end < after.end else node.end
+                after = _Reach(after.last, max(node.time_until, after.time), later_end, after.fork)
+            self._reach[id(node)] = after
+        if after is None:  # pragma: no cover - the loop always runs or finds a cached entry
+            raise ChainError("internal error: an empty chain")
+        return after
+
+    def chain(self, base: Link, *, stop_at: set[int] | None = None) -> list[Link]:
+        """The base and the logs that continue it, up to a fork; with ``stop_at``, only up to the first
+        link in it (the rest is shared with a chain already walked) and adding what it walks."""
         chain = [base]
-        nxt = self._step(base) if base.log_chain else None
-        while nxt is not None:
+        nxt = self.step(base)
+        while nxt is not None and (stop_at is None or id(nxt) not in stop_at):
             chain.append(nxt)
-            if id(nxt) not in self._next:
-                self._next[id(nxt)] = self._step(nxt)
-            nxt = self._next[id(nxt)]
+            nxt = self.step(nxt)
+        if stop_at is not None:
+            stop_at.update(id(link) for link in chain)
         return chain
 
 
@@ -456,21 +589,26 @@ def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> Str
     ordered = _ordered(links)
     stream = ordered[0].stream if ordered else ""
     walker = _Walker([link for link in ordered if link.kind == "log"])
+    walked: set[int] = set()
     spans: list[tuple[dt.datetime, dt.datetime, list[Link]]] = []
     for base in (link for link in ordered if link.is_base):
         if base.kind == "diff" and not any(f.ref == base.base_ref for f in ordered if f.kind == "full"):
             continue  # a differential whose full is gone restores nothing
-        chain = walker.chain(base)
+        first = walker.step(base)
         # a log's time can be older than its base's (whole seconds against microseconds): never end before the start
-        spans.append((base.time_until, max(link.time_until for link in chain), chain))
+        end = max(base.time_until, walker.reach(first).time) if first is not None else base.time_until
+        spans.append((base.time_until, end, walker.chain(base, stop_at=walked)))
     spans.sort(key=lambda s: (s[0], s[1]))
-    merged: list[Window] = []
+    groups: list[tuple[dt.datetime, dt.datetime, list[Link], list[Link]]] = []  # start, end, bases, links
     for start, end, chain in spans:
-        if merged and start <= merged[-1].end:
-            last = merged[-1]
-            merged[-1] = Window(stream, last.start, max(last.end, end), [*last.bases, chain[0]], [*last.links, *chain])
+        if groups and start <= groups[-1][1]:
+            g_start, g_end, g_bases, g_links = groups[-1]
+            g_bases.append(chain[0])
+            g_links.extend(chain)
+            groups[-1] = (g_start, max(g_end, end), g_bases, g_links)
         else:
-            merged.append(Window(stream, start, end, [chain[0]], list(chain)))
+            groups.append((start, end, [chain[0]], list(chain)))
+    merged = [Window(stream, start, end, bases, chain_links) for start, end, bases, chain_links in groups]
     gaps = _gaps(ordered, merged, explain)
     bases = [link for link in ordered if link.is_base]
     pitr = any(b.log_chain for b in bases)
@@ -481,16 +619,16 @@ def windows(links: Sequence[Link], *, explain: Explain = default_explain) -> Str
 def _gaps(links: Sequence[Link], merged: Sequence[Window], explain: Explain) -> list[Gap]:
     """Between two windows, and after the last one when later logs reach nothing."""
     reached = {id(link) for window in merged for link in window.links}
+    unreached = _ordered(link for link in links if link.kind == "log" and id(link) not in reached)
+    taken = [link.taken for link in unreached]
     gaps = []
     for i, window in enumerate(merged):
         # by when snapshots were taken, as plan does: a log's whole-second time can precede its full's
         last = max(window.links, key=lambda link: (link.taken, link.time_until))
         following = merged[i + 1] if i + 1 < len(merged) else None
-        stranded = [
-            link for link in links
-            if link.kind == "log" and id(link) not in reached and link.taken > last.taken
-            and (following is None or link.taken < following.bases[0].taken)
-        ]
+        lo = bisect.bisect_right(taken, last.taken)
+        hi = bisect.bisect_left(taken, following.bases[0].taken) if following is not None else len(taken)
+        stranded = unreached[lo:hi]
         if following is None and not stranded:
             continue
         first = min(stranded, key=lambda link: (link.taken, link.snapshot_id)) if stranded else None
@@ -521,16 +659,15 @@ def dependencies(links: Sequence[Link]) -> dict[str, set[str]]:
             if link.kind == "diff" and link.base_ref in fulls:
                 needs[link.snapshot_id].add(fulls[link.base_ref].snapshot_id)
         reached: set[int] = set()
-        for base in bases:
+        for base in bases:  # newest first: a log needs the chain from the newest base that reaches it
             if base.kind == "diff" and base.base_ref not in fulls:
                 continue
-            prefix = [fulls[base.base_ref]] if base.kind == "diff" and base.base_ref else []
-            path = [*prefix, base]
-            for log in walker.chain(base)[1:]:
-                if id(log) not in reached:
-                    reached.add(id(log))
-                    needs[log.snapshot_id].update(link.snapshot_id for link in path)
-                path.append(log)
+            path = [fulls[base.base_ref].snapshot_id] if base.kind == "diff" and base.base_ref else []
+            path.append(base.snapshot_id)
+            # past the first log a newer base reached, the chain is that base's (its suffix is shared)
+            for log in walker.chain(base, stop_at=reached)[1:]:
+                needs[log.snapshot_id].update(path)
+                path.append(log.snapshot_id)
     for snapshot_id, needed in needs.items():
         needed.discard(snapshot_id)
     return dict(needs)

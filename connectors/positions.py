@@ -39,6 +39,13 @@ class Position(Protocol):
         ...
 
 
+# Optional, for speed: ``start_key()`` and ``successor_key()`` such that ``s.continues(e)`` implies
+# ``s.start_key() == e.successor_key()``.  The planner then finds the logs that may continue a point
+# by a dictionary lookup instead of scanning every later log (a year of 15-minute logs is 35,040).
+# A type whose ``continues`` is "starts at or before the end" sets ``STARTS_AT_OR_BEFORE = True``;
+# the planner then answers "which logs span this point" with a sorted index.
+
+
 P = TypeVar("P", bound=Position)
 
 
@@ -87,6 +94,12 @@ class BinlogPosition:
     def continues(self, end: BinlogPosition) -> bool:
         return self.file == end.file and self.state == end.state
 
+    def start_key(self) -> tuple[str, str]:
+        return (self.file, self.state)
+
+    def successor_key(self) -> tuple[str, str]:
+        return (self.file, self.state)
+
     def __str__(self) -> str:
         return f"{self.file}:{self.pos}"
 
@@ -110,6 +123,7 @@ class Lsn:
     """
 
     kind: ClassVar[str] = "lsn"
+    STARTS_AT_OR_BEFORE: ClassVar[bool] = True
     value: int
 
     def continues(self, end: Lsn) -> bool:
@@ -134,6 +148,12 @@ class PgLsn:
 
     def continues(self, end: PgLsn) -> bool:
         return self.value == end.value
+
+    def start_key(self) -> int:
+        return self.value
+
+    def successor_key(self) -> int:
+        return self.value
 
     def __str__(self) -> str:
         return f"{self.value >> 32:X}/{self.value & 0xFFFFFFFF:X}"
@@ -170,6 +190,12 @@ class WalSegment:
     def continues(self, end: WalSegment) -> bool:
         return self.timeline >= end.timeline and self.segment == end.segment + 1
 
+    def start_key(self) -> int:
+        return self.segment
+
+    def successor_key(self) -> int:
+        return self.segment + 1
+
     @property
     def name(self) -> str:
         hi, lo = divmod(self.segment, self.per_xlogid)
@@ -200,6 +226,12 @@ class Scn:
     def continues(self, end: Scn) -> bool:
         return self.value == end.value
 
+    def start_key(self) -> int:
+        return self.value
+
+    def successor_key(self) -> int:
+        return self.value
+
     def __str__(self) -> str:
         return str(self.value)
 
@@ -225,6 +257,12 @@ class OracleLogSequence:
 
     def continues(self, end: OracleLogSequence) -> bool:
         return (self.resetlogs_id, self.thread) == (end.resetlogs_id, end.thread) and self.sequence == end.sequence + 1
+
+    def start_key(self) -> tuple[int, int, int]:
+        return (self.resetlogs_id, self.thread, self.sequence)
+
+    def successor_key(self) -> tuple[int, int, int]:
+        return (self.resetlogs_id, self.thread, self.sequence + 1)
 
     def __str__(self) -> str:
         return f"{self.thread}_{self.sequence}_{self.resetlogs_id}"
@@ -257,6 +295,12 @@ class ExchangeGeneration:
     def continues(self, end: ExchangeGeneration) -> bool:
         return self.signature == end.signature and self.generation == end.generation + 1
 
+    def start_key(self) -> tuple[str, int]:
+        return (self.signature, self.generation)
+
+    def successor_key(self) -> tuple[str, int]:
+        return (self.signature, self.generation + 1)
+
     def __str__(self) -> str:
         return f"{self.generation:X}" if not self.signature else f"{self.signature}:{self.generation:X}"
 
@@ -287,6 +331,12 @@ class DominoExtent:
 
     def continues(self, end: DominoExtent) -> bool:
         return self.log_id == end.log_id and self.sequence == end.sequence + 1
+
+    def start_key(self) -> tuple[str, int]:
+        return (self.log_id, self.sequence)
+
+    def successor_key(self) -> tuple[str, int]:
+        return (self.log_id, self.sequence + 1)
 
     def __str__(self) -> str:
         return f"{self.log_id}:{self.sequence}" if self.log_id else str(self.sequence)
