@@ -50,10 +50,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from dtstore.agent.config import ConfigError, Problem, check, find_config, load, mask, to_toml
+    from dtstore.agent.config import Config, ConfigError, Problem, check, find_config, load, mask, to_toml
 
     path = find_config(args.config)
     found: list[Problem] = []
+    config: Config | None
     try:
         config = load(path)
     except ConfigError as exc:
