@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from dtstore.connectors.base import Connector, RepositoryView, RestorePlan
-from dtstore.connectors.modes import MODES
+from dtstore.connectors.modes import check_mode
 from dtstore.connectors.points import SourcePoints, restore_points, snapshot_dependencies
 from dtstore.connectors.request import RestoreRequest, run_restore
 from dtstore.errors import UsageError
@@ -74,9 +74,9 @@ def _connector_for(url: str) -> Connector:
 
 def make_source(url: str, *, repo: RepositoryView | None, mode: str = "full", stage_dir: Path | None = None) -> Source:
     """The Source for ``dtstore snapshot URL [--mode full|diff|log|auto] [--stage DIR]``."""
-    if mode not in MODES:
-        raise UsageError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    return _connector_for(url).make_source(url, repo=repo, mode=mode, stage_dir=stage_dir)
+    connector = _connector_for(url)
+    check_mode(mode, connector.modes, connector.kind)  # before any connection: names the modes it has
+    return connector.make_source(url, repo=repo, mode=mode, stage_dir=stage_dir)
 
 
 def restore_to(
