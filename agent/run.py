@@ -98,6 +98,15 @@ def state_dir(config: Any) -> StateDir:
                     keep=int(getattr(agent, "run_log_keep", 5)))
 
 
+def size_text(size: int) -> str:
+    value, unit = float(size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def seconds(value: dt.timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
@@ -364,7 +373,7 @@ def _span(delta: dt.timedelta) -> str:
 def taken_mode(snap: Snapshot, plan: Plan, requested: str) -> tuple[str, str | None]:
     """The mode the snapshot was taken in and why it is larger than the one requested (if it is)."""
     if plan.connector_kind is None:
-        return "full", None
+        return "full", None if requested == "full" else "files and command output are always stored whole"
     meta = snap.source_metadata or {}
     mode = str(meta.get("mode") or plan.source_mode)
     reason = plan.reason or meta.get("auto_reason")
@@ -621,8 +630,9 @@ def _snapshot_and_retention(config: Any, job: Any, requested: str, record: dict[
             mode, reason = taken_mode(snap, plan, requested)
             record.update(mode=mode, reason=reason, snapshot_id=snap.id,
                           bytes_added=int(snap.summary.get("bytes_stored", 0)))
+            why = f" (not {requested}: {reason})" if reason else ""
             lines.append(f"job {job.name}: {mode} snapshot {snap.short_id} saved, "
-                         f"{record['bytes_added']} bytes added" + (f" (not {requested}: {reason})" if reason else ""))
+                         f"{size_text(record['bytes_added'])} added{why}")
             source_id, kind, host = snap.source_id, snap.source_kind, snap.host
         stopper.disarm()
         removed: list[str] = []

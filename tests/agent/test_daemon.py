@@ -8,6 +8,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -229,17 +230,19 @@ def test_a_run_that_records_its_own_timeout_is_not_recorded_twice(agent: Agent) 
 
 def test_stop_lets_runs_finish_then_stops_them_and_exits_0(agent: Agent) -> None:
     agent.write(job_toml("quick", '{ full = "every 1h" }') + job_toml("slow", '{ full = "every 1h" }'))
-    world = World(agent, durations={"quick": 20.0, "slow": None})
+    world = World(agent, durations={"quick": 40.0, "slow": None})
     daemon = world.daemon(stop_timeout=60.0, poll=1.0)
-    world.drive(daemon, 29.5 * 60 + 10)  # both started at 00:30... no: at 01:00
-    world.drive(daemon, 60 * 60)
+    world.drive(daemon, 59 * 60 + 35)  # 01:00:05: both started at 01:00
     quick, slow = (next(c for c in world.children if c.job == name) for name in ("quick", "slow"))
-    assert quick.code is None or quick.code == 0
+    assert quick.code is None and slow.code is None
+    stop_at = world.clock.mono
     daemon.sleep = world.clock.advance
     daemon.request_stop()
     assert daemon.run_loop() == 0
-    assert quick.code == 0 and slow.terminated == 1
+    assert quick.code == 0 and quick.terminated == 0  # finished within the stop timeout
+    assert slow.terminated == 1 and 60 <= world.clock.mono - stop_at <= 62  # stopped after it
     assert [r["result"] for r in world.records("slow")] == ["interrupted"]
+    assert [r["result"] for r in world.records("quick")] == ["ok"]
     assert len(world.children) == 2  # nothing started after the stop
 
 
@@ -278,7 +281,7 @@ def test_rpo_breach_is_notified_once_and_recovery_too(agent: Agent) -> None:
 def test_jitter_delays_each_run_within_its_bound(agent: Agent) -> None:
     agent.write(job_toml("db", '{ full = "every 1h" }', 'jitter = "5m"'))
     world = World(agent)
-    world.drive(world.daemon(poll=1.0), 6 * 3600 + 600)
+    world.drive(world.daemon(poll=1.0, rng=random.Random(7)), 6 * 3600 + 600)
     lags = [(T0 + dt.timedelta(seconds=c.started - 1000.0) - c.scheduled_at).total_seconds() for c in world.children]
     assert len(lags) == 6 and all(0 <= lag <= 301 for lag in lags), lags
     assert len({round(lag) for lag in lags}) > 1
