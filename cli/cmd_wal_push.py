@@ -28,6 +28,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="at most N ready WAL files per snapshot (look-ahead in archive_status; default 64)")
     p.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS",
                    help="a pusher exits after this long without a request (default 600)")
+    p.add_argument("--consolidate", type=int, default=32, metavar="N",
+                   help="once N small WAL snapshots exist, the pusher replaces them by one (0: never; default 32)")
     p.add_argument("--serve", action="store_true", help="run the pusher itself (started by wal-push)")
     p.set_defaults(run=run)
 
@@ -45,8 +47,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if args.serve:
         if not args.spool:
             raise UsageError("wal-push --serve needs --spool DIR")
+        def log(text: str) -> None:
+            print(f"[{os.getpid()}] {text}", file=sys.stderr, flush=True)
+
         return pushd.serve(Path(args.spool), lambda: open_repo(args), batch=args.batch, idle_exit=args.idle_exit,
-                           log=lambda text: print(f"[{os.getpid()}] {text}", file=sys.stderr, flush=True))
+                           consolidate=args.consolidate, log=log)
     if not args.path:
         raise UsageError("wal-push needs PATH (in archive_command: dtstore wal-push %p)")
     path = Path(args.path)
@@ -60,7 +65,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     else:
         spool = _spool(args, pgdata)
         argv = [sys.executable, "-m", "dtstore.cli", "wal-push", "--serve", "--spool", str(spool),
-                "--batch", str(args.batch), "--idle-exit", str(args.idle_exit)]
+                "--batch", str(args.batch), "--idle-exit", str(args.idle_exit),
+                "--consolidate", str(args.consolidate)]
         if args.repo:
             argv[4:4] = ["--repo", args.repo]
         reply = pushd.request(spool, {"op": "push", "path": str(absolute), "pgdata": str(pgdata)},

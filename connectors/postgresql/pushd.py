@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -41,8 +42,17 @@ from typing import Any, Protocol
 from dtstore.connectors.base import SnapshotInfo, snapshots_of
 from dtstore.connectors.postgresql import meta
 from dtstore.connectors.postgresql.chain import KIND
+from dtstore.connectors.postgresql.meta import WalFile, WalMeta
 from dtstore.connectors.postgresql.server import read_system_identifier
-from dtstore.connectors.postgresql.wal import PushFile, WalBatch, WalIndex, conflict_message, describe, unchanged
+from dtstore.connectors.postgresql.wal import (
+    PushFile,
+    WalBatch,
+    WalCopy,
+    WalIndex,
+    conflict_message,
+    describe,
+    unchanged,
+)
 from dtstore.errors import ConnectorError, DtstoreError
 
 if sys.platform != "win32":
@@ -53,6 +63,7 @@ LOCK = "pushd.lock"
 LOG = "pushd.log"
 DEFAULT_BATCH = 64
 DEFAULT_IDLE = 600.0
+DEFAULT_CONSOLIDATE = 32
 CONNECT_WAIT = 60.0
 
 
@@ -62,6 +73,10 @@ class PushRepo(Protocol):
     def snapshot(self, sources: Sequence[Any], *, tags: Sequence[str] = ...) -> Any: ...
 
     def close(self) -> None: ...
+
+    def forget(self, snapshot_ids: Sequence[str]) -> None: ...
+
+    def open_item(self, snapshot: Any, path: str) -> Any: ...
 
 
 def pgdata_of(path: Path) -> Path:
@@ -86,10 +101,14 @@ def private_dir(path: Path) -> Path:
 class Pusher:
     """The state of one pusher: the open repository and what it knows of each source's archive."""
 
-    def __init__(self, repo: PushRepo, *, batch: int = DEFAULT_BATCH, host: str = "") -> None:
+    def __init__(self, repo: PushRepo, *, batch: int = DEFAULT_BATCH, host: str = "",
+                 consolidate: int = DEFAULT_CONSOLIDATE) -> None:
         self.repo, self.batch, self.host = repo, batch, host or socket.gethostname()
+        self.consolidate_at = consolidate
         self.indexes: dict[str, WalIndex] = {}
         self.pushed: dict[tuple[str, str], PushFile] = {}
+        self.small: dict[str, int] = {}
+        """small wal snapshots pushed per source since the last consolidation"""
         self.stats = {"requests": 0, "snapshots": 0, "files": 0, "done": 0}
 
     def index(self, system_identifier: str) -> WalIndex:
@@ -127,7 +146,40 @@ class Pusher:
             self.pushed[(sysid, f.name)] = f
         self.stats["snapshots"] += 1
         self.stats["files"] += len(files)
+        self.small[sysid] = self.small.get(sysid, 0) + 1
         return f"pushed in snapshot {snap.short_id} with {len(files) - 1} more"
+
+    def maybe_consolidate(self, sysid: str) -> str | None:
+        """Once ``consolidate`` small ``wal`` snapshots of this host exist, replace them by one.
+
+        Called between requests (never while a ``wal-push`` waits).  The new snapshot is committed
+        before the old ones are forgotten, so every file stays archived throughout."""
+        if self.consolidate_at <= 1 or self.small.get(sysid, 0) < self.consolidate_at:
+            return None
+        self.small[sysid] = 0
+        raw = {s.id: s for s in self.repo.snapshots()}
+        history = snapshots_of(raw.values(), KIND, f"{KIND}:{sysid}")
+        small = [s for s in history if s.meta.get("mode") == "wal" and s.meta.get("pushed_by") == self.host
+                 and not s.meta.get("consolidates")]
+        if len(small) < self.consolidate_at:
+            return None
+        files: dict[str, tuple[WalFile, Any]] = {}
+        texts: dict[str, str] = {}
+        size = 16 << 20
+        for snap in small:
+            wal_meta = WalMeta.of(snap.meta, snap.short_id)
+            size = wal_meta.segment_size
+            texts.update(snap.meta.get("history_text", {}))
+            for f in wal_meta.files:
+                files.setdefault(f.name, (f, raw[snap.id]))
+        ordered = sorted(files.values(), key=lambda pair: (pair[0].kind != "history", pair[0].name))
+        copy = WalCopy(sysid, size, ordered, texts, self.repo.open_item, [s.id for s in small], self.host)
+        merged = self.repo.snapshot([copy])
+        self.repo.forget([s.id for s in small])
+        idx = self.index(sysid)
+        idx.add_snapshot(SnapshotInfo.of(merged))
+        self.stats["consolidated"] = self.stats.get("consolidated", 0) + len(small)
+        return f"consolidated {len(small)} WAL snapshots into {merged.short_id}"
 
     def _ready(self, pg_wal: Path, idx: WalIndex, sysid: str, exclude: str) -> list[PushFile]:
         """Up to ``batch - 1`` other files PostgreSQL has marked ready, oldest first, not yet archived."""
@@ -167,7 +219,8 @@ def _segment_size(pg_wal: Path) -> int:
 
 
 def serve(spool: Path, open_repo: Callable[[], PushRepo], *, batch: int = DEFAULT_BATCH,
-          idle_exit: float = DEFAULT_IDLE, log: Callable[[str], None] = print) -> int:
+          idle_exit: float = DEFAULT_IDLE, consolidate: int = DEFAULT_CONSOLIDATE,
+          log: Callable[[str], None] = print) -> int:
     """Run a pusher on ``spool/pushd.sock`` until it has been idle ``idle_exit`` seconds."""
     private_dir(spool)
     lock = open(spool / LOCK, "a+")  # noqa: SIM115 - held for the process's life
@@ -177,7 +230,7 @@ def serve(spool: Path, open_repo: Callable[[], PushRepo], *, batch: int = DEFAUL
         log("another pusher holds the spool folder; exiting")
         return 0
     repo = open_repo()
-    pusher = Pusher(repo, batch=batch)
+    pusher = Pusher(repo, batch=batch, consolidate=consolidate)
     path = spool / SOCKET
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -195,7 +248,9 @@ def serve(spool: Path, open_repo: Callable[[], PushRepo], *, batch: int = DEFAUL
                 log(f"idle for {idle_exit:.0f} s; exiting ({pusher.stats})")
                 return 0
             with conn:
-                _handle(conn, pusher, log)
+                sysid = _handle(conn, pusher, log)
+            if sysid is not None:
+                _consolidate(pusher, sysid, server, idle_exit, log)
     finally:
         server.close()
         with contextlib.suppress(FileNotFoundError):
@@ -203,8 +258,26 @@ def serve(spool: Path, open_repo: Callable[[], PushRepo], *, batch: int = DEFAUL
         repo.close()
 
 
-def _handle(conn: socket.socket, pusher: Pusher, log: Callable[[str], None]) -> None:
+def _consolidate(pusher: Pusher, sysid: str, server: socket.socket, idle_exit: float,
+                 log: Callable[[str], None]) -> None:
+    """Consolidate only when no wal-push is waiting (the archiver's next request comes at once when busy)."""
+    try:
+        ready, _, _ = select.select([server], [], [], 0.5)
+        if ready:
+            return
+        done = pusher.maybe_consolidate(sysid)
+        if done:
+            log(done)
+    except (DtstoreError, OSError) as exc:
+        log(f"consolidation failed (the small snapshots stay): {exc}")
+    finally:
+        server.settimeout(idle_exit)
+
+
+def _handle(conn: socket.socket, pusher: Pusher, log: Callable[[str], None]) -> str | None:
+    """Answer one request; return the system identifier it concerned (None: nothing was pushed)."""
     conn.settimeout(60)
+    sysid = None
     try:
         request = json.loads(_read_line(conn))
         if request.get("op") == "stats":
@@ -212,11 +285,14 @@ def _handle(conn: socket.socket, pusher: Pusher, log: Callable[[str], None]) -> 
         else:
             result = pusher.push(Path(request["path"]), Path(request["pgdata"]))
             reply = {"ok": True, "message": result}
+            if result.startswith("pushed"):
+                sysid = read_system_identifier(Path(request["pgdata"]))
     except (DtstoreError, OSError, ValueError, KeyError) as exc:
         reply = {"ok": False, "message": str(exc) or type(exc).__name__}
         log(f"push failed: {reply['message']}")
     with contextlib.suppress(OSError):
         conn.sendall((json.dumps(reply) + "\n").encode())
+    return sysid
 
 
 def _read_line(conn: socket.socket) -> str:

@@ -157,6 +157,64 @@ class WalBatch:
         return data
 
 
+class WalCopy:
+    """The Source of a consolidated ``wal`` snapshot: the files of several earlier ones, not read again.
+
+    Its entries carry the same cache key and identity as the :class:`WalBatch` entries that stored
+    them first, so the core takes their chunk lists from the file cache; where the cache has no
+    record (another host pushed them), the file is read back from the repository (verified chunk by
+    chunk, and checked against its SHA-256 here).
+    """
+
+    kind = KIND
+
+    def __init__(self, system_identifier: str, segment_size: int, files: Sequence[tuple[meta.WalFile, Any]],
+                 texts: dict[str, str], open_item: Any, replaces: Sequence[str], host: str) -> None:
+        self.system_identifier, self.segment_size, self.files = system_identifier, segment_size, files
+        self.texts, self.open_item, self.replaces, self.host = texts, open_item, replaces, host
+
+    @property
+    def source_id(self) -> str:
+        return f"{KIND}:{self.system_identifier}"
+
+    @property
+    def display_paths(self) -> list[str]:
+        names = [f.name for f, _ in self.files]
+        return [f"wal {names[0]} .. {names[-1]} ({len(names)} files, consolidated)"]
+
+    def entries(self, reporter: Reporter) -> Iterator[Entry]:
+        yield dir_entry(meta.WAL_DIR)
+        for f, snap in self.files:
+            entry = file_entry(f.path, partial(self._open, f, snap), size=f.size)
+            entry.cache_key = f"{KIND}-wal:{self.system_identifier}:{f.name}:{f.sha256}".encode()
+            entry.identity = FileIdentity(0, 0, f.size, 0, int(f.sha256[:15], 16))
+            yield entry
+
+    @contextlib.contextmanager
+    def _open(self, f: meta.WalFile, snap: Any) -> Iterator[BinaryIO]:
+        data = self.open_item(snap, f.path).read()
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            raise ConnectorError(f"{f.path} of snapshot {snap.short_id} does not match its recorded hash")
+        yield io.BytesIO(data)
+
+    def metadata(self) -> dict[str, Any]:
+        names = [f.name for f, _ in self.files]
+        data = {
+            "format": meta.METADATA_FORMAT,
+            "mode": "wal",
+            "system_identifier": self.system_identifier,
+            "segment_size": self.segment_size,
+            "files": [f.to_json() for f, _ in self.files],
+            "first": names[0],
+            "last": names[-1],
+            "history_text": {n: t for n, t in self.texts.items() if n in set(names)},
+            "pushed_by": self.host,
+            "consolidates": list(self.replaces),
+        }
+        meta.check(data)
+        return data
+
+
 class WalIndex:
     """name → SHA-256 of every archived WAL file of one source (what makes a push idempotent)."""
 
@@ -189,4 +247,4 @@ def conflict_message(name: str) -> str:
             "cluster with the same system identifier archiving into this repository?)")
 
 
-__all__ = ["PushFile", "WalBatch", "WalIndex", "conflict_message", "describe", "sha256_file", "unchanged"]
+__all__ = ["PushFile", "WalBatch", "WalCopy", "WalIndex", "conflict_message", "describe", "sha256_file", "unchanged"]

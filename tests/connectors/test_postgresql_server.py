@@ -40,7 +40,7 @@ TABLES = {
 
 @pytest.fixture(scope="module")
 def cluster(pg_dtstore: Path) -> Iterator[Cluster]:  # noqa: F811
-    yield from make_cluster(pg_dtstore)
+    yield from make_cluster(pg_dtstore, push_args="--consolidate 4 ")
 
 
 @pytest.fixture(scope="module")
@@ -217,11 +217,13 @@ def test_kill_9_during_wal_push_loses_nothing(cluster: Cluster) -> None:
 def test_restore_points_and_a_forgotten_wal_snapshot_is_a_gap(cluster: Cluster) -> None:
     text = cluster.dt("restore-points").stdout
     assert "timeline 1 restorable" in text and "gap" not in text
+    log = (cluster.spool / "pushd.log").read_text()
+    assert "consolidated" in log  # small WAL snapshots were replaced by bigger ones
     listing = [json.loads(line) for line in cluster.dt("snapshots", "--json").stdout.splitlines()]
     wal = [s for s in listing if s.get("type") == "snapshot" and s.get("paths", [""])[0].startswith("wal 00")]
     fulls = [s for s in listing if s.get("type") == "snapshot" and s.get("paths", [""])[0].startswith("postgresql:")]
     later = [s for s in wal if s["time"] > fulls[0]["time"]]
-    victim = later[len(later) // 2]
+    victim = later[-2]
     missing = victim["paths"][0].split()[1]
     refused = cluster.dt("forget", victim["id"], check=False)
     assert refused.returncode == 2 and "would lose" in refused.stderr  # retention knows the WAL chain

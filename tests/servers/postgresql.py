@@ -166,7 +166,7 @@ def chown_postgres(path: Path) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def make_cluster(dtstore: Path, *, settings: str = "") -> Iterator[Cluster]:
+def make_cluster(dtstore: Path, *, settings: str = "", push_args: str = "") -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="dtstore-pg-", dir="/tmp"))
     chown_postgres(base)
     os.chmod(base, 0o700)
@@ -185,7 +185,7 @@ unix_socket_directories = '{cluster.socket_dir}'
 port = {cluster.port}
 wal_level = replica
 archive_mode = on
-archive_command = '{dtstore} wal-push %p'
+archive_command = '{dtstore} wal-push {push_args}%p'
 shared_buffers = 64MB
 max_wal_size = 512MB
 checkpoint_timeout = 30min
