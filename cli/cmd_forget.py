@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from dtstore import Repository, Snapshot, clock
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
-from dtstore.connectors.chains import Link
-from dtstore.connectors.points import SourcePoints, restore_points, snapshot_dependencies
-from dtstore.errors import DtstoreError, IntegrityError, UnsupportedFormat, UsageError
+from dtstore.connectors.forgetting import ChainEffect, plan_named, plan_policy
+from dtstore.errors import IntegrityError, UnsupportedFormat, UsageError
 from dtstore.snapshots.retention import (
     Decision,
     GroupKey,
     RetentionPolicy,
-    TimeRange,
-    apply_policy,
     describe_group,
-    group_snapshots,
-    keep_required,
     parse_duration,
     parse_group_by,
-    subtract_ranges,
 )
 
 BUCKETS = ("hourly", "daily", "weekly", "monthly", "yearly")
 PERIODS = {"hourly": "hours", "daily": "days", "weekly": "ISO weeks", "monthly": "months", "yearly": "years"}
-EXPLICIT = "named on the command line"
 
 DESCRIPTION = """\
 Remove snapshots: the ones named, or those a retention policy does not keep.  Without SNAPSHOT
@@ -97,38 +89,25 @@ def run(args: argparse.Namespace, out: Output) -> int:
                          "snapshots need")
     group_by = parse_group_by(args.group_by)
     with open_repo(args) as repo:
-        damaged: list[str] = []
         everything = repo.snapshots()
         if args.snapshots:
             named, damaged = _named(repo, args.snapshots)
-            plan: dict[GroupKey, list[Decision]] = {
-                (): [Decision(s, False, [EXPLICIT])
-                     for s in sorted(named.values(), key=lambda s: (s.time, s.id), reverse=True)]}
+            planned = plan_named(everything, named, damaged)
         else:
             chosen = [s for s in everything
                       if (not args.host or s.host == args.host)
                       and all(t in s.tags for t in args.tag)
                       and (not args.source or s.source_id == args.source)]
-            now = clock.now()
-            plan = {key: apply_policy(group, policy, now) for key, group in group_snapshots(chosen, group_by).items()}
-            considered = {s.id for s in chosen}
-            plan = keep_required(plan, snapshot_dependencies(everything),
-                                 staying=[s for s in everything if s.id not in considered])
-        remove = [d.snapshot.id for decisions in plan.values() for d in decisions if not d.keep] + damaged
-        effect = chain_effect(everything, set(remove), {d.snapshot.id for g in plan.values() for d in g})
+            planned = plan_policy(everything, chosen, policy, clock.now(), group_by)
+        plan, remove, effect = planned.decisions, planned.remove, planned.effect
         _report(plan, policy, out, explicit=bool(args.snapshots))
         _report_windows(effect, out)
-        for snap_id in damaged:
+        for snap_id in planned.damaged:
             out.info(f"snapshot {snap_id[:8]} has a damaged manifest; it is removed as named")
+        planned.refuse_stranding(force=args.force)
         if effect.stranded:
-            if not args.snapshots:  # keep_required should have prevented it
-                raise DtstoreError(f"retention would leave snapshots unrestorable ({effect.describe_loss()}); "
-                                   "nothing was removed; please report this as a bug")
-            if not args.force:
-                raise UsageError(f"refusing to forget {_ids(remove)}: {effect.describe_loss()}; nothing was "
-                                 "removed; name those snapshots too, or give --force to lose that time")
             out.info(f"--force: {effect.describe_loss(done=not args.dry_run)}")
-        kept = sum(len(decisions) for decisions in plan.values()) - len(remove)
+        kept = planned.kept
         if not args.dry_run:
             repo.forget(remove)
             if args.prune and remove:
@@ -150,95 +129,6 @@ def iso(moment: dt.datetime) -> str:
 
 def _ids(ids: Sequence[str]) -> str:
     return ", ".join(i[:8] for i in ids)
-
-
-# --- restore chains ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StreamChange:
-    """One log stream of one connector source: its restorable windows before and after the removal."""
-
-    kind: str
-    source_id: str
-    stream: str
-    before: list[TimeRange]
-    after: list[TimeRange]
-    stranded: list[Link]
-    """snapshots that stay and were restorable, but would not be: they need a removed one"""
-
-    @property
-    def lost(self) -> list[TimeRange]:
-        return subtract_ranges(self.before, self.after)
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.source_id}" + (f" {self.stream}" if self.stream else "")
-
-    def to_json(self) -> dict[str, Any]:
-        def spans(ranges: list[TimeRange]) -> list[dict[str, str]]:
-            return [{"from": iso(a), "to": iso(b)} for a, b in ranges]
-
-        return {"type": "windows", "kind": self.kind, "source": self.source_id, "stream": self.stream,
-                "before": spans(self.before), "after": spans(self.after), "lost": spans(self.lost),
-                "stranded": [link.snapshot_id for link in self.stranded]}
-
-    def describe(self) -> str:
-        after = "unchanged" if self.after == self.before else _spans(self.after) or "nothing restorable"
-        lost = self.lost
-        return f"{self.label}: {_spans(self.before) or 'nothing restorable'} → {after}" + (
-            f" (no longer restorable: {_spans(lost)})" if lost else "")
-
-    def describe_loss(self, done: bool = False) -> str:
-        who = ", ".join(f"{link.kind} {link.short_id}" for link in self.stranded)
-        lost = _spans(self.lost) or "no restorable time"
-        if done:
-            verb = "restores" if len(self.stranded) == 1 else "restore"
-            return f"{self.label} loses {lost}; {who} {verb} nothing now"
-        return f"{self.label} would lose {lost}, and {who} would stay but restore nothing"
-
-
-@dataclass(frozen=True)
-class ChainEffect:
-    """What removing snapshots does to the connector sources' restore points."""
-
-    streams: list[StreamChange]
-
-    @property
-    def stranded(self) -> list[Link]:
-        return [link for change in self.streams for link in change.stranded]
-
-    def describe_loss(self, done: bool = False) -> str:
-        return "; ".join(change.describe_loss(done) for change in self.streams if change.stranded)
-
-
-def _spans(ranges: list[TimeRange]) -> str:
-    return ", ".join(iso(a) if a == b else f"{iso(a)} … {iso(b)}" for a, b in ranges)
-
-
-def _by_stream(points: SourcePoints | None) -> dict[str, tuple[list[TimeRange], set[str]]]:
-    """stream → (its windows, the ids of the snapshots they reach)"""
-    if points is None:
-        return {}
-    return {s.stream: ([(w.start, w.end) for w in s.windows],
-                       {link.snapshot_id for w in s.windows for link in w.links}) for s in points.streams}
-
-
-def chain_effect(snapshots: Sequence[Snapshot], remove: Collection[str], planned: Collection[str]) -> ChainEffect:
-    """Restore-point windows of every connector source with a snapshot in ``planned``, before and
-    after ``remove`` goes, and the snapshots that stay but would no longer be restorable."""
-    involved = {(s.source_kind, s.source_id) for s in snapshots if s.id in planned}
-    sources = [s for s in snapshots if (s.source_kind, s.source_id) in involved]
-    before = restore_points(sources)
-    after = {(p.kind, p.source_id): p for p in restore_points([s for s in sources if s.id not in remove])}
-    streams = []
-    for points in before:
-        old, new = _by_stream(points), _by_stream(after.get((points.kind, points.source_id)))
-        links = {link.snapshot_id: link for s in points.streams for w in s.windows for link in w.links}
-        for stream in sorted(old.keys() | new.keys()):
-            (was, reached), (now, still) = old.get(stream, ([], set())), new.get(stream, ([], set()))
-            stranded = [links[i] for i in sorted(reached - still - set(remove), key=lambda i: (links[i].taken, i))]
-            streams.append(StreamChange(points.kind, points.source_id, stream, was, now, stranded))
-    return ChainEffect(streams)
 
 
 def _report_windows(effect: ChainEffect, out: Output) -> None:

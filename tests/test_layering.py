@@ -46,7 +46,7 @@ FORBIDDEN = {
 # Connectors use the public API and a few neutral core modules, nothing of the layers below the repository.
 CONNECTOR_MAY_IMPORT = {
     "dtstore", "dtstore.errors", "dtstore.clock", "dtstore.progress", "dtstore.processes", "dtstore.ssh",
-    "dtstore.sources", "dtstore.sources.base", "dtstore.snapshots.manifest",
+    "dtstore.sources", "dtstore.sources.base", "dtstore.snapshots.manifest", "dtstore.snapshots.retention",
 }
 
 
