@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dtstore import clock
+from dtstore.agent.config import Config, Job
 from dtstore.agent.run import Clock, deliver, host_name, skipped_record, state_dir
 from dtstore.agent.state import StateDir, iso, parse_time
 
@@ -190,7 +191,7 @@ def run_command(config_path: Path, job: str, mode: str, scheduled_at: dt.datetim
 
 
 def process_launcher(config_path: Path) -> Launcher:
-    def launch(job: Any, mode: str, scheduled_at: dt.datetime) -> Child:
+    def launch(job: Job, mode: str, scheduled_at: dt.datetime) -> Child:
         return ProcessChild(run_command(config_path, job.name, mode, scheduled_at))
 
     return launch
@@ -287,7 +288,7 @@ class Daemon:
         self.log(f"dtstore agent: {len(self.config.jobs)} job(s) from {self.config_path}")
         self.sd.send("READY=1", f"STATUS=running {len(self.config.jobs)} job(s)")
 
-    def _apply(self, config: Any) -> None:
+    def _apply(self, config: Config) -> None:
         self.config = config
         self.state = state_dir(config)
         self.state.root.mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,7 @@ class Daemon:
         return True
 
     def _restart_metrics(self) -> None:
-        listen = getattr(self.config.agent, "metrics_listen", None)
+        listen = self.config.agent.metrics_listen
         if self._metrics_server is not None and self._metrics_listen == listen:
             return
         self._stop_metrics()
@@ -366,7 +367,7 @@ class Daemon:
 
         state = self._state()
         fired_state = state.read_state()
-        catch_up = bool(getattr(self.config.agent, "catch_up", True))
+        catch_up = self.config.agent.catch_up
         for name, job in self.config.jobs.items():
             maintenance = maintenance_job(job)
             if maintenance is not None:
@@ -385,7 +386,7 @@ class Daemon:
                 start_at = now + dt.timedelta(seconds=self.rng.uniform(0, delay)) if delay > 0 else now
                 self.pending[name] = Pending(name, run.mode, run.scheduled_at, start_at)
 
-    def _skip(self, job: Any, mode: str, scheduled_at: dt.datetime, now: dt.datetime, busy: Running | None) -> None:
+    def _skip(self, job: Job, mode: str, scheduled_at: dt.datetime, now: dt.datetime, busy: Running | None) -> None:
         if busy is not None:
             why = (f"the {busy.mode} run due at {iso(busy.scheduled_at)} is still going (pid {busy.child.pid}); "
                    "a job never runs twice at once")
@@ -485,7 +486,7 @@ class Daemon:
                 break
         return False
 
-    def _record_lost(self, job: Any, mode: str, scheduled_at: dt.datetime, now: dt.datetime, result: str,
+    def _record_lost(self, job: Job, mode: str, scheduled_at: dt.datetime, now: dt.datetime, result: str,
                      code: int, error: str) -> None:
         record = skipped_record(job, requested=mode, scheduled_at=scheduled_at, now=now, why=error)
         record.update(result=result, exit_code=code, pid=None)
@@ -536,7 +537,7 @@ class Daemon:
                 state.update_job(name, rpo_breached=False)
                 self._breached.discard(name)
 
-    def _event(self, job: Any, kind: str, message: str, now: dt.datetime) -> None:
+    def _event(self, job: Job, kind: str, message: str, now: dt.datetime) -> None:
         from dtstore.agent.notify import Event, Notifier
 
         self.log(f"dtstore agent: {message}")
@@ -608,11 +609,10 @@ class Daemon:
             return self.run_loop()
 
 
-def maintenance_job(job: Any) -> Any:
+def maintenance_job(job: Job) -> Any:
     """The job's retention and prune schedules as a job of their own (modes ``retention``, ``prune``), or None."""
-    schedules = {mode: schedule for mode, schedule in (("retention", getattr(job, "retention_schedule", None)),
-                                                       ("prune", getattr(job, "prune_schedule", None)))
-                 if schedule is not None}
+    schedules = {mode: schedule for mode, schedule in (("retention", job.retention_schedule),
+                                                       ("prune", job.prune_schedule)) if schedule is not None}
     if not schedules or job.kind != "backup":
         return None
     return dataclasses.replace(job, schedules=schedules, jitter=dt.timedelta(0))

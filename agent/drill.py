@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dtstore import Repository, Snapshot, clock
+from dtstore.agent.config import Config, Job
 from dtstore.agent.run import (
     Clock,
     RunResult,
@@ -66,7 +67,7 @@ class Point:
 
 # --- the source and the point ------------------------------------------------------------------------------------
 
-def source_of(config: Any, of_job: Any, repo: Repository, state: StateDir) -> tuple[str, str]:
+def source_of(config: Config, of_job: Job, repo: Repository, state: StateDir) -> tuple[str, str]:
     """(kind, source id) of the backup job ``of``: from its newest recorded snapshot if it is still in
     the repository, else from the job's source (a connector is asked, without touching its data)."""
     snapshots = {s.id: s for s in repo.snapshots()}
@@ -256,7 +257,7 @@ def _replace(request: Any, **changes: Any) -> Any:
     return dataclasses.replace(request, **changes)
 
 
-def scratch_for(job: Any, kind: str) -> Scratch:
+def scratch_for(job: Job, kind: str) -> Scratch:
     target = job.target
     if not target:
         raise UsageError(f"jobs.{job.name}: a drill needs a target")
@@ -285,7 +286,7 @@ def _timed(record: dict[str, Any], key: str, clk: Clock) -> Iterator[None]:
         record[key] = round(clk.monotonic() - start, 3)
 
 
-def run_drill(config: Any, job: Any, *, scheduled_at: dt.datetime | None = None, clk: Clock = clock,
+def run_drill(config: Config, job: Job, *, scheduled_at: dt.datetime | None = None, clk: Clock = clock,
               timeout: float | str | None = "job", notifier: Any = None, point: str | None = None,
               rng: random.Random | None = None) -> RunResult:
     """Run the drill ``job`` once: restore, check, time, clean up, record, notify."""
@@ -336,7 +337,7 @@ def run_drill(config: Any, job: Any, *, scheduled_at: dt.datetime | None = None,
     return RunResult(record, code, lines=lines)
 
 
-def _drill(config: Any, job: Any, of_job: Any, state: StateDir, record: dict[str, Any], lines: list[str],
+def _drill(config: Config, job: Job, of_job: Job, state: StateDir, record: dict[str, Any], lines: list[str],
            clk: Clock, how: str, rng: random.Random) -> None:
     repo_cfg = config.repositories[of_job.repository]
     with repository_env(repo_cfg), open_repository(config, of_job.repository) as repo:

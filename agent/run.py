@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dtstore import CommandSource, Excludes, FilesSource, Repository, Snapshot, Source, clock
+from dtstore import CommandSource, FilesSource, Repository, Snapshot, Source, clock
+from dtstore.agent.config import Config, Job, Repo
 from dtstore.agent.state import StateDir, iso
 from dtstore.errors import (
     EXIT_ERROR,
@@ -92,10 +93,9 @@ def host_name() -> str:
     return platform.node() or "localhost"
 
 
-def state_dir(config: Any) -> StateDir:
+def state_dir(config: Config) -> StateDir:
     agent = config.agent
-    return StateDir(Path(agent.state_dir), max_bytes=int(getattr(agent, "run_log_max_bytes", 10 << 20)),
-                    keep=int(getattr(agent, "run_log_keep", 5)))
+    return StateDir(Path(agent.state_dir), max_bytes=agent.run_log_max_bytes, keep=agent.run_log_keep)
 
 
 def size_text(size: int) -> str:
@@ -111,20 +111,20 @@ def seconds(value: dt.timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
 
-def time_limit(job: Any, timeout: float | str | None) -> float | None:
+def time_limit(job: Job, timeout: float | str | None) -> float | None:
     """``"job"``: the job's own timeout; else the seconds given (None: no limit)."""
     if isinstance(timeout, str):
         return seconds(job.timeout)
     return timeout
 
 
-def default_mode(job: Any) -> str:
+def default_mode(job: Job) -> str:
     """The mode ``dtstore run JOB`` takes without ``--mode``: the largest the job schedules (else full)."""
-    scheduled = set(getattr(job, "schedules", {}) or {})
+    scheduled = set(job.schedules)
     return next((m for m in MODE_ORDER if m in scheduled), "full")
 
 
-def repository_password(repo: Any, *, environ: Mapping[str, str] | None = None) -> str:
+def repository_password(repo: Repo, *, environ: Mapping[str, str] | None = None) -> str:
     """The repository password from ``password_file``, ``password_command`` or ``password_env``."""
     env = os.environ if environ is None else environ
     if repo.password_file:
@@ -148,7 +148,7 @@ def repository_password(repo: Any, *, environ: Mapping[str, str] | None = None) 
 
 
 @contextlib.contextmanager
-def repository_env(repo: Any) -> Iterator[None]:
+def repository_env(repo: Repo) -> Iterator[None]:
     """The repository's ``env`` table set for the duration of a run (restored afterwards)."""
     saved = {name: os.environ.get(name) for name in (repo.env or {})}
     os.environ.update({str(k): str(v) for k, v in (repo.env or {}).items()})
@@ -162,12 +162,12 @@ def repository_env(repo: Any) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def open_repository(config: Any, name: str) -> Repository:
+def open_repository(config: Config, name: str) -> Repository:
     repo = config.repositories[name]
     return Repository.open(repo.url, repository_password(repo), limit_upload_kib=repo.limit_upload or None)
 
 
-def connector_url(job: Any) -> str | None:
+def connector_url(job: Job) -> str | None:
     """The job's connector URL, if its source is one (a single ``scheme://`` the registry knows)."""
     from dtstore.connectors import is_connector_url
 
@@ -312,7 +312,7 @@ class Plan:
     connector_kind: str | None = None
 
 
-def build_plain_sources(job: Any) -> list[Source]:
+def build_plain_sources(job: Job) -> list[Source]:
     if job.command:
         if not job.stdin_name:
             raise UsageError(f"jobs.{job.name}: command needs stdin_name")
@@ -320,9 +320,7 @@ def build_plain_sources(job: Any) -> list[Source]:
     paths = list(job.source or ())
     if not paths:
         raise UsageError(f"jobs.{job.name} has no source")
-    make = getattr(job, "make_excludes", None)
-    excludes = make() if make is not None else Excludes.from_config(dict(job.excludes or {}))
-    return [FilesSource(paths, excludes)]
+    return [FilesSource(paths, job.make_excludes())]
 
 
 def newest_full(snapshots: Sequence[Snapshot], kind: str, source_id: str) -> dt.datetime | None:
@@ -334,7 +332,7 @@ def newest_full(snapshots: Sequence[Snapshot], kind: str, source_id: str) -> dt.
     return max(fulls) if fulls else None
 
 
-def plan_sources(job: Any, mode: str, repo: Repository, *, now: dt.datetime) -> Plan:
+def plan_sources(job: Job, mode: str, repo: Repository, *, now: dt.datetime) -> Plan:
     """Sources for a run of ``mode``, with promotion decided as far as it can be before the snapshot."""
     url = connector_url(job)
     stage = Path(job.stage) if job.stage else None
@@ -384,25 +382,7 @@ def taken_mode(snap: Snapshot, plan: Plan, requested: str) -> tuple[str, str | N
 
 # --- retention ---------------------------------------------------------------------------------------------------
 
-COUNT_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-SPAN_KEYS = ("keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly",
-             "keep_within_monthly", "keep_within_yearly")
-
-
-def policy_from_config(retention: Mapping[str, Any]) -> Any:
-    """A ``RetentionPolicy`` from a job's ``retention`` table (the forget options in snake_case)."""
-    from dtstore.snapshots.retention import RetentionPolicy, parse_duration
-
-    unknown = sorted(set(retention) - set(COUNT_KEYS) - set(SPAN_KEYS) - {"keep_tag", "keep_tags"})
-    if unknown:
-        raise UsageError(f"unknown retention option(s): {', '.join(unknown)}")
-    tags = retention.get("keep_tag", retention.get("keep_tags", ()))
-    options: dict[str, Any] = {key: retention[key] for key in COUNT_KEYS if key in retention}
-    options.update({key: parse_duration(str(retention[key])) for key in SPAN_KEYS if key in retention})
-    return RetentionPolicy(**options, keep_tags=(tags,) if isinstance(tags, str) else tuple(tags))
-
-
-def apply_retention(repo: Repository, retention: Any, *, source_id: str, host: str,
+def apply_retention(repo: Repository, policy: Any, *, source_id: str, host: str,
                     now: dt.datetime) -> list[str]:
     """Forget what the policy does not keep of one source on one host (as ``forget --host H --source ID``
     with the policy would): a kept snapshot keeps every snapshot it needs to be restorable, and what
@@ -410,7 +390,6 @@ def apply_retention(repo: Repository, retention: Any, *, source_id: str, host: s
     from dtstore.connectors.points import snapshot_dependencies
     from dtstore.snapshots.retention import apply_policy, keep_required
 
-    policy = policy_from_config(retention) if isinstance(retention, Mapping) else retention
     everything = repo.snapshots()
     chosen = [s for s in everything if s.source_id == source_id and s.host == host]
     if not chosen:
@@ -423,9 +402,9 @@ def apply_retention(repo: Repository, retention: Any, *, source_id: str, host: s
     return remove
 
 
-def retention_due(job: Any, mode: str) -> bool:
+def retention_due(job: Job, mode: str) -> bool:
     """Whether retention follows a snapshot taken in ``mode`` (``retention_after``)."""
-    if not job.retention:
+    if job.policy is None:
         return False
     after = job.retention_after or "full"
     if after == "every":
@@ -454,7 +433,7 @@ def recovery_point(snapshots: Sequence[Snapshot], kind: str, source_id: str) -> 
 
 # --- records, metrics, notifications ---------------------------------------------------------------------------
 
-def base_record(job: Any, *, kind: str, requested: str | None, scheduled_at: dt.datetime | None,
+def base_record(job: Job, *, kind: str, requested: str | None, scheduled_at: dt.datetime | None,
                 started: dt.datetime) -> dict[str, Any]:
     return {"type": "run", "job": job.name, "kind": kind, "requested_mode": requested, "mode": None,
             "reason": None, "scheduled_at": iso(scheduled_at) if scheduled_at else None, "started_at": iso(started),
@@ -471,13 +450,13 @@ def finish_record(record: dict[str, Any], *, result: str, exit_code: int, error:
         record["started_at"] = iso(started)
 
 
-def notifier_for(config: Any, state: StateDir) -> Any:
+def notifier_for(config: Config, state: StateDir) -> Any:
     from dtstore.agent.notify import Notifier
 
     return Notifier(config.notify, log=state.append)
 
 
-def deliver(config: Any, state: StateDir, job: Any, record: Mapping[str, Any], *, now: dt.datetime,
+def deliver(config: Config, state: StateDir, job: Job, record: Mapping[str, Any], *, now: dt.datetime,
             notifier: Any = None) -> None:
     """Notify about a finished run (never raises: notify failures go to the run log)."""
     from dtstore.agent.notify import event_for_run
@@ -491,9 +470,9 @@ def deliver(config: Any, state: StateDir, job: Any, record: Mapping[str, Any], *
                           "event": str(record.get("result")), "time": iso(now), "error": str(exc)})
 
 
-def write_metrics(config: Any, state: StateDir, *, now: dt.datetime) -> None:
+def write_metrics(config: Config, state: StateDir, *, now: dt.datetime) -> None:
     """Rewrite the metrics text file, if one is configured (never raises)."""
-    path = getattr(config.agent, "metrics_textfile", None)
+    path = config.agent.metrics_textfile
     if not path:
         return
     try:
@@ -505,7 +484,7 @@ def write_metrics(config: Any, state: StateDir, *, now: dt.datetime) -> None:
             state.append({"type": "metrics_failed", "time": iso(now), "error": str(exc)})
 
 
-def conclude(config: Any, state: StateDir, job: Any, record: dict[str, Any], *, clk: Clock,
+def conclude(config: Config, state: StateDir, job: Job, record: dict[str, Any], *, clk: Clock,
              notifier: Any = None) -> None:
     state.record_run(record)
     write_metrics(config, state, now=clk.now())
@@ -528,7 +507,7 @@ def result_of(exc: BaseException) -> tuple[str, int, str]:
     return "failed", EXIT_ERROR, f"{type(exc).__name__}: {exc}"
 
 
-def skipped_record(job: Any, *, requested: str | None, scheduled_at: dt.datetime | None, now: dt.datetime,
+def skipped_record(job: Job, *, requested: str | None, scheduled_at: dt.datetime | None, now: dt.datetime,
                    why: str, kind: str | None = None) -> dict[str, Any]:
     record = base_record(job, kind=kind or job.kind, requested=requested, scheduled_at=scheduled_at, started=now)
     record.update(result="skipped", exit_code=None, error=why, finished_at=iso(now), duration_seconds=0.0)
@@ -537,7 +516,7 @@ def skipped_record(job: Any, *, requested: str | None, scheduled_at: dt.datetime
 
 # --- the run -----------------------------------------------------------------------------------------------------
 
-def run_job(config: Any, job: Any, mode: str | None = None, *, scheduled_at: dt.datetime | None = None,
+def run_job(config: Config, job: Job, mode: str | None = None, *, scheduled_at: dt.datetime | None = None,
             clk: Clock = clock, timeout: float | str | None = "job", notifier: Any = None,
             progress: Any = None) -> RunResult:
     """Run ``job`` once (a drill job runs its drill).  Never raises for what the run itself does: the
@@ -568,7 +547,7 @@ def run_job(config: Any, job: Any, mode: str | None = None, *, scheduled_at: dt.
         lock.release()
 
 
-def _locked_run(config: Any, job: Any, requested: str, state: StateDir, record: dict[str, Any],
+def _locked_run(config: Config, job: Job, requested: str, state: StateDir, record: dict[str, Any],
                 started: dt.datetime, started_mono: float, clk: Clock, limit: float | None, notifier: Any,
                 progress: Any) -> RunResult:
     with contextlib.suppress(Exception):
@@ -608,13 +587,13 @@ def _locked_run(config: Any, job: Any, requested: str, state: StateDir, record: 
     return RunResult(record, int(record["exit_code"]), snap, lines)
 
 
-def _hook_env(job: Any, record: Mapping[str, Any], snap: Snapshot | None) -> dict[str, str]:
+def _hook_env(job: Job, record: Mapping[str, Any], snap: Snapshot | None) -> dict[str, str]:
     return {"DTSTORE_JOB": job.name, "DTSTORE_RESULT": str(record.get("result") or "running"),
             "DTSTORE_ERROR": str(record.get("error") or ""), "DTSTORE_SNAPSHOT": snap.id if snap else "",
             "DTSTORE_MODE": str(record.get("mode") or record.get("requested_mode") or "")}
 
 
-def _snapshot_and_retention(config: Any, job: Any, requested: str, record: dict[str, Any], lines: list[str],
+def _snapshot_and_retention(config: Config, job: Job, requested: str, record: dict[str, Any], lines: list[str],
                             clk: Clock, stopper: Stopper, progress: Any) -> Snapshot | None:
     repo_cfg = config.repositories[job.repository]
     with repository_env(repo_cfg), open_repository(config, job.repository) as repo:
@@ -637,8 +616,8 @@ def _snapshot_and_retention(config: Any, job: Any, requested: str, record: dict[
         stopper.disarm()
         removed: list[str] = []
         wanted = requested == "retention" or (requested in MODE_ORDER and retention_due(job, record["mode"]))
-        if wanted and job.retention:
-            policy = getattr(job, "policy", None) or job.retention
+        if wanted and job.policy is not None:  # config.load parsed the retention table
+            policy = job.policy
             removed = apply_retention(repo, policy, source_id=source_id, host=host, now=clk.now())
             record["forgotten"] = len(removed)
             lines.append(f"job {job.name}: retention removed {len(removed)} snapshot(s)")
@@ -658,7 +637,7 @@ def host_name_of(repo: Repository) -> str:
     return default_host()
 
 
-def _job_source(job: Any, repo: Repository) -> tuple[str, str]:
+def _job_source(job: Job, repo: Repository) -> tuple[str, str]:
     """(source id, kind) of a job without taking a snapshot (for maintenance runs)."""
     url = connector_url(job)
     if url is not None:
@@ -670,7 +649,7 @@ def _job_source(job: Any, repo: Repository) -> tuple[str, str]:
     return source.source_id, source.kind
 
 
-def _take(repo: Repository, job: Any, plan: Plan, requested: str, progress: Any) -> tuple[Snapshot, Plan]:
+def _take(repo: Repository, job: Job, plan: Plan, requested: str, progress: Any) -> tuple[Snapshot, Plan]:
     """The snapshot; a ``diff`` whose check fails is taken again as a full (nothing was committed)."""
     extra = {"progress": progress} if progress is not None else {}
     try:
