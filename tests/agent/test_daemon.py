@@ -483,3 +483,25 @@ def _session_of(proc_dir: Path) -> int | None:
     except OSError:
         return None
     return int(fields[3]) if fields[0] != "Z" else None
+
+
+def test_the_metrics_endpoint_is_served_while_the_agent_runs(agent: Agent) -> None:
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    agent.write(job_toml("db", '{ full = "every 1h" }'), agent=f'metrics_listen = "127.0.0.1:{free}"')
+    world = World(agent)
+    daemon = world.daemon()
+    world.drive(daemon, 3600 + 120)
+    port = daemon._metrics_server.port
+    assert port == free
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert 'dtstore_job_last_run_success{job="db"} 1' in text
+    daemon.sleep = world.clock.advance
+    daemon.request_stop()
+    assert daemon.run_loop() == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
