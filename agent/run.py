@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from dtstore import CommandSource, FilesSource, Repository, Snapshot, Source, clock
 from dtstore.agent.config import Config, Job, Repo
-from dtstore.agent.state import StateDir, iso
+from dtstore.agent.state import StateDir, iso, parse_time
 from dtstore.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -604,7 +604,15 @@ def _snapshot_and_retention(config: Config, job: Job, requested: str, record: di
             host = host_name_of(repo)
         else:
             plan = plan_sources(job, requested, repo, now=clk.now())
-            snap, plan = _take(repo, job, plan, requested, progress)
+            try:
+                snap, plan = _take(repo, job, plan, requested, progress)
+            except RunStopped:
+                # a stop that lands after the manifest was written (while the snapshot's bookkeeping
+                # finishes) must not be recorded as "nothing committed"
+                found = committed_since(repo, plan, parse_time(record["started_at"]))
+                if found is None:
+                    raise
+                snap, record["note"] = found, "stopped after the snapshot was committed; no retention"
             stopper.disarm()  # committed: retention and prune run to their end
             mode, reason = taken_mode(snap, plan, requested)
             record.update(mode=mode, reason=reason, snapshot_id=snap.id,
@@ -615,7 +623,8 @@ def _snapshot_and_retention(config: Config, job: Job, requested: str, record: di
             source_id, kind, host = snap.source_id, snap.source_kind, snap.host
         stopper.disarm()
         removed: list[str] = []
-        wanted = requested == "retention" or (requested in MODE_ORDER and retention_due(job, record["mode"]))
+        wanted = "note" not in record and (
+            requested == "retention" or (requested in MODE_ORDER and retention_due(job, record["mode"])))
         if wanted and job.policy is not None:  # config.load parsed the retention table
             policy = job.policy
             removed = apply_retention(repo, policy, source_id=source_id, host=host, now=clk.now())
@@ -628,6 +637,17 @@ def _snapshot_and_retention(config: Config, job: Job, requested: str, record: di
         point = recovery_point(repo.snapshots(), kind, source_id) if source_id else None
         record["recovery_point"] = iso(point) if point else None
         return snap
+
+
+def committed_since(repo: Repository, plan: Plan, since: dt.datetime) -> Snapshot | None:
+    """The snapshot of the plan's source this host committed at or after ``since``, if any."""
+    source_id = "+".join(s.source_id for s in plan.sources)
+    host = host_name_of(repo)
+    try:
+        mine = [s for s in repo.snapshots() if s.source_id == source_id and s.host == host and s.time >= since]
+    except DtstoreError:
+        return None
+    return max(mine, key=lambda s: s.time) if mine else None
 
 
 def host_name_of(repo: Repository) -> str:

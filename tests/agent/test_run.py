@@ -254,3 +254,22 @@ def test_the_agent_modules_import_without_posix_only_modules(monkeypatch: pytest
     from dtstore.agent.daemon import SdNotify
 
     assert SdNotify("/run/systemd/notify").address is not None or not hasattr(__import__("socket"), "AF_UNIX")
+
+
+def test_a_stop_after_the_commit_records_the_snapshot(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dtstore
+    from dtstore.agent import run as run_module
+
+    class SlowAfterCommit(dtstore.FilesSource):
+        def committed(self, snapshot: dtstore.Snapshot) -> None:
+            time.sleep(5)  # the timeout fires here, after the manifest was written
+
+    monkeypatch.setattr(run_module, "build_plain_sources",
+                        lambda job: [SlowAfterCommit(list(job.source), job.make_excludes())])
+    files_job(agent, 'timeout = "1s"\nretention = { keep_last = 1 }')
+    config = agent.config()
+    result = run_job(config, config.job("files"))
+    (snap,) = agent.snapshots()
+    assert result.record["result"] == "ok" and result.record["snapshot_id"] == snap.id, result.record
+    assert "stopped after the snapshot was committed" in result.record["note"]
+    assert "forgotten" not in result.record
