@@ -383,23 +383,20 @@ def taken_mode(snap: Snapshot, plan: Plan, requested: str) -> tuple[str, str | N
 # --- retention ---------------------------------------------------------------------------------------------------
 
 def apply_retention(repo: Repository, policy: Any, *, source_id: str, host: str,
-                    now: dt.datetime) -> list[str]:
+                    now: dt.datetime) -> tuple[list[str], list[str]]:
     """Forget what the policy does not keep of one source on one host (as ``forget --host H --source ID``
-    with the policy would): a kept snapshot keeps every snapshot it needs to be restorable, and what
-    other hosts or sources need stays too.  Returns the IDs removed."""
-    from dtstore.connectors.points import snapshot_dependencies
-    from dtstore.snapshots.retention import apply_policy, keep_required
+    with the policy would, through the same ``connectors.forgetting.plan_policy``): a kept snapshot keeps
+    every snapshot it needs to be restorable, and what other hosts or sources need stays too.
+    Returns the IDs removed and, per connector stream whose restorable time shrinks, a sentence."""
+    from dtstore.connectors.forgetting import plan_policy
 
     everything = repo.snapshots()
     chosen = [s for s in everything if s.source_id == source_id and s.host == host]
     if not chosen:
-        return []
-    considered = {s.id for s in chosen}
-    plan = keep_required({(): apply_policy(chosen, policy, now)}, snapshot_dependencies(everything),
-                         staying=[s for s in everything if s.id not in considered])
-    remove = [d.snapshot.id for d in plan[()] if not d.keep]
-    repo.forget(remove)
-    return remove
+        return [], []
+    plan = plan_policy(everything, chosen, policy, now, ())
+    repo.forget(plan.remove)
+    return list(plan.remove), [change.describe() for change in plan.effect.streams if change.lost]
 
 
 def retention_due(job: Job, mode: str) -> bool:
@@ -627,8 +624,10 @@ def _snapshot_and_retention(config: Config, job: Job, requested: str, record: di
             requested == "retention" or (requested in MODE_ORDER and retention_due(job, record["mode"])))
         if wanted and job.policy is not None:  # config.load parsed the retention table
             policy = job.policy
-            removed = apply_retention(repo, policy, source_id=source_id, host=host, now=clk.now())
+            removed, shrunk = apply_retention(repo, policy, source_id=source_id, host=host, now=clk.now())
             record["forgotten"] = len(removed)
+            if shrunk:
+                record["restorable"] = shrunk
             lines.append(f"job {job.name}: retention removed {len(removed)} snapshot(s)")
         if requested == "prune" or (removed and (job.prune or "after-retention") == "after-retention"):
             plan_done = repo.prune()

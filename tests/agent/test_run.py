@@ -273,3 +273,25 @@ def test_a_stop_after_the_commit_records_the_snapshot(agent: Agent, monkeypatch:
     assert result.record["result"] == "ok" and result.record["snapshot_id"] == snap.id, result.record
     assert "stopped after the snapshot was committed" in result.record["note"]
     assert "forgotten" not in result.record
+
+
+@pytest.mark.slow
+def test_retention_keeps_restore_chains_whole(agent: Agent, mariadb_factory: MariaDBFactory) -> None:
+    server = mariadb_factory("src", password="src-Secret-1")
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+    url = server.url(defaults_file=str(defaults_file(agent.base / "my.cnf", server.password)))
+    agent.write(f'[jobs.db]\nrepository = "main"\nsource = "{url}"\n'
+                'schedule = { full = "0 1 * * 0", log = "every 15m" }\n'
+                'retention = { keep_last = 1 }\nretention_after = "every"\n')
+    config = agent.config()
+    job = config.job("db")
+    for n, mode in enumerate(["full", "log", "log"]):
+        server.sql(f"INSERT INTO shop.t VALUES ({n})")
+        record = run_job(config, job, mode).record
+        assert record["mode"] == mode and record["forgotten"] == 0, record  # the newest log needs them all
+    assert len(agent.snapshots()) == 3
+    time.sleep(1.1)
+    server.sql("INSERT INTO shop.t VALUES (10)")
+    record = run_job(config, job, "full").record
+    assert record["forgotten"] == 3 and len(agent.snapshots()) == 1
+    assert record["restorable"] and "no longer restorable" in record["restorable"][0]
