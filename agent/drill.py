@@ -200,6 +200,99 @@ class MysqlScratch:
                 server.query(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
 
 
+class PostgresScratch:
+    """A scratch PostgreSQL data directory (``target = "postgresql://postgres@/?pgdata=DIR&port=P&socket_dir=S"``):
+    the restore lays it down and starts a server on it (``start=yes`` and ``archive=off`` are implied, so
+    the copy never archives into the source's WAL), the check connects to that server, and the cleanup
+    stops it (``pg_ctl stop -m fast``, as the data directory's owner) and removes the directory."""
+
+    def __init__(self, url: str) -> None:
+        from dtstore.connectors.postgresql.url import parse_url
+
+        extra = [f"{key}={value}" for key, value in (("start", "yes"), ("archive", "off"))
+                 if f"{key}=" not in url.partition("?")[2]]
+        self.url = url + ("&" if "?" in url else "?") + "&".join(extra) if extra else url
+        self.parsed = parse_url(self.url, restore=True)
+        self.pgdata = self.parsed.pgdata
+        self.restored: list[str] = []
+        self._existed = self.pgdata.exists()
+
+    def _owner(self) -> dict[str, Any]:
+        """Run a tool as the data directory's owner when we are root (pg_ctl refuses root)."""
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return {}
+        probe = self.pgdata if self.pgdata.exists() else self.pgdata.parent
+        st = probe.stat()
+        return {} if st.st_uid == 0 else {"user": st.st_uid, "group": st.st_gid, "extra_groups": []}
+
+    def _env(self) -> dict[str, str]:
+        env = self.parsed.env()
+        env.pop("PGDATABASE", None)
+        if self._owner():
+            import pwd
+
+            env["HOME"] = pwd.getpwuid(self._owner()["user"]).pw_dir
+        return {k: v for k, v in env.items() if not k.startswith("DTSTORE_")}
+
+    def restore(self, repo: Repository, kind: str, source_id: str, point: Point) -> None:
+        from dtstore.connectors import RestoreRequest, restore_to
+
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise UsageError(f"the drill target {self.pgdata} is not empty: a drill restores only into an empty "
+                             "or new data directory")
+        request = RestoreRequest(self.url, source_id=source_id, until=iso(point.until) if point.until else None)
+        self.restored = [str(self.pgdata)]  # from here on it is the drill's to stop and remove
+        restore_to(request, repo=repo)
+
+    def _run(self, argv: list[str], what: str) -> str:
+        import subprocess
+
+        done = subprocess.run(argv, env=self._env(), capture_output=True, text=True, check=False, cwd="/",
+                              stdin=subprocess.DEVNULL, timeout=3600, **self._owner())
+        if done.returncode != 0:
+            raise DrillCheckFailed(f"{what} failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")
+        return str(done.stdout)
+
+    def check(self, queries: Sequence[str]) -> list[str]:
+        from dtstore.connectors.postgresql.server import pg_tool
+
+        if queries:
+            done = []
+            psql = [pg_tool("psql", self.parsed.bindir()), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                    "-d", self.parsed.dbname or "postgres"]
+            for query in queries:
+                rows = [line for line in self._run([*psql, "-c", query], f"check query {query}").splitlines() if line]
+                if not rows:
+                    raise DrillCheckFailed(f"check query returned no rows: {query}")
+                done.append(f"{query}: {len(rows)} row(s)")
+            return done
+        amcheck = [pg_tool("pg_amcheck", self.parsed.bindir()), "--all", "--install-missing", "--heapallindexed"]
+        self._run(amcheck, "pg_amcheck")
+        return ["pg_amcheck --all: no corruption found"]
+
+    def cleanup(self) -> None:
+        import subprocess
+
+        from dtstore.connectors.postgresql.server import pg_tool
+
+        if not self.restored:
+            return
+        if (self.pgdata / "postmaster.pid").exists():
+            done = subprocess.run([pg_tool("pg_ctl", self.parsed.bindir()), "-D", str(self.pgdata), "-m", "fast",
+                                   "-w", "-t", "120", "stop"], env=self._env(), capture_output=True, text=True,
+                                  check=False, cwd="/", stdin=subprocess.DEVNULL, **self._owner())
+            if done.returncode != 0 and (self.pgdata / "postmaster.pid").exists():
+                raise DtstoreError(f"the scratch server on {self.pgdata} did not stop: {done.stderr.strip()[-500:]}")
+        if self._existed:
+            for entry in self.pgdata.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        else:
+            shutil.rmtree(self.pgdata)
+
+
 class FolderScratch:
     """A scratch folder for file and command jobs (``target = "/var/tmp/drill"``): the drill restores into
     a new folder below it and removes that folder afterwards."""
@@ -269,6 +362,8 @@ def scratch_for(job: Job, kind: str) -> Scratch:
             raise UsageError(f"jobs.{job.name}: the target of a {kind} drill is a scratch server URL, not {target!r}")
         if kind == "mysql":
             return MysqlScratch(target)
+        if kind == "postgresql":
+            return PostgresScratch(target)
         raise UsageError(f"drills of {kind} sources are not supported yet")
     if is_connector_url(target):
         raise UsageError(f"jobs.{job.name}: the target of a {kind} drill is a folder, not a server URL")

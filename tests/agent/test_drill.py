@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from dtstore.cli.main import main
 from dtstore.storage import layout
 from tests.agent.runhelp import Agent, defaults_file, make_agent, webhook_receiver
 from tests.helpers import flip_byte
+from tests.servers.postgresql import Cluster, chown_postgres, make_cluster, pg_dtstore  # noqa: F401 - fixture
 
 if TYPE_CHECKING:
     import dtstore
@@ -163,3 +165,48 @@ def test_a_folder_drill_of_a_file_job(agent: Agent) -> None:
         assert list(scratch.iterdir()) == []
         events = received.wait(2)
         assert [e["run"]["result"] for e in events] == ["ok", "failed"]
+
+
+# --- PostgreSQL: a scratch data directory and server -----------------------------------------------------------
+
+@pytest.fixture
+def pg_cluster(pg_dtstore: Path) -> Iterator[Cluster]:  # noqa: F811
+    yield from make_cluster(pg_dtstore)
+
+
+@pytest.mark.slow
+def test_a_postgresql_drill_restores_amchecks_and_removes_the_copy(agent: Agent, pg_cluster: Cluster) -> None:
+    cluster = pg_cluster
+    cluster.psql("CREATE TABLE items (id int PRIMARY KEY, name text)")
+    cluster.psql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g")
+    assert cluster.dt("snapshot", cluster.url).returncode == 0  # the base backup, made as postgres
+    cluster.psql("INSERT INTO items VALUES (501, 'after the base backup')")
+    cluster.switch_and_wait()
+    scratch = cluster.base / "scratch"
+    scratch.mkdir()
+    chown_postgres(scratch)
+    port = cluster.port + 7
+    target = f"postgresql://postgres@/?pgdata={scratch}/data&port={port}&socket_dir={cluster.socket_dir}"
+    with webhook_receiver() as (hook, received):
+        agent.config_path.write_text(
+            f'[agent]\nstate_dir = "{agent.state_dir}"\n'
+            f'[repositories.pg]\nurl = "{cluster.repo}"\npassword_file = "{cluster.password_file}"\n'
+            f'[jobs.pg]\nrepository = "pg"\nsource = "{cluster.url}"\nschedule = {{ full = "0 1 * * *" }}\n'
+            f'[jobs.pg-drill]\nkind = "drill"\nof = "pg"\nschedule = "0 4 * * 6"\ntarget = "{target}"\n'
+            f'notify = ["ops"]\n'
+            f'[notify.ops]\nwebhook = "{hook}"\non = ["drill"]\n')
+        config = agent.config()
+        result = run_drill(config, config.job("pg-drill"))
+        assert result.exit_code == 0, result.record["error"]
+        assert result.record["checks"] == ["pg_amcheck --all: no corruption found"]
+        assert result.record["restore_seconds"] > 0 and result.record["restored"] == [f"{scratch}/data"]
+        assert not (scratch / "data").exists()  # stopped and removed
+
+        agent.config_path.write_text(agent.config_path.read_text().replace(
+            'target = "', 'checks = ["SELECT name FROM items WHERE id = 501"]\ntarget = "'))
+        config = agent.config()
+        result = run_drill(config, config.job("pg-drill"))
+        assert result.exit_code == 0, result.record
+        assert result.record["checks"] == ["SELECT name FROM items WHERE id = 501: 1 row(s)"]
+        assert not (scratch / "data").exists()
+        assert [e["run"]["result"] for e in received.wait(2)] == ["ok", "ok"]
