@@ -12,8 +12,9 @@ from dtstore.errors import UsageError
 DESCRIPTION = """\
 Run the drill job JOB now: restore the latest point (or, with --point random, a random moment of
 the newest restorable window) of its backup job into the scratch target, run the application's
-check (MySQL/MariaDB: CHECK TABLE of every restored table; files: every file read back and its
-size compared with the manifest's) or the job's check queries, record how long the restore took
+check (MySQL/MariaDB: CHECK TABLE of every restored table; PostgreSQL: pg_amcheck on a server
+started on the scratch data directory; files: every file read back and its size compared with the
+manifest's) or the job's check queries, record how long the restore took
 (the measured recovery time), drop the scratch copy, and notify.  A damaged snapshot fails the
 drill with 16."""
 
