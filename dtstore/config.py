@@ -27,6 +27,21 @@ class RepoConfig:
     created: str = field(default_factory=lambda: clock.now().isoformat())
     chunk_keys: ChunkKeys | None = None
     """set (feature ``chunk-keys``) when the chunk-ID key and chunker seed are another repository's"""
+    data_public_key: bytes | None = None
+    """set (feature ``key-roles``): the X25519 public key new packs and manifests are sealed to"""
+
+    @property
+    def key_roles(self) -> bool:
+        return fmt.FEATURE_KEY_ROLES in self.features
+
+    def with_key_roles(self, chunk_keys: ChunkKeys, public_key: bytes) -> RepoConfig:
+        """This config converted to key roles: the chunk keys move into the config (a backup key
+        cannot derive them), the data public key is added."""
+        features = tuple(dict.fromkeys((*self.features, fmt.FEATURE_CHUNK_KEYS, fmt.FEATURE_KEY_ROLES)))
+        return RepoConfig(repository_id=self.repository_id, chunker=self.chunker, meta_chunker=self.meta_chunker,
+                          zstd_level=self.zstd_level, pack_size=self.pack_size, features=features,
+                          created=self.created, chunk_keys=self.chunk_keys or chunk_keys,
+                          data_public_key=public_key)
 
     @classmethod
     def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
@@ -60,6 +75,8 @@ class RepoConfig:
         }
         if self.chunk_keys is not None:
             doc["chunk_keys"] = {"id_key": self.chunk_keys.id_key, "chunker_seed": self.chunk_keys.chunker_seed}
+        if self.data_public_key is not None:
+            doc["data_public_key"] = self.data_public_key
         return doc
 
     @classmethod
@@ -87,11 +104,18 @@ class RepoConfig:
                     or not isinstance(keys.get("chunker_seed"), int):
                 raise UnsupportedFormat("the config names the chunk-keys feature but holds no valid chunk_keys")
             chunk_keys = ChunkKeys(keys["id_key"], keys["chunker_seed"])
+        public = doc.get("data_public_key")
+        if fmt.FEATURE_KEY_ROLES in features:
+            if chunk_keys is None or not isinstance(public, bytes) or len(public) != 32:
+                raise UnsupportedFormat("the config names the key-roles feature but lacks chunk_keys or a "
+                                        "32-byte data_public_key")
+        else:
+            public = None
         return cls(
             repository_id=doc["repository_id"], chunker=params(doc["chunker"]),
             meta_chunker=params(doc["meta_chunker"]), zstd_level=int(doc["compression"]["level"]),
             pack_size=int(doc["pack_size"]), features=features,
-            created=doc.get("created", ""), chunk_keys=chunk_keys,
+            created=doc.get("created", ""), chunk_keys=chunk_keys, data_public_key=public,
         )
 
 

@@ -15,6 +15,7 @@ The tree::
     ├── SourceError (1)          a dump or command failed: no snapshot was made
     │   └── ConnectorError (1)
     ├── ChainError (17)          a log chain has a gap, or a restore target is outside the archive
+    ├── AdminKeyRequired (18)    opened with a backup key: reading stored data needs an admin key
     └── StorageError (1)         translated once, at the storage boundary
         ├── BlobNotFound (1)
         ├── StorageAuthError (13)
@@ -101,6 +102,13 @@ class ChainError(DtstoreError):
     exit_code = 17
 
 
+class AdminKeyRequired(DtstoreError):
+    """The repository was opened with a backup key, and this needs an admin key (reading stored data or
+    manifests, forget, prune, check, repair, key management)."""
+
+    exit_code = 18
+
+
 class StorageError(DtstoreError):
     """A remote operation failed; ``transient`` says whether a retry may help."""
 
@@ -128,5 +136,5 @@ class StorageUnavailable(StorageError):
 ALL_ERRORS: tuple[type[DtstoreError], ...] = (
     DtstoreError, UsageError, RepositoryNotFound, RepositoryLocked, WrongPassword, RepositoryExists,
     UnsupportedFormat, SnapshotNotFound, ItemNotFound, IntegrityError, SourceError, ConnectorError,
-    ChainError, StorageError, BlobNotFound, StorageAuthError, HostKeyError, StorageUnavailable,
+    ChainError, AdminKeyRequired, StorageError, BlobNotFound, StorageAuthError, HostKeyError, StorageUnavailable,
 )

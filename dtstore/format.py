@@ -9,12 +9,20 @@ FEATURE_CHUNK_KEYS = "chunk-keys"
 """The config carries the chunk-ID key and chunker seed (taken from another repository by
 ``init --copy-chunker-from``) instead of deriving them from the master secret."""
 
-KNOWN_FEATURES: frozenset[str] = frozenset({FEATURE_CHUNK_KEYS})
+FEATURE_KEY_ROLES = "key-roles"
+"""Admin and backup keys (spec/repository-format.md §4.4): new packs and manifests are sealed to the
+repository's X25519 data public key, the structure (index, trailers, sessions, …) to the shared key."""
+
+KNOWN_FEATURES: frozenset[str] = frozenset({FEATURE_CHUNK_KEYS, FEATURE_KEY_ROLES})
 """Mandatory feature flags this program understands; a config naming any other is refused."""
 
 PACK_MAGIC = b"DTSPACK\x01"
+PACK_MAGIC_V2 = b"DTSPACK\x02"
+"""a pack sealed to the data public key (feature key-roles): magic ‖ ephemeral X25519 public key (32)"""
 SEALED_VERSION = 1
 """First byte of every sealed (encrypted) object other than packs and key slots."""
+PUBLIC_SEALED_VERSION = 2
+"""First byte of an object sealed to the data public key (manifests of a key-roles repository)."""
 
 # Blob kinds inside packs and the index.
 BLOB_DATA = 0
@@ -40,6 +48,12 @@ INFO_ID_KEY = b"dtstore/v1/chunk-id"
 INFO_ENC_KEY = b"dtstore/v1/encryption"
 INFO_CHUNKER = b"dtstore/v1/chunker-seed"
 INFO_NAME_KEY = b"dtstore/v1/object-names"
+INFO_SHARED = b"dtstore/v1/shared"
+INFO_SHARED_ENC = b"dtstore/v1/shared/encryption"
+INFO_DATA_X25519 = b"dtstore/v1/data-x25519"
+INFO_PACK_DATA = b"dtstore/v1/pack-x25519"
+INFO_PACK_TRAILER_KEY = b"dtstore/v1/pack-trailer-key"
+AAD_OWN_SNAPSHOT = b"dtstore/v1/own-snapshot"
 
 # Defaults written into a new repository's config.
 # Chosen by measurement (bench/compare.py data: a 1 GiB mysqldump-like file, then the next night's

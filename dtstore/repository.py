@@ -24,11 +24,24 @@ from dtstore.content.index import IndexCache
 from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.copy import CopyResult, SnapshotCopier, copy_key
+from dtstore.crypto.aead import Sealer, hkdf
 from dtstore.crypto.keyed_hash import ChunkHasher
-from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, unwrap_key, wrap_key
+from dtstore.crypto.keys import (
+    BackupKey,
+    KeySlotInfo,
+    MasterKey,
+    ScryptParams,
+    calibrate_scrypt,
+    unwrap_any,
+    unwrap_key,
+    wrap_key,
+)
+from dtstore.crypto.roles import ROLE_ADMIN, ROLE_BACKUP, RoleSealer, data_private_key, data_public_key, shared_secret
 from dtstore.errors import (
+    AdminKeyRequired,
     BlobNotFound,
     DtstoreError,
+    IntegrityError,
     ItemNotFound,
     RepositoryExists,
     RepositoryNotFound,
@@ -36,8 +49,10 @@ from dtstore.errors import (
     UsageError,
     WrongPassword,
 )
+from dtstore.format import INFO_SHARED_ENC
 from dtstore.maintenance.check import CheckReport, CheckRun
-from dtstore.maintenance.keys import KeyEntry, add_key, list_keys, remove_key
+from dtstore.maintenance.convert import convert_to_key_roles
+from dtstore.maintenance.keys import KeyEntry, add_backup_key, add_key, list_keys, remove_key
 from dtstore.maintenance.locks import (
     LockInfo,
     check_not_exclusively_locked,
@@ -113,20 +128,26 @@ def _connect(url: str | BlobStore, limit_upload_kib: float | None) -> BlobStore:
 class Repository:
     """An open repository.  Use ``Repository.init`` or ``Repository.open``; close it (or use ``with``)."""
 
-    def __init__(self, store: BlobStore, master: MasterKey, config: RepoConfig, key: KeySlotInfo,
+    def __init__(self, store: BlobStore, master: MasterKey | BackupKey, config: RepoConfig, key: KeySlotInfo,
                  cache_dir: str | os.PathLike[str] | None = None, workers: int | None = None) -> None:
         self.store = store
-        self.master = master
+        self.master: MasterKey | None = master if isinstance(master, MasterKey) else None
+        """the master secret; None when opened with a backup key"""
+        self._backup_key = master if isinstance(master, BackupKey) else None
         self.config = config
         self.key = key
-        self._sealer = master.sealer()
-        self.chunk_keys = config.chunk_keys or master.chunk_keys()
+        self.role = ROLE_BACKUP if self._backup_key is not None else ROLE_ADMIN
+        """``admin`` or ``backup`` (feature key-roles: a backup key writes, but reads no stored data)"""
+        self._sealer = _sealer_for(master, config)
+        if config.chunk_keys is None and self.master is None:
+            raise UnsupportedFormat("a backup key needs a key-roles repository (its config holds the chunk keys)")
+        self.chunk_keys = config.chunk_keys or master.chunk_keys()  # type: ignore[union-attr]
         """what decides cut points and chunk IDs: derived from the master secret, or the config's own"""
         self._hasher = ChunkHasher(self.chunk_keys.id_key)
         self._cache = IndexCache(Path(cache_dir or cache_root()) / config.repository_id)
         self._workers = workers or max(2, os.cpu_count() or 2)
         manifest_copies = LocalStore(self._cache.path / "manifests", durable=False)
-        self._snapshots = SnapshotStore(store, self._sealer, manifest_copies)
+        self._snapshots = SnapshotStore(store, self._sealer, manifest_copies, backup_role=self.role == ROLE_BACKUP)
         self._refreshed = False
         self._reader_pool: ThreadPoolExecutor | None = None
         self._damage_lock = threading.Lock()
@@ -138,8 +159,9 @@ class Repository:
     def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
              chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
              cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None,
-             copy_chunker_from: Repository | None = None) -> Repository:
-        """A new repository.  ``copy_chunker_from``: take that repository's chunker parameters and chunk
+             copy_chunker_from: Repository | None = None, key_roles: bool = False) -> Repository:
+        """A new repository.  ``key_roles``: with admin and backup keys (repository-format.md §4.4; this
+        first key is an admin key).  ``copy_chunker_from``: take that repository's chunker parameters and chunk
         keys (chunk-ID key, chunker seed; repository-format.md §4.3), so equal data gets equal chunk IDs
         in both and ``copy_to`` between them moves only the chunks the target lacks."""
         store = _connect(url, limit_upload_kib)
@@ -154,11 +176,13 @@ class Repository:
                                 meta_chunker=copy_chunker_from.config.meta_chunker if copy_chunker_from else None,
                                 chunk_keys=copy_chunker_from.chunk_keys if copy_chunker_from else None,
                                 **({"pack_size": pack_size} if pack_size else {}))
+        if key_roles:
+            config = config.with_key_roles(master.chunk_keys(), data_public_key(master.secret))
         slot = wrap_key(master, _as_bytes(password), repository_id=config.repository_id,
                         params=kdf or calibrate_scrypt(), label=f"{getpass.getuser()}@{default_host()}")
         slot_id = os.urandom(16).hex()
         store.put(layout.key_name(slot_id), slot)
-        store.put(layout.CONFIG, seal_config(config, master.sealer()))
+        store.put(layout.CONFIG, seal_config(config, _sealer_for(master, config)))
         _, info = unwrap_key(slot, _as_bytes(password), slot_id)
         return cls(store, master, config, info, cache_dir)
 
@@ -172,16 +196,16 @@ class Repository:
             where = redact(url) if isinstance(url, str) else store.describe()
             raise RepositoryNotFound(f"there is no dtstore repository at {where}") from None
         master, info = cls._unlock(store, _as_bytes(password))
-        config = open_config(config_blob, master.sealer())
+        config = _open_config(config_blob, master)
         return cls(store, master, config, info, cache_dir, workers)
 
     @staticmethod
-    def _unlock(store: BlobStore, password: bytes) -> tuple[MasterKey, KeySlotInfo]:
+    def _unlock(store: BlobStore, password: bytes) -> tuple[MasterKey | BackupKey, KeySlotInfo]:
         slots = list(store.list(layout.KEYS))
         for blob in slots:
             slot_id = layout.pack_id_of(blob.name)
             try:
-                return unwrap_key(store.get(blob.name), password, slot_id)
+                return unwrap_any(store.get(blob.name), password, slot_id)
             except (WrongPassword, UnsupportedFormat):
                 continue
         raise WrongPassword(f"wrong password: none of the {len(slots)} key slot(s) of "
@@ -272,6 +296,7 @@ class Repository:
             raise UsageError("--set cannot be combined with --add or --remove")
         if set_tags is None and not add and not remove:
             raise UsageError("nothing to do: give --add, --remove or --set")
+        self.require_admin("tag")
         rewritten: list[tuple[Snapshot, Snapshot]] = []
         with WriterSession(self.store, self._sealer, default_host()):
             check_not_exclusively_locked(self.store, self._sealer, default_host())
@@ -286,6 +311,7 @@ class Repository:
         return rewritten
 
     def _stream(self, chunks: Sequence[bytes]) -> BinaryIO:
+        self.require_admin("reading stored data (ls, dump, find, diff, mount)")
         raw = ObjectStream(self._reader(), chunks, self._pool(), readahead=self.store.capabilities.connections * 2)
         return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[return-value]
 
@@ -312,6 +338,7 @@ class Repository:
         verified as it is read.  IntegrityError if a chunk is in no index segment."""
         if item.type != "file":
             raise UsageError(f"{item.name} is a {item.type}, not a file")
+        self.require_admin("reading stored data (mount)")
         reader = self._reader()
         where = reader.locate_many(item.chunks) if item.chunks else {}
         return RandomAccess(reader, item.chunks, [where[c].raw_length for c in item.chunks], self._pool())
@@ -320,6 +347,7 @@ class Repository:
                 include: Sequence[str | bytes] = (), progress: ProgressCallback = no_progress) -> None:
         """Restore into ``target``.  A damaged or missing chunk costs only the files that contain it:
         everything else is restored, then IntegrityError names those files (``.paths``) and packs."""
+        self.require_admin("restore")
         reader = self._reader()
         target_b = os.fsencode(os.path.abspath(target))
         plan = plan_restore(self.list_items(snapshot), target_b, reader,
@@ -407,6 +435,7 @@ class Repository:
         session of the target (refused while it holds an exclusive lock)."""
         if target.config.repository_id == self.config.repository_id:
             raise UsageError("the source and the target are the same repository")
+        self.require_admin("copy (reading the source)")
         chosen = sorted(self.snapshots() if snapshots is None else snapshots, key=lambda s: (s.time, s.id))
         keys = {s.id: copy_key(s) for s in chosen}
         results: list[CopyResult] = []
@@ -454,11 +483,19 @@ class Repository:
 
     def forget(self, snapshot_ids: Sequence[str]) -> None:
         """Delete the manifests of these snapshots (full IDs).  Their data stays until a prune."""
+        self.require_admin("forget")
         for snapshot_id in snapshot_ids:
             self._snapshots.delete(snapshot_id)
 
     # maintenance ------------------------------------------------------------------------------
+    def require_admin(self, what: str) -> None:
+        """AdminKeyRequired (exit 18) if this repository was opened with a backup key."""
+        if self.role != ROLE_ADMIN:
+            raise AdminKeyRequired(f"{what} needs an admin key: this repository was opened with a backup key, "
+                                   "which writes new backups but cannot read, forget or prune stored ones")
+
     def _maintenance(self) -> MaintenanceContext:
+        self.require_admin("maintenance (check, prune, repair, index rebuild)")
         self._ensure_index()
         # maintenance judges the remote itself: no local copies of manifests
         remote_only = SnapshotStore(self.store, self._sealer)
@@ -594,14 +631,53 @@ class Repository:
     def keys(self) -> list[KeyEntry]:
         return list_keys(self.store, self.key)
 
-    def add_key(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
+    def add_key(self, password: str | bytes, *, kdf: ScryptParams | None = None, role: str = ROLE_ADMIN) -> str:
+        """A new key slot.  ``role="backup"`` (a key-roles repository only, ``convert_to_key_roles``):
+        a key that writes new backups and reads the index, but opens no stored data or manifest."""
+        self.require_admin("key add")
+        assert self.master is not None
         label = f"{getpass.getuser()}@{default_host()}"
+        if role == ROLE_BACKUP:
+            if not self.config.key_roles or self.config.data_public_key is None:
+                raise UsageError("this repository has no key roles yet: convert it first with "
+                                 "'dtstore key convert' (admin keys keep working; older dtstore versions "
+                                 "then refuse it)")
+            backup = BackupKey(shared_secret(self.master.secret), self.config.data_public_key)
+            return add_backup_key(self.store, backup, self.config.repository_id, _as_bytes(password),
+                                  label=label, kdf=kdf)
+        if role != ROLE_ADMIN:
+            raise UsageError(f"unknown key role {role!r}: admin or backup")
         return add_key(self.store, self.master, self.config.repository_id, _as_bytes(password), label=label, kdf=kdf)
 
     def remove_key(self, slot_id: str) -> None:
+        self.require_admin("key remove")
         remove_key(self.store, slot_id, self.key)
 
+    def convert_to_key_roles(self, progress: Callable[[str], None] = _quiet) -> bool:
+        """Turn on feature key-roles (repository-format.md §4.4, §15.11): the config gains the chunk keys
+        and the data public key, the index, marks and damage records are sealed again under the shared
+        key.  Stored packs and manifests stay as they are (admins read them; backup keys cannot).
+        Exclusive: no backup may run meanwhile.  False if the repository already had key roles (what a
+        crashed conversion left under E is then sealed again)."""
+        self.require_admin("key convert")
+        assert self.master is not None
+        already = self.config.key_roles
+        ctx = self._maintenance()
+        with self._exclusive(ctx, "key convert", False):
+            config = self.config if already else \
+                self.config.with_key_roles(self.chunk_keys, data_public_key(self.master.secret))
+            sealer = _sealer_for(self.master, config)
+            # again after a crash: what is still under E is sealed again
+            convert_to_key_roles(self.store, self.master.sealer(), sealer, seal_config(config, sealer), progress)
+        self.config = config
+        self._sealer = sealer
+        self._snapshots = SnapshotStore(self.store, sealer, LocalStore(self._cache.path / "manifests", durable=False))
+        self._cache.reset()
+        self._refreshed = False
+        return not already
+
     def change_password(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
+        self.require_admin("key passwd")
         """Add a slot for the new password, then remove the one this repository was opened with.
 
         The new slot is opened with the new password first (so the old one only goes once the new
@@ -633,6 +709,35 @@ class Repository:
 
     def _chunker(self, params: ChunkerParams) -> Chunker:
         return Chunker(params, self.chunk_keys.chunker_seed)
+
+
+def _sealer_for(key: MasterKey | BackupKey, config: RepoConfig) -> Sealer:
+    """v1: everything under E.  key-roles: the shared key C, the data public key, and for an admin the
+    data private key and E (for what was stored before the repository was converted)."""
+    if not config.key_roles:
+        if not isinstance(key, MasterKey):
+            raise UnsupportedFormat("a backup key slot in a repository without the key-roles feature")
+        return key.sealer()
+    assert config.data_public_key is not None
+    if isinstance(key, MasterKey):
+        return RoleSealer(shared_secret(key.secret), config.data_public_key, data_private_key(key.secret),
+                          legacy=key.sealer())
+    return RoleSealer(key.shared, key.data_public)
+
+
+def _open_config(blob: bytes, key: MasterKey | BackupKey) -> RepoConfig:
+    """The config is sealed under E (v1) or under the shared key C (key-roles), which both roles hold."""
+    shared = shared_secret(key.secret) if isinstance(key, MasterKey) else key.shared
+    role_sealer = Sealer(hkdf(shared, info=INFO_SHARED_ENC))
+    if isinstance(key, MasterKey):
+        try:
+            return open_config(blob, key.sealer())
+        except IntegrityError:
+            pass
+    config = open_config(blob, role_sealer)
+    if isinstance(key, BackupKey) and config.data_public_key != key.data_public:
+        raise IntegrityError("the backup key's data public key differs from the repository's")
+    return config
 
 
 class _IndexRefresher:

@@ -5,7 +5,9 @@ Layout of a pack (see spec/repository-format.md)::
     magic "DTSPACK\\x01" (8) ‖ salt (16) ‖ blob … blob ‖ trailer ‖ trailer_length (uint32 LE)
 
 Every blob and the trailer are ``nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)`` under the pack key
-HKDF(encryption key, salt, "dtstore/v1/pack").  A blob's associated data is its chunk ID; its
+HKDF(encryption key, salt, "dtstore/v1/pack").  A key-roles repository writes v2 packs instead:
+``"DTSPACK\x02" ‖ ephemeral X25519 public key (32)``, blobs under a key sealed to the data public key,
+the trailer under a key of the shared secret (``dtstore.crypto.roles``).  A blob's associated data is its chunk ID; its
 plaintext is ``codec(1) ‖ payload``.  The trailer is msgpack ``{"kind": k, "blobs": [[id, offset,
 length, raw_length], …]}`` with associated data ``dtstore/v1/pack-trailer``.  The pack ID is the
 BLAKE3 hash (unkeyed) of the whole pack, so a complete download can be checked against its name.
@@ -13,7 +15,6 @@ BLAKE3 hash (unkeyed) of the whole pack, so a complete download can be checked a
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
@@ -23,10 +24,17 @@ import msgpack
 from dtstore import compression
 from dtstore.crypto.aead import SALT_SIZE, Sealer, SubKey
 from dtstore.errors import IntegrityError
-from dtstore.format import AAD_PACK_TRAILER, PACK_MAGIC
+from dtstore.format import AAD_PACK_TRAILER, PACK_MAGIC, PACK_MAGIC_V2
 
 PACK_KEY_PURPOSE = b"dtstore/v1/pack"
 HEADER_SIZE = len(PACK_MAGIC) + SALT_SIZE
+"""the v1 header; a v2 header is longer (``header_size``)"""
+HEADER_V2_SIZE = len(PACK_MAGIC_V2) + 32
+
+
+def header_size(first: bytes | memoryview) -> int:
+    """The header length of a pack whose first ``HEADER_SIZE`` bytes are ``first``."""
+    return HEADER_V2_SIZE if bytes(first[: len(PACK_MAGIC_V2)]) == PACK_MAGIC_V2 else HEADER_SIZE
 TRAILER_LENGTH_SIZE = 4
 
 
@@ -83,10 +91,9 @@ class PackBuilder:
 
     def __init__(self, sealer: Sealer, kind: int) -> None:
         self.kind = kind
-        self._salt = os.urandom(SALT_SIZE)
-        self._key = sealer.subkey(self._salt, PACK_KEY_PURPOSE)
-        self._parts: list[bytes] = [PACK_MAGIC + self._salt]
-        self._size = HEADER_SIZE
+        header, self._key, self._trailer_key = sealer.new_pack()
+        self._parts: list[bytes] = [header]
+        self._size = len(header)
         self._entries: list[BlobEntry] = []
 
     @property
@@ -107,16 +114,27 @@ class PackBuilder:
 
     def finish(self) -> FinishedPack:
         table = [[e.chunk_id, e.offset, e.length, e.raw_length] for e in self._entries]
-        trailer = self._key.seal(msgpack.packb({"kind": self.kind, "blobs": table}), AAD_PACK_TRAILER)
+        trailer = self._trailer_key.seal(msgpack.packb({"kind": self.kind, "blobs": table}), AAD_PACK_TRAILER)
         parts = [*self._parts, trailer, struct.pack("<I", len(trailer))]
         self._parts = []
         return FinishedPack(self.kind, parts, self._entries)
 
 
 def pack_key(sealer: Sealer, header: bytes, pack_id: str) -> SubKey:
-    if len(header) < HEADER_SIZE or header[: len(PACK_MAGIC)] != PACK_MAGIC:
+    """The key of the pack's blobs (AdminKeyRequired for a backup key)."""
+    return sealer.pack_data_key(_checked_header(header, pack_id), pack_id)
+
+
+def trailer_key(sealer: Sealer, header: bytes, pack_id: str) -> SubKey:
+    """The key of the pack's trailer (a backup key opens those of v2 packs)."""
+    return sealer.pack_trailer_key(_checked_header(header, pack_id), pack_id)
+
+
+def _checked_header(header: bytes, pack_id: str) -> bytes:
+    if len(header) < HEADER_SIZE or bytes(header[: len(PACK_MAGIC) - 1]) != PACK_MAGIC[:-1] \
+            or len(header) < header_size(header):
         raise IntegrityError(f"pack {pack_id} does not start with the dtstore pack magic")
-    return sealer.subkey(bytes(header[len(PACK_MAGIC) : HEADER_SIZE]), PACK_KEY_PURPOSE)
+    return header
 
 
 def trailer_length(tail: bytes, pack_id: str, pack_size: int) -> int:
@@ -135,7 +153,7 @@ def read_trailer(key: SubKey, sealed_trailer: bytes, pack_id: str) -> tuple[int,
 
 def parse_pack(sealer: Sealer, data: bytes, pack_id: str) -> tuple[int, list[BlobEntry]]:
     """Read the trailer of a whole pack held in memory."""
-    key = pack_key(sealer, data[:HEADER_SIZE], pack_id)
+    key = trailer_key(sealer, data[:HEADER_V2_SIZE], pack_id)
     length = trailer_length(data[-TRAILER_LENGTH_SIZE:], pack_id, len(data))
     start = len(data) - TRAILER_LENGTH_SIZE - length
     return read_trailer(key, data[start : len(data) - TRAILER_LENGTH_SIZE], pack_id)

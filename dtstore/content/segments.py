@@ -20,12 +20,13 @@ from dtstore.content.pack import (
     HEADER_SIZE,
     TRAILER_LENGTH_SIZE,
     BlobEntry,
-    pack_key,
+    header_size,
     read_trailer,
+    trailer_key,
     trailer_length,
 )
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import BlobNotFound, IntegrityError, StorageError
+from dtstore.errors import AdminKeyRequired, BlobNotFound, IntegrityError, StorageError
 from dtstore.format import AAD_INDEX, BLOB_META
 from dtstore.storage import layout
 from dtstore.storage.base import BlobInfo, BlobStore
@@ -135,7 +136,10 @@ def read_pack_record(store: BlobStore, sealer: Sealer, name: str, size: int) -> 
     pack_id = layout.pack_id_of(name)
     if size < HEADER_SIZE + TRAILER_LENGTH_SIZE:
         raise IntegrityError(f"pack {pack_id} is truncated ({size} bytes)")
-    key = pack_key(sealer, store.get_range(name, 0, HEADER_SIZE), pack_id)
+    header = store.get_range(name, 0, HEADER_SIZE)
+    if header_size(header) > HEADER_SIZE:
+        header += store.get_range(name, HEADER_SIZE, header_size(header) - HEADER_SIZE)
+    key = trailer_key(sealer, header, pack_id)
     tail_len = trailer_length(store.get_range(name, size - TRAILER_LENGTH_SIZE, TRAILER_LENGTH_SIZE),
                               pack_id, size)
     start = size - TRAILER_LENGTH_SIZE - tail_len
@@ -156,7 +160,7 @@ def adopt_orphan_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
         name = info.name
         try:
             record = read_pack_record(store, sealer, name, info.size)
-        except (IntegrityError, StorageError):
+        except (IntegrityError, StorageError, AdminKeyRequired):
             continue
         expected_meta = name.startswith(layout.META_PACKS + "/")
         if (record.kind == BLOB_META) == expected_meta:

@@ -20,6 +20,7 @@ from dtstore.content.pack import (
     BlobLocation,
     FinishedPack,
     PackBuilder,
+    header_size,
     open_blob,
     pack_key,
 )
@@ -220,6 +221,8 @@ class ContentReader:
             name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
             try:
                 header = self.store.get_range(name, 0, HEADER_SIZE)
+                if header_size(header) > HEADER_SIZE:
+                    header += self.store.get_range(name, HEADER_SIZE, header_size(header) - HEADER_SIZE)
             except BlobNotFound:
                 raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
                                      "but not in storage") from None

@@ -14,12 +14,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dtstore.errors import IntegrityError
-from dtstore.format import SEALED_VERSION
+from dtstore.format import PACK_MAGIC, SEALED_VERSION
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
 SALT_SIZE = 16
 SEALED_OVERHEAD = 1 + SALT_SIZE + NONCE_SIZE + TAG_SIZE
+PACK_PURPOSE = b"dtstore/v1/pack"
+PACK_HEADER_SIZE = len(PACK_MAGIC) + SALT_SIZE
 
 
 def hkdf(ikm: bytes, *, info: bytes, salt: bytes | None = None, length: int = 32) -> bytes:
@@ -68,3 +70,19 @@ class Sealer:
             raise IntegrityError(f"{what} has unknown envelope version {sealed[0]}")
         salt = sealed[1 : 1 + SALT_SIZE]
         return self.subkey(salt, aad).open(memoryview(sealed)[1 + SALT_SIZE :], aad, what)
+
+    # packs: ``new_pack`` gives the header and the keys of a new pack; the others read a stored header.
+    # v1 (this class): header = magic ‖ salt, one key for the blobs and the trailer.  A key-roles
+    # repository's sealer (dtstore.crypto.roles) writes v2 headers sealed to its public key.
+    def new_pack(self) -> tuple[bytes, SubKey, SubKey]:
+        salt = os.urandom(SALT_SIZE)
+        key = self.subkey(salt, PACK_PURPOSE)
+        return PACK_MAGIC + salt, key, key
+
+    def pack_data_key(self, header: bytes, pack_id: str) -> SubKey:
+        if len(header) < PACK_HEADER_SIZE or header[: len(PACK_MAGIC)] != PACK_MAGIC:
+            raise IntegrityError(f"pack {pack_id} does not start with the dtstore pack magic")
+        return self.subkey(bytes(header[len(PACK_MAGIC) : PACK_HEADER_SIZE]), PACK_PURPOSE)
+
+    def pack_trailer_key(self, header: bytes, pack_id: str) -> SubKey:
+        return self.pack_data_key(header, pack_id)

@@ -117,12 +117,22 @@ class ChunkKeys:
 
 
 @dataclass(frozen=True)
+class BackupKey:
+    """What a backup-role key slot holds (feature key-roles, spec §4.4): the shared secret ``S`` and
+    the data public key ``P`` — never the master secret, so nothing stored can be decrypted with it."""
+
+    shared: bytes
+    data_public: bytes
+
+
+@dataclass(frozen=True)
 class KeySlotInfo:
     slot_id: str
     repository_id: str
     created: str
     label: str
     kdf: dict[str, Any]
+    role: str = "admin"
 
 
 def wrap_key(
@@ -149,8 +159,39 @@ def wrap_key(
     return json.dumps(doc, indent=1).encode()
 
 
+def wrap_backup_key(key: BackupKey, password: bytes, *, repository_id: str, params: ScryptParams,
+                    label: str = "") -> bytes:
+    """A version-2 key slot of role ``backup`` (v1 readers skip it: [K1])."""
+    payload = {"role": "backup", "shared": key.shared, "data_public": key.data_public,
+               "repository_id": repository_id,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "label": label}
+    return _slot_doc(msgpack.packb(payload), password, params, version=2)
+
+
+def _slot_doc(payload: bytes, password: bytes, params: ScryptParams, *, version: int) -> bytes:
+    salt = os.urandom(16)
+    kek = derive_kek(password, salt, params)
+    nonce = os.urandom(NONCE_SIZE)
+    wrapped = nonce + AESGCM(kek).encrypt(nonce, payload, AAD_KEY_SLOT)
+    doc = {
+        "format": "dtstore-key",
+        "version": version,
+        "kdf": {"name": "scrypt", "n": params.n, "r": params.r, "p": params.p, "salt": _b64(salt)},
+        "wrapped": _b64(wrapped),
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
 def unwrap_key(slot: bytes, password: bytes, slot_id: str) -> tuple[MasterKey, KeySlotInfo]:
-    """Open one key slot; raise WrongPassword if the password does not open it."""
+    """Open one admin key slot; raise WrongPassword if the password does not open it."""
+    key, info = unwrap_any(slot, password, slot_id)
+    if not isinstance(key, MasterKey):
+        raise UnsupportedFormat(f"key slot {slot_id} is a backup key, not an admin key")
+    return key, info
+
+
+def unwrap_any(slot: bytes, password: bytes, slot_id: str) -> tuple[MasterKey | BackupKey, KeySlotInfo]:
+    """Open one key slot of either role; raise WrongPassword if the password does not open it."""
     doc = parse_slot(slot, slot_id)
     kdf = doc["kdf"]
     params = ScryptParams(n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"]))
@@ -161,7 +202,10 @@ def unwrap_key(slot: bytes, password: bytes, slot_id: str) -> tuple[MasterKey, K
     except InvalidTag:
         raise WrongPassword("wrong password: no key slot of this repository opens with it") from None
     data = msgpack.unpackb(payload)
-    info = KeySlotInfo(slot_id, data["repository_id"], data["created"], data.get("label", ""), dict(kdf))
+    role = str(data.get("role", "admin"))
+    info = KeySlotInfo(slot_id, data["repository_id"], data["created"], data.get("label", ""), dict(kdf), role)
+    if role == "backup":
+        return BackupKey(bytes(data["shared"]), bytes(data["data_public"])), info
     return MasterKey(data["master"]), info
 
 
@@ -173,8 +217,8 @@ def parse_slot(slot: bytes, slot_id: str) -> dict[str, Any]:
         ok = False
     if not ok:
         raise UnsupportedFormat(f"key slot {slot_id} is not a dtstore v1 key slot")
-    if doc.get("version") != 1:
-        raise UnsupportedFormat(f"key slot {slot_id} has version {doc.get('version')}; this dtstore reads 1")
+    if doc.get("version") not in (1, 2):
+        raise UnsupportedFormat(f"key slot {slot_id} has version {doc.get('version')}; this dtstore reads 1 and 2")
     return doc
 
 

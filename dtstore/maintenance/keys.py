@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from dtstore.crypto.keys import KeySlotInfo, MasterKey, ScryptParams, calibrate_scrypt, parse_slot, wrap_key
+from dtstore.crypto.keys import (
+    BackupKey,
+    KeySlotInfo,
+    MasterKey,
+    ScryptParams,
+    calibrate_scrypt,
+    parse_slot,
+    wrap_backup_key,
+    wrap_key,
+)
 from dtstore.errors import UsageError
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
@@ -16,6 +25,8 @@ class KeyEntry:
     slot_id: str
     current: bool
     kdf: str
+    role: str = "admin"
+    """from the slot's version: 1 admin, 2 backup (the role itself is inside the wrapped payload)"""
 
 
 def list_keys(store: BlobStore, current: KeySlotInfo) -> list[KeyEntry]:
@@ -24,7 +35,8 @@ def list_keys(store: BlobStore, current: KeySlotInfo) -> list[KeyEntry]:
         slot_id = layout.pack_id_of(blob.name)
         doc = parse_slot(store.get(blob.name), slot_id)
         kdf = doc["kdf"]
-        entries.append(KeyEntry(slot_id, slot_id == current.slot_id, f"scrypt n={kdf['n']} r={kdf['r']} p={kdf['p']}"))
+        entries.append(KeyEntry(slot_id, slot_id == current.slot_id, f"scrypt n={kdf['n']} r={kdf['r']} p={kdf['p']}",
+                                "backup" if doc.get("version") == 2 else "admin"))
     return entries
 
 
@@ -34,6 +46,16 @@ def add_key(store: BlobStore, master: MasterKey, repository_id: str, password: b
         raise UsageError("an empty password is not allowed")
     slot_id = os.urandom(16).hex()
     slot = wrap_key(master, password, repository_id=repository_id, params=kdf or calibrate_scrypt(), label=label)
+    store.put(layout.key_name(slot_id), slot)
+    return slot_id
+
+
+def add_backup_key(store: BlobStore, key: BackupKey, repository_id: str, password: bytes, *, label: str = "",
+                   kdf: ScryptParams | None = None) -> str:
+    if not password:
+        raise UsageError("an empty password is not allowed")
+    slot_id = os.urandom(16).hex()
+    slot = wrap_backup_key(key, password, repository_id=repository_id, params=kdf or calibrate_scrypt(), label=label)
     store.put(layout.key_name(slot_id), slot)
     return slot_id
 

@@ -6,6 +6,12 @@ downloads only the ones it has not seen.  A nightly full plus a log snapshot eve
 manifests a year; without the copy, every snapshot would fetch them all to find its parent.  A local
 copy is used only if it still hashes to its name; copies of snapshots gone from the listing are
 deleted when the whole list is loaded.
+
+A backup key (feature key-roles) cannot open manifests: they are sealed to the repository's data
+public key.  So the manifests a backup host writes are also kept in its cache as ``own/<id>``, sealed
+under the shared key, and that host's listing is exactly those of its own snapshots that are still
+listed remotely (its parents and log chains).  Without the cache, it sees no snapshot: its next run
+is a full.
 """
 
 from __future__ import annotations
@@ -17,28 +23,45 @@ from concurrent.futures import ThreadPoolExecutor
 import blake3
 
 from dtstore.crypto.aead import Sealer
-from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, SnapshotNotFound, UnsupportedFormat, UsageError
-from dtstore.format import AAD_SNAPSHOT
+from dtstore.errors import (
+    AdminKeyRequired,
+    BlobNotFound,
+    DtstoreError,
+    IntegrityError,
+    SnapshotNotFound,
+    UnsupportedFormat,
+    UsageError,
+)
+from dtstore.format import AAD_OWN_SNAPSHOT, AAD_SNAPSHOT
 from dtstore.snapshots.manifest import Snapshot, decode_manifest, encode_manifest
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 
+OWN = "own"
+
 
 class SnapshotStore:
-    def __init__(self, store: BlobStore, sealer: Sealer, local: BlobStore | None = None) -> None:
+    def __init__(self, store: BlobStore, sealer: Sealer, local: BlobStore | None = None, *,
+                 backup_role: bool = False) -> None:
         self._store = store
         self._sealer = sealer
         self._local = local
+        self._backup_role = backup_role
+        """opened with a backup key: only the snapshots of this host's cache (``own/``) can be read"""
         self._loaded: dict[str, Snapshot] = {}
         self.unreadable: dict[str, str] = {}
         """snapshot ID → why its manifest could not be read (filled by ``load_all``)"""
 
     def save(self, snapshot: Snapshot) -> Snapshot:
         """Write the sealed manifest; its ID is the BLAKE3 hash of the sealed bytes."""
-        sealed = self._sealer.seal(encode_manifest(snapshot), AAD_SNAPSHOT)
+        plain = encode_manifest(snapshot)
+        sealed = self._sealer.seal(plain, AAD_SNAPSHOT)
         snapshot.id = blake3.blake3(sealed).hexdigest()
         self._store.put(layout.snapshot_name(snapshot.id), sealed)
         self._keep_local(snapshot.id, sealed)
+        if self._backup_role and self._local is not None:
+            with contextlib.suppress(DtstoreError):
+                self._local.put(f"{OWN}/{snapshot.id}", self._sealer.seal(plain, AAD_OWN_SNAPSHOT))
         self._loaded[snapshot.id] = snapshot
         return snapshot
 
@@ -46,6 +69,12 @@ class SnapshotStore:
         return [layout.pack_id_of(info.name) for info in self._store.list(layout.SNAPSHOTS)]
 
     def load(self, snapshot_id: str) -> Snapshot:
+        if snapshot_id not in self._loaded and self._backup_role:
+            own = self._own_copy(snapshot_id)
+            if own is None:
+                raise AdminKeyRequired(f"reading snapshot {snapshot_id[:8]} needs an admin key: a backup key "
+                                       "reads only the snapshots this host wrote (from its cache)")
+            self._loaded[snapshot_id] = decode_manifest(snapshot_id, own)
         if snapshot_id not in self._loaded:
             sealed = self._local_copy(snapshot_id)
             if sealed is None:
@@ -65,6 +94,10 @@ class SnapshotStore:
         if listed:
             self.unreadable.clear()
         wanted = list(self.ids() if ids is None else ids)
+        readable = wanted
+        if self._backup_role:
+            mine = self._own_ids()
+            readable = [i for i in wanted if i in mine]
 
         def load(snapshot_id: str) -> Snapshot | None:
             try:
@@ -79,7 +112,7 @@ class SnapshotStore:
                 return None
 
         with ThreadPoolExecutor(8) as pool:
-            snapshots = [s for s in pool.map(load, wanted) if s is not None]
+            snapshots = [s for s in pool.map(load, readable) if s is not None]
         if listed:
             self._forget_local_except(set(wanted))
         return sorted(snapshots, key=lambda s: (s.time, s.id))
@@ -108,6 +141,27 @@ class SnapshotStore:
         if self._local is not None:
             with contextlib.suppress(DtstoreError):
                 self._local.delete(layout.snapshot_name(snapshot_id))
+            if self._backup_role:
+                with contextlib.suppress(DtstoreError):
+                    self._local.delete(f"{OWN}/{snapshot_id}")
+
+    def _own_ids(self) -> set[str]:
+        if self._local is None:
+            return set()
+        try:
+            return {layout.pack_id_of(info.name) for info in self._local.list(OWN)}
+        except DtstoreError:
+            return set()
+
+    def _own_copy(self, snapshot_id: str) -> bytes | None:
+        """The plaintext of a manifest this host wrote with a backup key, from its cache."""
+        if self._local is None:
+            return None
+        try:
+            return self._sealer.open(self._local.get(f"{OWN}/{snapshot_id}"), AAD_OWN_SNAPSHOT,
+                                     f"the cached copy of snapshot {snapshot_id[:8]}")
+        except DtstoreError:
+            return None
 
     def _forget_local_except(self, listed: set[str]) -> None:
         if self._local is None:
