@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -241,19 +242,26 @@ def test_sigterm_stops_a_real_run_with_nothing_committed(agent: Agent) -> None:
     assert not StateDir(agent.state_dir).job_lock("slow").path.read_text().strip()
 
 
-def test_the_agent_modules_import_without_posix_only_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    for name in ("fcntl", "resource", "termios", "pwd", "grp"):
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.setattr(sys, "platform", "win32")
-    for module in ("dtstore.agent.run", "dtstore.agent.daemon", "dtstore.agent.drill", "dtstore.cli.cmd_agent",
-                   "dtstore.cli.cmd_run", "dtstore.cli.cmd_drill"):
-        monkeypatch.delitem(sys.modules, module, raising=False)
-        importlib.import_module(module)
-    from dtstore.agent.daemon import SdNotify
-
-    assert SdNotify("/run/systemd/notify").address is not None or not hasattr(__import__("socket"), "AF_UNIX")
+def test_the_agent_modules_import_without_posix_only_modules() -> None:
+    """In a fresh interpreter (so this one's modules stay as they are): the stdlib and the core first,
+    then fcntl & co blocked and sys.platform = "win32", then the agent modules and their commands."""
+    program = textwrap.dedent("""
+        import subprocess, socket, select, signal, threading, random, platform, shutil, tempfile, smtplib, ssl
+        import urllib.request, http.server, email.message, email.utils, tomllib, zoneinfo, importlib.resources
+        import sys
+        import dtstore, dtstore.connectors, dtstore.connectors.points, dtstore.connectors.forgetting
+        import dtstore.cli.output, dtstore.cli.helptext
+        for name in ("fcntl", "resource", "termios", "pwd", "grp"):
+            sys.modules[name] = None
+        sys.platform = "win32"
+        for name in ("dtstore.agent.state", "dtstore.agent.run", "dtstore.agent.daemon", "dtstore.agent.drill",
+                     "dtstore.cli.cmd_agent", "dtstore.cli.cmd_run", "dtstore.cli.cmd_drill"):
+            sys.modules.pop(name, None)
+            __import__(name)
+        print("imported")
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-3000:]
 
 
 def test_a_stop_after_the_commit_records_the_snapshot(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
