@@ -401,7 +401,8 @@ def _children_of(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_a_real_agent_snapshots_every_2s_and_stops_cleanly_on_sigterm(agent: Agent, tmp_path: Path) -> None:
+def test_a_real_agent_snapshots_every_2s_reloads_on_sighup_and_stops_on_sigterm(agent: Agent,
+                                                                                tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "f.txt").write_text("payload\n")
@@ -419,6 +420,15 @@ def test_a_real_agent_snapshots_every_2s_and_stops_cleanly_on_sigterm(agent: Age
             while time.monotonic() < deadline and len(agent.records("files", types=("run",))) < 2:
                 time.sleep(0.2)
             assert len([r for r in agent.records("files") if r["result"] == "ok"]) >= 2, agent.records()
+            other = tmp_path / "other"
+            other.mkdir()
+            (other / "g.txt").write_text("more\n")
+            agent.write(job_toml("files", '{ full = "every 2s" }', source=str(data))
+                        + job_toml("other", '{ full = "every 2s" }', source=str(other)))
+            proc.send_signal(signal.SIGHUP)  # reread: the new job runs too
+            while time.monotonic() < deadline and not [r for r in agent.records("other") if r["result"] == "ok"]:
+                time.sleep(0.2)
+            assert [r for r in agent.records("other") if r["result"] == "ok"], agent.records()
             children = _children_of(proc.pid)
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=30)
@@ -427,10 +437,10 @@ def test_a_real_agent_snapshots_every_2s_and_stops_cleanly_on_sigterm(agent: Age
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0, err.decode()
-    assert b"dtstore agent: stopped" in err
+    assert b"dtstore agent: stopped" in err and b"configuration reloaded, 2 job(s)" in err
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    snaps = agent.snapshots()
+    snaps = [s for s in agent.snapshots() if s.paths == [str(data)]]
     ok = [r for r in agent.records("files") if r["result"] == "ok"]
     assert len(snaps) >= 2 and {r["snapshot_id"] for r in ok} <= {s.id for s in snaps}
     assert all(r["scheduled_at"] for r in ok)
