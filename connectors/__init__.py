@@ -32,6 +32,7 @@ REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
         "mariadb": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
         "postgresql": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
         "postgres": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
+        "domino": ("dtstore.connectors.domino.connector:CONNECTOR", "domino"),
     }
 )
 

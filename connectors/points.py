@@ -22,7 +22,8 @@ from dtstore.connectors.base import SnapshotInfo
 from dtstore.connectors.chains import Link, StreamPoints, by_stream, dependencies, iso, windows
 
 CHAIN_MODULES: MappingProxyType[str, str] = MappingProxyType(
-    {"mysql": "dtstore.connectors.mysql.chain", "postgresql": "dtstore.connectors.postgresql.chain"}
+    {"mysql": "dtstore.connectors.mysql.chain", "postgresql": "dtstore.connectors.postgresql.chain",
+     "domino": "dtstore.connectors.domino.chain"}
 )
 """source kind → the module with its ``links`` and ``explain``"""
 
