@@ -1,0 +1,1 @@
+"""Simulators of database servers that cannot run here (tests only)."""
