@@ -27,6 +27,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="with --to postgresql://: stop at this restore point (pg_create_restore_point)")
     p.add_argument("--until-xid", metavar="XID", help="with --to postgresql://: stop after this transaction id")
     p.add_argument("--timeline", metavar="T", help="with --to postgresql://: recover along this timeline")
+    p.add_argument("--target-dir", metavar="DIR",
+                   help="with --to oracle://: lay the database's files out below DIR on its host (paths converted)")
     p.add_argument("--allow-gap", action="store_true",
                    help="with --to: if later snapshots cannot be reached, restore to the last reachable point")
     p.add_argument("--databases", metavar="A,B", help="restore only these databases")
@@ -83,7 +85,8 @@ def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
 
 def _connector_options(args: argparse.Namespace) -> dict[str, str]:
     """Options only some connectors read (RestoreRequest.options)."""
-    given = {"until_name": args.until_name, "until_xid": args.until_xid, "timeline": args.timeline}
+    given = {"until_name": args.until_name, "until_xid": args.until_xid, "timeline": args.timeline,
+             "target_dir": args.target_dir}
     return {key: str(value) for key, value in given.items() if value is not None}
 
 
@@ -91,7 +94,7 @@ def _refuse_server_options(args: argparse.Namespace) -> None:
     """Options that only make sense with --to are usage errors with --target (never silently ignored)."""
     given = [flag for flag, value in (("--until", args.until), ("--until-position", args.until_position),
                                       ("--databases", args.databases), ("--until-name", args.until_name),
-                                      ("--until-xid", args.until_xid), ("--timeline", args.timeline), ("--allow-gap", args.allow_gap or None),
+                                      ("--until-xid", args.until_xid), ("--timeline", args.timeline), ("--target-dir", args.target_dir), ("--allow-gap", args.allow_gap or None),
                                       ("--dry-run", args.dry_run or None)) if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} only apply with --to URL (a database restore), not with --target")
