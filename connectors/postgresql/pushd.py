@@ -126,8 +126,8 @@ class Pusher:
         if earlier is not None and earlier.path == path and unchanged(earlier):
             self.stats["done"] += 1
             return "done (pushed ahead)"
-        file = describe(path)
         idx = self.index(sysid)
+        file = describe(path, hashed=path.name in idx.hashes)  # only a known name needs the hash first
         decision = idx.decide(file)
         if decision == "conflict":
             raise ConnectorError(conflict_message(file.name))
@@ -194,13 +194,13 @@ class Pusher:
                 break
             if name == exclude or (sysid, name) in self.pushed:
                 continue
+            if name in idx.hashes:
+                continue  # already archived: its own request compares the hashes
             try:
                 meta.wal_file_kind(name)
-                f = describe(pg_wal / name)
+                found.append(describe(pg_wal / name, hashed=False))
             except (OSError, ConnectorError):
                 continue
-            if idx.decide(f) == "new":
-                found.append(f)
         return found
 
 

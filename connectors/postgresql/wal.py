@@ -30,7 +30,7 @@ from dtstore.connectors.entries import BLOCK, dir_entry, file_entry
 from dtstore.connectors.postgresql import meta
 from dtstore.connectors.postgresql.chain import KIND, mode_of
 from dtstore.errors import ConnectorError
-from dtstore.sources.base import Entry, FileIdentity, Reporter
+from dtstore.sources.base import Entry, Reporter
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,12 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def describe(path: Path) -> PushFile:
+def describe(path: Path, *, hashed: bool = True) -> PushFile:
+    """What a push needs of a file; ``hashed=False`` leaves the SHA-256 to be taken while it is stored."""
     name = path.name
     kind = meta.wal_file_kind(name)
     st = os.stat(path)
-    digest, size = sha256_file(path)
+    digest, size = sha256_file(path) if hashed else ("", st.st_size)
     completed = iso(dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)) if kind == "segment" else None
     text = path.read_text(errors="replace") if kind == "history" else None
     return PushFile(path, name, kind, size, digest, completed, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
@@ -81,6 +82,7 @@ def unchanged(file: PushFile) -> bool:
 class _Checked(io.RawIOBase):
     def __init__(self, raw: BinaryIO, file: PushFile) -> None:
         self._raw, self._file, self._digest, self._size = raw, file, hashlib.sha256(), 0
+        self.sha256 = ""
 
     def readable(self) -> bool:
         return True
@@ -93,9 +95,13 @@ class _Checked(io.RawIOBase):
         if n:
             self._digest.update(memoryview(buffer)[:n])
             self._size += n
-        elif self._digest.hexdigest() != self._file.sha256 or self._size != self._file.size:
+            return n
+        digest = self._digest.hexdigest()
+        if self._size != self._file.size or (self._file.sha256 and digest != self._file.sha256) \
+                or not unchanged(self._file):
             raise ConnectorError(f"{self._file.name} changed while it was pushed; PostgreSQL will retry it")
-        return n
+        self.sha256 = digest
+        return 0
 
     def close(self) -> None:
         self._raw.close()
@@ -109,6 +115,8 @@ class WalBatch:
 
     def __init__(self, system_identifier: str, segment_size: int, files: Sequence[PushFile], host: str) -> None:
         self.system_identifier, self.segment_size, self.files, self.host = system_identifier, segment_size, files, host
+        self.hashes: dict[str, str] = {f.name: f.sha256 for f in files if f.sha256}
+        """name → SHA-256 of what was stored (taken while it was read)"""
 
     @property
     def source_id(self) -> str:
@@ -125,11 +133,7 @@ class WalBatch:
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
         yield dir_entry(meta.WAL_DIR)
         for f in self.files:
-            entry = file_entry(f"{meta.WAL_DIR}/{f.name}", partial(self._open, f), size=f.size)
-            # cache key + identity of the content: a consolidation of WAL snapshots re-uses the chunks unread
-            entry.cache_key = f"{KIND}-wal:{self.system_identifier}:{f.name}:{f.sha256}".encode()
-            entry.identity = FileIdentity(0, 0, f.size, 0, int(f.sha256[:15], 16))
-            yield entry
+            yield file_entry(f"{meta.WAL_DIR}/{f.name}", partial(self._open, f), size=f.size)
 
     @contextlib.contextmanager
     def _open(self, f: PushFile) -> Iterator[BinaryIO]:
@@ -137,8 +141,12 @@ class WalBatch:
             raw = open(f.path, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
         except OSError as exc:
             raise ConnectorError(f"cannot open {f.path}: {exc.strerror or exc}") from exc
-        with io.BufferedReader(_Checked(raw, f), BLOCK) as stream:  # type: ignore[arg-type]
+        checked = _Checked(raw, f)
+        with io.BufferedReader(checked, BLOCK) as stream:  # type: ignore[arg-type]
             yield stream  # type: ignore[misc]
+        if not checked.sha256:
+            raise ConnectorError(f"{f.name} was not read to its end")
+        self.hashes[f.name] = checked.sha256
 
     def metadata(self) -> dict[str, Any]:
         data = {
@@ -146,7 +154,7 @@ class WalBatch:
             "mode": "wal",
             "system_identifier": self.system_identifier,
             "segment_size": self.segment_size,
-            "files": [{"name": f.name, "kind": f.kind, "size": f.size, "sha256": f.sha256,
+            "files": [{"name": f.name, "kind": f.kind, "size": f.size, "sha256": self.hashes[f.name],
                        "completed_at": f.completed_at} for f in self.files],
             "first": self.files[0].name,
             "last": self.files[-1].name,
@@ -158,12 +166,11 @@ class WalBatch:
 
 
 class WalCopy:
-    """The Source of a consolidated ``wal`` snapshot: the files of several earlier ones, not read again.
+    """The Source of a consolidated ``wal`` snapshot: the files of several earlier ones.
 
-    Its entries carry the same cache key and identity as the :class:`WalBatch` entries that stored
-    them first, so the core takes their chunk lists from the file cache; where the cache has no
-    record (another host pushed them), the file is read back from the repository (verified chunk by
-    chunk, and checked against its SHA-256 here).
+    Each file is read back from the repository (every chunk verified by the core, the whole checked
+    against its SHA-256 here) and stored again: its chunks are all in the repository already, so
+    nothing new is uploaded, only the new manifest.
     """
 
     kind = KIND
@@ -185,10 +192,7 @@ class WalCopy:
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
         yield dir_entry(meta.WAL_DIR)
         for f, snap in self.files:
-            entry = file_entry(f.path, partial(self._open, f, snap), size=f.size)
-            entry.cache_key = f"{KIND}-wal:{self.system_identifier}:{f.name}:{f.sha256}".encode()
-            entry.identity = FileIdentity(0, 0, f.size, 0, int(f.sha256[:15], 16))
-            yield entry
+            yield file_entry(f.path, partial(self._open, f, snap), size=f.size)
 
     @contextlib.contextmanager
     def _open(self, f: meta.WalFile, snap: Any) -> Iterator[BinaryIO]:

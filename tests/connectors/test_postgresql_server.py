@@ -190,6 +190,9 @@ def _pushers(cluster: Cluster) -> list[int]:
 def test_kill_9_during_wal_push_loses_nothing(cluster: Cluster) -> None:
     cluster.psql("CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, "
                  "filler char(22))")
+    # the slower client (dtstore wal-push imports dtstore: ~0.25 s) is easier to hit than dtstore-wal-push
+    cluster.psql(f"ALTER SYSTEM SET archive_command = '{cluster.dtstore} wal-push %p'")
+    cluster.psql("SELECT pg_reload_conf()")
     load = threading.Thread(target=cluster.pgbench, args=("-T", "12", "-c", "2"))
     load.start()
     killed = {"pusher": 0, "client": 0}
@@ -204,6 +207,8 @@ def test_kill_9_during_wal_push_loses_nothing(cluster: Cluster) -> None:
         time.sleep(0.2)
     load.join()
     assert killed["client"] > 0, killed
+    cluster.psql("ALTER SYSTEM RESET archive_command")
+    cluster.psql("SELECT pg_reload_conf()")
     cluster.switch_and_wait(timeout=120)
     log = (cluster.base / "server.log").read_text()
     # a killed wal-push: the archiver logs the failure (the shell's 137), restarts and retries the file

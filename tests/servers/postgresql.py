@@ -79,7 +79,8 @@ def ensure_venv() -> Path:
     probe = subprocess.run([str(python), "-c", "import dtstore, sys; print(dtstore.__file__)"],
                            capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"}, cwd="/")
     here = str(ROOT / "dtstore" / "__init__.py")
-    if probe.returncode != 0 or (readable and probe.stdout.strip() != here) or not readable:
+    stale = probe.returncode != 0 or not (VENV / "bin" / "dtstore-wal-push").exists()
+    if stale or (readable and probe.stdout.strip() != here) or not readable:
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         subprocess.run([*pip, *(["-e", str(ROOT)] if readable else ["--force-reinstall", "--no-deps", str(ROOT)])],
                        check=True, capture_output=True)
@@ -185,7 +186,7 @@ unix_socket_directories = '{cluster.socket_dir}'
 port = {cluster.port}
 wal_level = replica
 archive_mode = on
-archive_command = '{dtstore} wal-push {push_args}%p'
+archive_command = '{dtstore}-wal-push {push_args}%p'
 shared_buffers = 64MB
 max_wal_size = 512MB
 checkpoint_timeout = 30min
