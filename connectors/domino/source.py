@@ -208,6 +208,7 @@ class DominoSource:
                     self._meta["daos"].append([rel_daos, st.st_size])
                     yield _file_entry(f"domino/daos/{rel_daos}", path, st)
         yield from self._translog(reporter, full=True)
+        self._meta["consistent_at"] = self._meta["covered_until"]  # a stopped server's (or snapshot's) last record
 
     def _database(self, name: str, size: int, reporter: Reporter) -> dict[str, Any]:
         record: dict[str, Any] = {"file": name, "item": f"domino/data/{name}", "size": size}
@@ -234,7 +235,8 @@ class DominoSource:
         yield dir_entry("domino/translog")
         last_us = 0
         previous = self._previous_hashes()
-        for seq in range(first, current + 1):
+        wanted = sorted(extents) if full else range(first, current + 1)  # a full takes what is there
+        for seq in wanted:
             path = extents.get(seq)
             if path is None:
                 raise ChainError(f"extent {extent_name(seq)} is missing from {self.translog} (the log needs it)")

@@ -220,6 +220,7 @@ class DominoSim:
         exist (0: a few records in the current extent); ``compact`` gives those databases a new DBIID."""
         state = self.load()
         state.writes += 1
+        state.clock_us += 1_000_000  # each write() call happens at least a second after the last one
         rng = self._rng(state, "write")
         names = [n for n in self.databases() if n.startswith("mail/")] or self.databases()
         size = record or max(512, state.extent_size // 8)
