@@ -32,6 +32,7 @@ REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
         "mariadb": ("dtstore.connectors.mysql.connector:CONNECTOR", "mysql"),
         "postgresql": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
         "postgres": ("dtstore.connectors.postgresql.connector:CONNECTOR", "postgresql"),
+        "exchange": ("dtstore.connectors.exchange.connector:CONNECTOR", "exchange"),
         "oracle": ("dtstore.connectors.oracle.connector:CONNECTOR", "oracle"),
         "domino": ("dtstore.connectors.domino.connector:CONNECTOR", "domino"),
     }
