@@ -94,7 +94,9 @@ def _refuse_server_options(args: argparse.Namespace) -> None:
     """Options that only make sense with --to are usage errors with --target (never silently ignored)."""
     given = [flag for flag, value in (("--until", args.until), ("--until-position", args.until_position),
                                       ("--databases", args.databases), ("--until-name", args.until_name),
-                                      ("--until-xid", args.until_xid), ("--timeline", args.timeline), ("--target-dir", args.target_dir), ("--allow-gap", args.allow_gap or None),
+                                      ("--until-xid", args.until_xid), ("--timeline", args.timeline),
+                                      ("--target-dir", args.target_dir),
+                                      ("--allow-gap", args.allow_gap or None),
                                       ("--dry-run", args.dry_run or None)) if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} only apply with --to URL (a database restore), not with --target")
