@@ -14,7 +14,8 @@ One private PostgreSQL 15 cluster (unix socket in a temporary folder), initialis
    to both (``archive_command = 'dtstore-wal-push %p && pgbackrest archive-push %p'``);
 2. 1 % of ``pgbench_accounts`` rows updated at random (as pgbench does: rows spread over ~45 % of
    the pages), CHECKPOINT, then a second backup: dtstore full (unchanged files are not read) and
-   pgBackRest ``--type=diff``; time and bytes added to each repository (size on disk);
+   pgBackRest ``--type=diff``; time and bytes added: dtstore's ``bytes_stored`` of the snapshot (its
+   WAL snapshots apart), pgBackRest's ``backup/`` folder on disk (its ``archive/`` apart);
 3. more pgbench, a moment T, more pgbench, ``pg_switch_wal()``; restore to T with each tool into a
    new data directory, start it and wait until it is promoted; ``pgbench_accounts`` checked equal;
 4. WAL push rate, each tool alone as ``archive_command``: a backlog of ready segments made while
@@ -110,12 +111,17 @@ pg1-socket-path={c.socket_dir}
         fn(*args)
         return round(time.monotonic() - t0, 2)
 
+    def snapshot(self) -> tuple[float, dict[str, Any]]:
+        """dtstore snapshot as postgres; (seconds, the summary: bytes_stored = what this snapshot added)."""
+        t0 = time.monotonic()
+        done = self.c.dt("--json", "snapshot", self.c.url)
+        return round(time.monotonic() - t0, 2), json.loads(done.stdout.splitlines()[-1])
+
     def backups(self) -> None:
         c = self.c
         r: dict[str, Any] = {}
-        before = du(c.repo)
-        r["dtstore_full_seconds"] = self.timed(c.dt, "snapshot", c.url)
-        r["dtstore_full_bytes"] = du(c.repo) - before
+        r["dtstore_full_seconds"], summary = self.snapshot()
+        r["dtstore_full_bytes"] = summary["bytes_stored"]
         before = du(self.pgbr_repo / "backup")
         r["pgbackrest_full_seconds"] = self.timed(self.pgbr, "--type=full", "backup")
         r["pgbackrest_full_bytes"] = du(self.pgbr_repo / "backup") - before
@@ -124,9 +130,10 @@ pg1-socket-path={c.socket_dir}
                f"(SELECT (random() * {self.args.scale * 100_000 - 1})::int + 1 FROM generate_series(1, {rows}))")
         c.psql("CHECKPOINT")
         c.switch_and_wait(timeout=300)
-        before = du(c.repo)
-        r["dtstore_second_seconds"] = self.timed(c.dt, "snapshot", c.url)
-        r["dtstore_second_bytes"] = du(c.repo) - before
+        r["dtstore_second_seconds"], summary = self.snapshot()
+        r["dtstore_second_bytes"] = summary["bytes_stored"]
+        r["dtstore_second_bytes_read"] = summary["bytes_read"]
+        r["dtstore_second_files_not_read"] = summary["files_unchanged"]
         before = du(self.pgbr_repo / "backup")
         r["pgbackrest_diff_seconds"] = self.timed(self.pgbr, "--type=diff", "backup")
         r["pgbackrest_diff_bytes"] = du(self.pgbr_repo / "backup") - before

@@ -138,7 +138,8 @@ class Pusher:
         files.sort(key=_archive_order)
         size = next((f.size for f in files if f.kind == "segment"), 0) or _segment_size(path.parent)
         snap = self.repo.snapshot([WalBatch(sysid, size, files, self.host)])
-        warnings = getattr(getattr(snap, "summary", None), "warnings", None)
+        summary = getattr(snap, "summary", None)
+        warnings = summary.get("warnings") if isinstance(summary, dict) else None
         if warnings:
             raise ConnectorError(f"the WAL snapshot {snap.short_id} reported warnings: {warnings}")
         idx.add_snapshot(SnapshotInfo.of(snap))
