@@ -8,6 +8,7 @@ from typing import Any
 
 from dtstore import Repository
 from dtstore.cli._repo import password, repo_url
+from dtstore.cli.cmd_prune import parse_grace
 from dtstore.cli.output import Output
 from dtstore.format import DEFAULT_ZSTD_LEVEL
 
@@ -21,6 +22,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="take the chunker parameters and chunk keys of the repository at URL (its password from "
                         "DTSTORE_FROM_PASSWORD_FILE, DTSTORE_FROM_PASSWORD_COMMAND or DTSTORE_FROM_PASSWORD), so equal "
                         "data gets equal chunk IDs in both and 'copy' between them moves only what is missing")
+    p.add_argument("--key-roles", action="store_true",
+                   help="admin and backup keys: 'key add --role backup' then makes keys that write backups but "
+                        "cannot read, forget or prune anything stored (older dtstore versions refuse the repository)")
+    p.add_argument("--retention", metavar="PERIOD",
+                   help="S3 Object Lock: every pack, index segment and manifest is put with this retention "
+                        "(e.g. 30d); the bucket must have Object Lock enabled; prune waits for it")
+    p.add_argument("--retention-mode", choices=["governance", "compliance"], default="governance",
+                   help="the Object Lock mode of --retention (default governance)")
     p.set_defaults(run=run)
 
 
@@ -31,11 +40,14 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.copy_chunker_from:
             source = stack.enter_context(Repository.open(
                 args.copy_chunker_from, password(prefix="DTSTORE_FROM_", label="password of the source repository: ")))
+        retention = (args.retention_mode, parse_grace(args.retention)) if args.retention else None
         repo = stack.enter_context(Repository.init(url, password(confirm=True), zstd_level=args.compression_level,
-                                                   copy_chunker_from=source))
+                                                   copy_chunker_from=source, key_roles=args.key_roles,
+                                                   retention=retention))
         if out.json:
             out.emit({"type": "summary", "repository_id": repo.config.repository_id,
-                      "location": repo.store.describe(),
+                      "location": repo.store.describe(), "key_roles": repo.config.key_roles,
+                      "retention_seconds": repo.config.retention[1] if repo.config.retention else None,
                       "chunker_from": source.config.repository_id if source else None})
         else:
             out.line(f"created repository {repo.config.repository_id} at {repo.store.describe()}")

@@ -13,10 +13,14 @@ from dtstore.errors import UsageError
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("key", parents=[common], help="manage passwords (key slots)")
-    p.add_argument("action", choices=["list", "add", "remove", "passwd"],
-                   help="list the key slots, add one, remove one, or change this password (passwd)")
+    p.add_argument("action", choices=["list", "add", "remove", "passwd", "convert"],
+                   help="list the key slots, add one, remove one, change this password (passwd), or give a "
+                        "repository key roles (convert: exclusive; older dtstore versions then refuse it)")
     p.add_argument("slot", nargs="?", metavar="KEY_ID", help="for remove: the key slot ID (or prefix)")
     p.add_argument("--new-password-file", metavar="FILE", help="read the new password from FILE")
+    p.add_argument("--role", choices=["admin", "backup"], default="admin",
+                   help="for add: admin (everything) or backup (writes new backups and deduplicates, but cannot "
+                        "read, restore, forget or prune stored data; needs key roles: init --key-roles or key convert)")
     p.set_defaults(run=run)
 
 
@@ -37,12 +41,17 @@ def run(args: argparse.Namespace, out: Output) -> int:
         if args.action == "list":
             for slot in repo.keys():
                 if out.json:
-                    out.emit({"type": "key", "id": slot.slot_id, "current": slot.current, "kdf": slot.kdf})
+                    out.emit({"type": "key", "id": slot.slot_id, "current": slot.current, "kdf": slot.kdf,
+                              "role": slot.role})
                 else:
-                    out.line(f"{'*' if slot.current else ' '} {slot.slot_id}  {slot.kdf}")
+                    out.line(f"{'*' if slot.current else ' '} {slot.slot_id}  {slot.role:<6}  {slot.kdf}")
         elif args.action == "add":
-            slot_id = repo.add_key(new_password(args))
-            _done(out, "added", slot_id)
+            slot_id = repo.add_key(new_password(args), role=args.role)
+            _done(out, f"added {args.role} key" if args.role != "admin" else "added", slot_id)
+        elif args.action == "convert":
+            changed = repo.convert_to_key_roles()
+            _done(out, "converted to key roles; repository" if changed else "already has key roles; repository",
+                  repo.config.repository_id)
         elif args.action == "remove":
             if not args.slot:
                 raise UsageError("key remove needs KEY_ID (see dtstore key list)")

@@ -19,10 +19,11 @@ EXIT_MEANINGS = {
     15: "remote unavailable",
     16: "data integrity error",
     17: "broken log chain, or a restore target outside the archive",
+    18: "needs an admin key: opened with a backup key",
     130: "interrupted (Ctrl-C)",
 }
 
-_OPEN = (0, 1, 2, 10, 12, 13, 14, 15)
+_OPEN = (0, 1, 2, 10, 12, 13, 14, 15, 18)
 """what every command that opens a repository can return"""
 
 EXIT_CODES: dict[str, tuple[int, ...]] = {

@@ -19,6 +19,7 @@ from dtstore.cli import (
     cmd_config,
     cmd_copy,
     cmd_diff,
+    cmd_domino,
     cmd_drill,
     cmd_dump,
     cmd_find,
@@ -54,12 +55,13 @@ COMMANDS: tuple[ModuleType, ...] = (
     cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
     cmd_run, cmd_agent, cmd_drill,
     cmd_config, cmd_wal_push, cmd_wal_fetch, cmd_schedule,
-    cmd_status,
+    cmd_status, cmd_domino,
 )
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
 10 no repository, 11 repository locked, 12 wrong password, 13 storage access denied,
-14 untrusted SSH host key, 15 remote unavailable, 16 data integrity error, 17 broken log chain"""
+14 untrusted SSH host key, 15 remote unavailable, 16 data integrity error, 17 broken log chain,
+18 needs an admin key"""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -29,6 +29,8 @@ class RepoConfig:
     """set (feature ``chunk-keys``) when the chunk-ID key and chunker seed are another repository's"""
     data_public_key: bytes | None = None
     """set (feature ``key-roles``): the X25519 public key new packs and manifests are sealed to"""
+    retention: tuple[str, int] | None = None
+    """S3 Object Lock (mode, seconds) every writer puts on packs, segments and manifests (spec §17.1)"""
 
     @property
     def key_roles(self) -> bool:
@@ -41,7 +43,7 @@ class RepoConfig:
         return RepoConfig(repository_id=self.repository_id, chunker=self.chunker, meta_chunker=self.meta_chunker,
                           zstd_level=self.zstd_level, pack_size=self.pack_size, features=features,
                           created=self.created, chunk_keys=self.chunk_keys or chunk_keys,
-                          data_public_key=public_key)
+                          data_public_key=public_key, retention=self.retention)
 
     @classmethod
     def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
@@ -77,6 +79,8 @@ class RepoConfig:
             doc["chunk_keys"] = {"id_key": self.chunk_keys.id_key, "chunker_seed": self.chunk_keys.chunker_seed}
         if self.data_public_key is not None:
             doc["data_public_key"] = self.data_public_key
+        if self.retention is not None:
+            doc["retention"] = {"mode": self.retention[0], "seconds": self.retention[1]}
         return doc
 
     @classmethod
@@ -111,11 +115,14 @@ class RepoConfig:
                                         "32-byte data_public_key")
         else:
             public = None
+        kept = doc.get("retention")
+        retention = (str(kept["mode"]), int(kept["seconds"])) if isinstance(kept, dict) else None
         return cls(
             repository_id=doc["repository_id"], chunker=params(doc["chunker"]),
             meta_chunker=params(doc["meta_chunker"]), zstd_level=int(doc["compression"]["level"]),
             pack_size=int(doc["pack_size"]), features=features,
             created=doc.get("created", ""), chunk_keys=chunk_keys, data_public_key=public,
+            retention=retention,
         )
 
 

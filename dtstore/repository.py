@@ -49,11 +49,12 @@ from dtstore.errors import (
     UsageError,
     WrongPassword,
 )
-from dtstore.format import INFO_SHARED_ENC
+from dtstore.format import AAD_LOCK, AAD_SESSION, INFO_SHARED_ENC
 from dtstore.maintenance.check import CheckReport, CheckRun
 from dtstore.maintenance.convert import convert_to_key_roles
 from dtstore.maintenance.keys import KeyEntry, add_backup_key, add_key, list_keys, remove_key
 from dtstore.maintenance.locks import (
+    LOCK_TIMEOUT,
     LockInfo,
     check_not_exclusively_locked,
     hold_lock,
@@ -85,7 +86,7 @@ from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
 from dtstore.restore import RestoreRun, normalize_include, plan_restore
-from dtstore.sessions import WriterSession
+from dtstore.sessions import SESSION_TIMEOUT, WriterSession, sweep_heartbeats
 from dtstore.snapshots import select
 from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items, retagged
 from dtstore.snapshots.select import SnapshotFilter
@@ -138,6 +139,18 @@ class Repository:
         self.key = key
         self.role = ROLE_BACKUP if self._backup_key is not None else ROLE_ADMIN
         """``admin`` or ``backup`` (feature key-roles: a backup key writes, but reads no stored data)"""
+        self.append_only = self.role == ROLE_BACKUP
+        """never delete or overwrite (sessions and locks in their append-only form, §13.5); a backup
+        key's storage credentials may lack those rights"""
+        if self.append_only:
+            set_append_only = getattr(store, "set_append_only", None)
+            if set_append_only is not None:
+                set_append_only()
+        if config.retention is not None:
+            set_retention = getattr(store, "set_retention", None)
+            if set_retention is not None:
+                with contextlib.suppress(UsageError):  # a copy of the repository that is not on S3
+                    set_retention(config.retention[0], dt.timedelta(seconds=config.retention[1]))
         self._sealer = _sealer_for(master, config)
         if config.chunk_keys is None and self.master is None:
             raise UnsupportedFormat("a backup key needs a key-roles repository (its config holds the chunk keys)")
@@ -159,9 +172,12 @@ class Repository:
     def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
              chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
              cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None,
-             copy_chunker_from: Repository | None = None, key_roles: bool = False) -> Repository:
+             copy_chunker_from: Repository | None = None, key_roles: bool = False,
+             retention: tuple[str, dt.timedelta] | None = None) -> Repository:
         """A new repository.  ``key_roles``: with admin and backup keys (repository-format.md §4.4; this
-        first key is an admin key).  ``copy_chunker_from``: take that repository's chunker parameters and chunk
+        first key is an admin key).  ``retention``: (``governance`` or ``compliance``, period): S3
+        Object Lock set on every pack, segment and manifest any host writes (§17.1); the bucket must
+        have Object Lock enabled.  ``copy_chunker_from``: take that repository's chunker parameters and chunk
         keys (chunk-ID key, chunker seed; repository-format.md §4.3), so equal data gets equal chunk IDs
         in both and ``copy_to`` between them moves only the chunks the target lacks."""
         store = _connect(url, limit_upload_kib)
@@ -176,6 +192,15 @@ class Repository:
                                 meta_chunker=copy_chunker_from.config.meta_chunker if copy_chunker_from else None,
                                 chunk_keys=copy_chunker_from.chunk_keys if copy_chunker_from else None,
                                 **({"pack_size": pack_size} if pack_size else {}))
+        if retention is not None:
+            mode, period = retention
+            if mode.lower() not in ("governance", "compliance") or period <= dt.timedelta(0):
+                raise UsageError("--retention needs a positive period and the mode governance or compliance")
+            set_retention = getattr(store, "set_retention", None)
+            if set_retention is None:
+                raise UsageError(f"{store.describe()} does not support Object Lock retention (S3 only)")
+            set_retention(mode, period)  # UsageError if it is not S3
+            config = dataclasses.replace(config, retention=(mode.upper(), int(period.total_seconds())))
         if key_roles:
             config = config.with_key_roles(master.chunk_keys(), data_public_key(master.secret))
         slot = wrap_key(master, _as_bytes(password), repository_id=config.repository_id,
@@ -362,7 +387,8 @@ class Repository:
     # writing --------------------------------------------------------------------------------
     def source_lock(self, source_id: str, *, wait: float = 0.0) -> AbstractContextManager[LockInfo]:
         """Hold the lock that lets one run of ``source_id`` at a time write (RepositoryLocked after ``wait`` s)."""
-        return hold_source_lock(self.store, self._sealer, default_host(), source_id, wait=wait)
+        return hold_source_lock(self.store, self._sealer, default_host(), source_id, wait=wait,
+                                append_only=self.append_only)
 
     def snapshot(self, sources: Sequence[Source], *, tags: Sequence[str] = (), host: str | None = None,
                  progress: ProgressCallback = no_progress, parent: Snapshot | None = None,
@@ -387,8 +413,8 @@ class Repository:
                   progress: ProgressCallback, parent: Snapshot | None) -> Snapshot:
         host = host or default_host()
         started = clock.now()
-        with WriterSession(self.store, self._sealer, default_host()) as session:
-            check_not_exclusively_locked(self.store, self._sealer, default_host())
+        with WriterSession(self.store, self._sealer, default_host(), append_only=self.append_only) as session:
+            check_not_exclusively_locked(self.store, self._sealer, default_host(), append_only=self.append_only)
             marked = frozenset(load_times(self.store, self._sealer, MARKS).packs)
             self.refresh_index()
             adopt_orphan_packs(self.store, self._sealer, self._cache, skip=marked.__contains__)
@@ -440,8 +466,8 @@ class Repository:
         keys = {s.id: copy_key(s) for s in chosen}
         results: list[CopyResult] = []
         host = default_host()
-        with WriterSession(target.store, target._sealer, host) as session:
-            check_not_exclusively_locked(target.store, target._sealer, host)
+        with WriterSession(target.store, target._sealer, host, append_only=target.append_only) as session:
+            check_not_exclusively_locked(target.store, target._sealer, host, append_only=target.append_only)
             marked = frozenset(load_times(target.store, target._sealer, MARKS).packs)
             target.refresh_index()
             adopt_orphan_packs(target.store, target._sealer, target._cache, skip=marked.__contains__)
@@ -520,6 +546,10 @@ class Repository:
             run = PruneRun(ctx, zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
                            progress=progress)
             plan = latest = self._prune_once(run, grace, max_unused, dry_run)
+            if not dry_run:
+                sweep_heartbeats(self.store, self._sealer, layout.SESSIONS, AAD_SESSION, SESSION_TIMEOUT,
+                                 lambda doc: True)
+                sweep_heartbeats(self.store, self._sealer, layout.LOCKS, AAD_LOCK, LOCK_TIMEOUT, lambda doc: True)
             # With no writers and no grace, what one pass marks or repacks the next deletes; a repack
             # can leave another pass's worth (duplicates stored by concurrent writers), so go on
             # until a pass finds nothing new, a few times at most.

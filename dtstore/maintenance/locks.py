@@ -9,6 +9,11 @@ removed without a manual ``unlock``.
 Order that makes exclusive locks safe: a writer publishes its session, then looks for exclusive
 locks; an exclusive holder publishes its lock, then looks for live sessions.  One of them sees the
 other.
+
+Append-only form (``append_only``: a backup key on storage that refuses deletes and overwrites;
+spec §13.5): every heartbeat is a new object ``locks/<id>.<seq>``, releasing is one more with
+``released`` set, and nothing is deleted, stale locks of others included; the admin's prune removes
+them (``sweep_heartbeats``).  Readers take the highest ``seq`` of each ID, so both forms mix.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dtstore.crypto.aead import Sealer
 from dtstore.errors import DtstoreError, RepositoryLocked, StorageError
 from dtstore.format import AAD_LOCK
 from dtstore.processes import pid_alive
+from dtstore.sessions import heartbeat_groups
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 
@@ -55,32 +61,38 @@ class LockInfo:
 
 
 def read_locks(store: BlobStore, sealer: Sealer) -> list[LockInfo]:
+    """The locks not released, from the newest object of each."""
     found = []
-    for blob in store.list(layout.LOCKS):
+    for names in heartbeat_groups(store, layout.LOCKS).values():
         try:
-            doc = msgpack.unpackb(sealer.open(store.get(blob.name), AAD_LOCK, blob.name))
+            doc = msgpack.unpackb(sealer.open(store.get(names[-1]), AAD_LOCK, names[-1]))
         except DtstoreError:
+            continue
+        if doc.get("released"):
             continue
         found.append(LockInfo(doc["id"], doc["kind"], doc["host"], int(doc["pid"]),
                               dt.datetime.fromisoformat(doc["created"]), dt.datetime.fromisoformat(doc["heartbeat"])))
     return found
 
 
-def live_locks(store: BlobStore, sealer: Sealer, host: str, kinds: set[str]) -> list[LockInfo]:
-    """Locks of the given kinds that are alive; stale ones are removed on the way."""
+def live_locks(store: BlobStore, sealer: Sealer, host: str, kinds: set[str], *,
+               append_only: bool = False) -> list[LockInfo]:
+    """Locks of the given kinds that are alive; stale ones are removed on the way (not when
+    ``append_only``: the admin's prune does that)."""
     now = clock.now()
     alive = []
     for lock in read_locks(store, sealer):
         if lock.is_stale(now, host):
-            with suppress(StorageError):
-                store.delete(layout.lock_name(lock.lock_id))
+            if not append_only:
+                with suppress(StorageError):
+                    store.delete(layout.lock_name(lock.lock_id))
         elif lock.kind in kinds:
             alive.append(lock)
     return alive
 
 
-def check_not_exclusively_locked(store: BlobStore, sealer: Sealer, host: str) -> None:
-    held = live_locks(store, sealer, host, {"exclusive"})
+def check_not_exclusively_locked(store: BlobStore, sealer: Sealer, host: str, *, append_only: bool = False) -> None:
+    held = live_locks(store, sealer, host, {"exclusive"}, append_only=append_only)
     if held:
         raise RepositoryLocked(f"the repository is locked: {held[0].describe()}; try again later")
 
@@ -99,9 +111,11 @@ def remove_locks(store: BlobStore, sealer: Sealer, host: str, *, all_locks: bool
     """``dtstore unlock``: remove stale locks (or every lock with ``all_locks``)."""
     now = clock.now()
     removed = []
+    groups = heartbeat_groups(store, layout.LOCKS)
     for lock in read_locks(store, sealer):
         if all_locks or lock.is_stale(now, host):
-            store.delete(layout.lock_name(lock.lock_id))
+            for name in groups.get(lock.lock_id, [layout.lock_name(lock.lock_id)]):
+                store.delete(name)
             removed.append(lock)
     return removed
 
@@ -115,7 +129,7 @@ def source_lock_kind(source_id: str) -> str:
 
 @contextmanager
 def hold_source_lock(store: BlobStore, sealer: Sealer, host: str, source_id: str, *,
-                     wait: float = 0.0) -> Iterator[LockInfo]:
+                     wait: float = 0.0, append_only: bool = False) -> Iterator[LockInfo]:
     """One run per source at a time, across every host that writes to the repository.
 
     A run publishes its lock, then lists the live locks of the same source: the oldest (by creation
@@ -126,8 +140,9 @@ def hold_source_lock(store: BlobStore, sealer: Sealer, host: str, source_id: str
     kind = source_lock_kind(source_id)
     deadline = clock.monotonic() + max(wait, 0.0)
     while True:
-        with _published(store, sealer, host, kind) as mine:
-            rivals = [x for x in live_locks(store, sealer, host, {kind}) if x.lock_id != mine.lock_id]
+        with _published(store, sealer, host, kind, append_only=append_only) as mine:
+            rivals = [x for x in live_locks(store, sealer, host, {kind}, append_only=append_only)
+                      if x.lock_id != mine.lock_id]
             first = min([mine, *rivals], key=lambda x: (x.created, x.lock_id))
             if first is mine:
                 yield mine
@@ -139,16 +154,27 @@ def hold_source_lock(store: BlobStore, sealer: Sealer, host: str, source_id: str
 
 
 @contextmanager
-def _published(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterator[LockInfo]:
-    """A lock object of ``kind`` with a heartbeat, removed on exit; no conflict check."""
+def _published(store: BlobStore, sealer: Sealer, host: str, kind: str, *,
+               append_only: bool = False) -> Iterator[LockInfo]:
+    """A lock object of ``kind`` with a heartbeat, removed (append-only: released) on exit; no
+    conflict check."""
     now = clock.now()
     lock = LockInfo(os.urandom(16).hex(), kind, host, os.getpid(), now, now)
     name = layout.lock_name(lock.lock_id)
+    seq = iter(range(1 << 40))
+    write_lock = threading.Lock()
 
-    def write() -> None:
-        doc = {"id": lock.lock_id, "kind": kind, "host": host, "pid": lock.pid,
-               "created": lock.created.isoformat(), "heartbeat": clock.now().isoformat()}
-        store.put(name, sealer.seal(msgpack.packb(doc), AAD_LOCK))
+    def write(released: bool = False) -> None:
+        doc: dict[str, object] = {"id": lock.lock_id, "kind": kind, "host": host, "pid": lock.pid,
+                                  "created": lock.created.isoformat(), "heartbeat": clock.now().isoformat()}
+        if released:
+            doc["released"] = True
+        sealed = sealer.seal(msgpack.packb(doc), AAD_LOCK)
+        if not append_only:
+            store.put(name, sealed)
+            return
+        with write_lock:
+            store.put(f"{name}.{next(seq):06d}", sealed)
 
     write()
     stop = threading.Event()
@@ -166,4 +192,7 @@ def _published(store: BlobStore, sealer: Sealer, host: str, kind: str) -> Iterat
         stop.set()
         thread.join()
         with suppress(StorageError):
-            store.delete(name)
+            if append_only:
+                write(released=True)
+            else:
+                store.delete(name)

@@ -29,6 +29,7 @@ from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositorySca
 from dtstore.maintenance.state import MARKS, PackTimes, load_times, save_times
 from dtstore.sessions import SessionInfo, read_sessions
 from dtstore.storage import layout
+from dtstore.storage.base import BlobStore
 
 DEFAULT_GRACE = dt.timedelta(hours=24)
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -45,6 +46,9 @@ class PrunePlan:
     repack: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     """marked packs still inside the grace period or held by an older live writer"""
+    retained: list[str] = field(default_factory=list)
+    """marked packs whose grace has passed, but whose S3 Object Lock retention has not (spec §17.1):
+    also in ``waiting``"""
     bytes_delete: int = 0
     bytes_mark: int = 0
     bytes_repack_used: int = 0
@@ -56,6 +60,7 @@ class PrunePlan:
                 "mark_packs": len(self.mark), "mark_bytes": self.bytes_mark,
                 "unmark_packs": len(self.unmark), "repack_packs": len(self.repack),
                 "repack_live_bytes": self.bytes_repack_used, "waiting_packs": len(self.waiting),
+                "retained_packs": len(self.retained),
                 "repository_bytes": self.bytes_total, "unused_bytes": self.bytes_unused}
 
 
@@ -83,6 +88,23 @@ def plan_prune(scan: RepositoryScan, marks: PackTimes, sessions: list[SessionInf
             plan.bytes_mark += stat.size
     _choose_repacks(scan, marks, plan, max_unused)
     return plan
+
+
+def hold_retained(store: BlobStore, scan: RepositoryScan, plan: PrunePlan, now: dt.datetime) -> None:
+    """Object Lock: a pack whose retention has not passed cannot be deleted yet; it waits, marked."""
+    retained_until = getattr(store, "retained_until", None)
+    if retained_until is None or not plan.delete:
+        return
+    keep = []
+    for pack_id in plan.delete:
+        stat = scan.packs[pack_id]
+        until = retained_until(stat.name or layout.pack_name(pack_id, stat.kind == BLOB_META))
+        if until is not None and until > now:
+            keep.append(pack_id)
+            plan.bytes_delete -= stat.size
+    plan.retained = keep
+    plan.waiting += keep
+    plan.delete = [p for p in plan.delete if p not in set(keep)]
 
 
 def _old_enough(stat: PackStat, now: dt.datetime, grace: dt.timedelta) -> bool:
@@ -149,6 +171,7 @@ class PruneRun:
                                  "they refer to cannot be told apart from garbage; run 'dtstore check', then "
                                  "'dtstore forget ID' for each one you give up")
         plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
+        hold_retained(ctx.store, scan, plan, now)
         return plan, scan, marks
 
     def execute(self, plan: PrunePlan, scan: RepositoryScan, marks: PackTimes) -> None:

@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from dtstore import clock
 from dtstore.errors import (
     BlobNotFound,
     HostKeyError,
     StorageAuthError,
     StorageError,
     StorageUnavailable,
+    UsageError,
 )
 from dtstore.storage.base import BlobInfo, Capabilities
 
@@ -46,6 +48,21 @@ class FsspecStore:
         self._rename_commit = rename_commit
         self.capabilities = Capabilities(connections=connections, atomic_rename=rename_commit)
         self._made_dirs: set[str] = set()
+        self._append_only = False
+        self.retention: tuple[str, dt.timedelta] | None = None
+        """S3 Object Lock: (mode, period) set on every object put (spec §17.1)"""
+
+    def set_append_only(self) -> None:
+        """Never rename, delete or overwrite (a backup key whose credentials lack those rights, spec
+        §17.1).  SFTP then commits a put by creating a read-only temporary file and hard-linking it to
+        its name (``hardlink@openssh.com``: atomic, and it fails if the name exists)."""
+        self._append_only = True
+
+    def set_retention(self, mode: str, period: dt.timedelta) -> None:
+        """S3 Object Lock retention (``GOVERNANCE`` or ``COMPLIANCE``) for every object put from now on."""
+        if not self._display.startswith("s3://"):
+            raise UsageError(f"{self._display}: Object Lock retention needs an S3 repository")
+        self.retention = (mode.upper(), period)
 
     def describe(self) -> str:
         return self._display
@@ -90,19 +107,37 @@ class FsspecStore:
         path = self._path(name)
         with self._translated("write", name):
             if not self._rename_commit:
-                self.fs.pipe_file(path, data)
+                self.fs.pipe_file(path, data, **self._put_options(name))
                 return
             parent = path.rsplit("/", 1)[0]
             if parent not in self._made_dirs:
                 self.fs.makedirs(parent, exist_ok=True)
                 self._made_dirs.add(parent)
             tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            if self._append_only and hasattr(self.fs, "_pool"):
+                from fsspec.asyn import sync
+
+                sync(self.fs.loop, _create_and_link, self.fs, tmp, path, data)
+                return
             self.fs.pipe_file(tmp, data)
             try:
                 self.fs.mv(tmp, path)
             except BaseException:
                 self._discard(tmp)
                 raise
+
+    def _put_options(self, name: str) -> dict[str, Any]:
+        if self.retention is None or not name.startswith(_RETAINED):
+            return {}
+        mode, period = self.retention
+        return {"ObjectLockMode": mode, "ObjectLockRetainUntilDate": clock.now() + period}
+
+    def retained_until(self, name: str) -> dt.datetime | None:
+        """S3 Object Lock: the retain-until date of the object's current version, if any."""
+        with self._translated("stat", name):
+            info = self.fs.info(self._path(name), refresh=True)
+        until = info.get("ObjectLockRetainUntilDate")
+        return until if isinstance(until, dt.datetime) else None
 
     def _discard(self, path: str) -> None:
         with contextlib.suppress(Exception):  # best effort: a leftover .tmp- name is ignored by list()
@@ -163,6 +198,21 @@ class _Translator:
         if error.transient:
             self.store._drop_connection()
         raise error from exc
+
+
+_RETAINED = ("data/", "meta/", "index/", "snapshots/", "keys/", "config", "damaged/")
+"""what Object Lock retention protects: not sessions, locks and maintenance state, which expire"""
+
+
+async def _create_and_link(fs: Any, tmp: str, path: str, data: bytes) -> None:
+    """SFTP without rename or remove rights: write a new read-only file, then hard-link it to its
+    name (atomic; refused if the name exists).  The ``.tmp-`` name stays (listings skip it)."""
+    import asyncssh
+
+    async with fs._pool.get() as channel:
+        async with channel.open(tmp, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o444)) as f:
+            await f.write(data)
+        await channel.link(tmp, path)
 
 
 def translate(exc: Exception, op: str, name: str, where: str) -> StorageError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 import time
@@ -28,6 +29,16 @@ class RetryingStore:
 
     def describe(self) -> str:
         return self.inner.describe()
+
+    def set_append_only(self) -> None:
+        _forward(self.inner, "set_append_only")
+
+    def set_retention(self, mode: str, period: dt.timedelta) -> None:
+        _forward(self.inner, "set_retention", mode, period)
+
+    def retained_until(self, name: str) -> dt.datetime | None:
+        fn = getattr(self.inner, "retained_until", None)
+        return fn(name) if fn is not None else None
 
     def _retry(self, fn: Callable[[], T]) -> T:
         for attempt in range(1, self._attempts + 1):
@@ -86,6 +97,16 @@ class RateLimitedStore:
     def describe(self) -> str:
         return self.inner.describe()
 
+    def set_append_only(self) -> None:
+        _forward(self.inner, "set_append_only")
+
+    def set_retention(self, mode: str, period: dt.timedelta) -> None:
+        _forward(self.inner, "set_retention", mode, period)
+
+    def retained_until(self, name: str) -> dt.datetime | None:
+        fn = getattr(self.inner, "retained_until", None)
+        return fn(name) if fn is not None else None
+
     def put(self, name: str, data: bytes) -> None:
         with self._lock:
             now = self._clock()
@@ -116,3 +137,11 @@ class RateLimitedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _forward(inner: object, method: str, *args: object) -> None:
+    """Pass an optional store setting (``set_append_only``, ``set_retention``) down to the store
+    that has it."""
+    fn = getattr(inner, method, None)
+    if fn is not None:
+        fn(*args)
