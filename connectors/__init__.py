@@ -35,6 +35,7 @@ REGISTRY: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
         "exchange": ("dtstore.connectors.exchange.connector:CONNECTOR", "exchange"),
         "oracle": ("dtstore.connectors.oracle.connector:CONNECTOR", "oracle"),
         "domino": ("dtstore.connectors.domino.connector:CONNECTOR", "domino"),
+        "mssql": ("dtstore.connectors.mssql.connector:CONNECTOR", "mssql"),
     }
 )
 

@@ -24,7 +24,7 @@ from dtstore.connectors.chains import Link, StreamPoints, by_stream, dependencie
 CHAIN_MODULES: MappingProxyType[str, str] = MappingProxyType(
     {"mysql": "dtstore.connectors.mysql.chain", "postgresql": "dtstore.connectors.postgresql.chain",
      "domino": "dtstore.connectors.domino.chain", "oracle": "dtstore.connectors.oracle.chain",
-     "exchange": "dtstore.connectors.exchange.chain"}
+     "exchange": "dtstore.connectors.exchange.chain", "mssql": "dtstore.connectors.mssql.chain"}
 )
 """source kind → the module with its ``links`` and ``explain``"""
 
