@@ -22,13 +22,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--to", metavar="URL", help="restore into this database server")
     p.add_argument("--until", metavar="TIME", help="ISO 8601; naive = local time of this machine")
     p.add_argument("--until-position", metavar="KIND:POS",
-                   help="with --to: stop at this log position (mysql: FILE:POS, e.g. mysql-bin.000042:1337)")
+                   help="with --to: stop at this log position (mysql: FILE:POS, e.g. mysql-bin.000042:1337; "
+                        "mssql: lsn:N)")
     p.add_argument("--until-name", metavar="NAME",
                    help="with --to postgresql://: stop at this restore point (pg_create_restore_point)")
     p.add_argument("--until-xid", metavar="XID", help="with --to postgresql://: stop after this transaction id")
     p.add_argument("--timeline", metavar="T", help="with --to postgresql://: recover along this timeline")
     p.add_argument("--target-dir", metavar="DIR",
                    help="with --to oracle://: lay the database's files out below DIR on its host (paths converted)")
+    p.add_argument("--as", dest="as_name", metavar="NEW_NAME",
+                   help="with --to mssql://: restore the database (one, see --databases) under this name")
+    p.add_argument("--move-to", metavar="DIR",
+                   help="with --to mssql://: put the restored database's files in DIR (a folder on the server)")
+    p.add_argument("--replace", action="store_true",
+                   help="with --to mssql://: overwrite an existing database of that name (RESTORE … WITH REPLACE)")
     p.add_argument("--allow-gap", action="store_true",
                    help="with --to: if later snapshots cannot be reached, restore to the last reachable point")
     p.add_argument("--databases", metavar="A,B", help="restore only these databases")
@@ -86,7 +93,8 @@ def _restore_to_server(args: argparse.Namespace, out: Output) -> int:
 def _connector_options(args: argparse.Namespace) -> dict[str, str]:
     """Options only some connectors read (RestoreRequest.options)."""
     given = {"until_name": args.until_name, "until_xid": args.until_xid, "timeline": args.timeline,
-             "target_dir": args.target_dir}
+             "target_dir": args.target_dir, "as": args.as_name, "move_to": args.move_to,
+             "replace": "1" if args.replace else None}
     return {key: str(value) for key, value in given.items() if value is not None}
 
 
@@ -95,7 +103,8 @@ def _refuse_server_options(args: argparse.Namespace) -> None:
     given = [flag for flag, value in (("--until", args.until), ("--until-position", args.until_position),
                                       ("--databases", args.databases), ("--until-name", args.until_name),
                                       ("--until-xid", args.until_xid), ("--timeline", args.timeline),
-                                      ("--target-dir", args.target_dir),
+                                      ("--target-dir", args.target_dir), ("--as", args.as_name),
+                                      ("--move-to", args.move_to), ("--replace", args.replace or None),
                                       ("--allow-gap", args.allow_gap or None),
                                       ("--dry-run", args.dry_run or None)) if value is not None]
     if given:
