@@ -81,12 +81,17 @@ class Target:
 
     time: dt.datetime | None = None
     position: Any = None
+    snapshot: str | None = None
+    """set for ``restore SNAPSHOT``: the time is that snapshot's restore point, and the link that
+    covers it is applied whole (its last transactions may share that second with later ones)"""
 
     @property
     def is_latest(self) -> bool:
         return self.time is None and self.position is None
 
     def describe(self) -> str:
+        if self.snapshot is not None and self.time is not None:
+            return f"state of snapshot {self.snapshot[:8]} ({iso(self.time)})"
         if self.time is not None:
             local = self.time.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
             return f"time {iso(self.time)} (local {local})"
@@ -98,6 +103,7 @@ class Target:
         return {
             "time": iso(self.time) if self.time else None,
             "position": str(self.position) if self.position is not None else None,
+            "snapshot": self.snapshot,
         }
 
 
@@ -300,6 +306,8 @@ def follow(logs: Sequence[Link] | _LogIndex, base: Link, *, until: Callable[[Lin
 
 
 def _covers(target: Target, link: Link) -> bool:
+    if target.snapshot is not None:
+        return link.snapshot_id == target.snapshot
     if target.time is not None:
         return target.time <= link.time_until
     if target.position is not None:
@@ -308,6 +316,8 @@ def _covers(target: Target, link: Link) -> bool:
 
 
 def _base_usable(target: Target, base: Link) -> bool:
+    if target.snapshot is not None:
+        return True  # whichever base's chain holds that snapshot (a log's whole-second time can precede its full's)
     if target.time is not None:
         return base.time_until <= target.time
     if target.position is not None:
@@ -357,6 +367,8 @@ def _walk(walker: _Walker, full: Link, diff: Link | None, target: Target) -> Cha
 
 def _might_reach(walker: _Walker, base: Link, target: Target) -> bool:
     """Could the chain from ``base`` cover the target?  (Cheap: the reach of each log is computed once.)"""
+    if target.snapshot is not None:
+        return True
     first = walker.step(base)
     if first is None:
         return walker.fork(base) is not None or _covers(target, base)

@@ -76,7 +76,7 @@ def stop_target(
                 f"snapshot {request.snapshot_id[:8]} is not a restore point of this source (not a full, "
                 "differential or log snapshot of it)"
             )
-        return Target(time=max(link.time_until for link in mine))
+        return Target(time=max(link.time_until for link in mine), snapshot=request.snapshot_id)
     return Target()
 
 

@@ -61,6 +61,8 @@ class MysqlRestorePlan(RestorePlan):
         if self.binlogs:
             stop = {"time": "--stop-datetime", "position": "--stop-position"}
             how = next((v for k, v in stop.items() if getattr(self.stop, k) is not None), "to the end")
+            if self.stop.snapshot is not None:
+                how = f"to the end of snapshot {self.stop.snapshot[:8]}"
             lines.append(
                 f"  replay {len(self.binlogs)} binlog(s) {self.binlogs[0].name} .. {self.binlogs[-1].name} "
                 f"from {self.start} ({how}); archive covers until {self.covered_until}"

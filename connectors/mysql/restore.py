@@ -105,7 +105,7 @@ def _replay(plan: MysqlRestorePlan, loader: _Loader, repo: RepositoryView, snaps
         if not files or targets == []:
             return bad
         replay_plan = replace(plan, replay_databases=targets)
-        for argv in replay_commands(replay_plan, files, stop=bad is None):
+        for argv in replay_commands(replay_plan, files, stop=bad is None and plan.stop.snapshot is None):
             progress(ProgressEvent("restore", message="replay " + " ".join(argv[1 : -len(files)])))
             _proc.pipe(argv, [*loader.client, "--binary-mode"], producer_env=_proc.tool_env(TZ="UTC"),
                        consumer_env=loader.url.env(), secrets=loader.secrets)

@@ -109,7 +109,7 @@ def test_registry_recognises_database_urls_and_hints_at_the_extra(monkeypatch: p
     assert is_connector_url("mysql://root@localhost/") and is_connector_url("mariadb://u@h/db")
     assert not is_connector_url("/var/backups") and not is_connector_url("s3://bucket/repo")
     with pytest.raises(UsageError, match="no connector"):
-        load("oracle")
+        load("db2")
     for name in [m for m in sys.modules if m.startswith("dtstore.connectors.mysql")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mysql", None)  # as if mysql-connector-python were not installed
