@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ PASSWORD_DEFAULT = "change_on_install"
 ARCH_FORMAT = "%t_%s_%r.arc"
 DATAFILES = (("SYSTEM", "system01.dbf"), ("SYSAUX", "sysaux01.dbf"), ("UNDOTBS1", "undotbs01.dbf"),
              ("USERS", "users01.dbf"))
-STATIC_SIZES = {"SYSAUX": 2 << 20, "UNDOTBS1": 1 << 20}
+SIZES = {"SYSTEM": 1 << 20, "SYSAUX": 2 << 20, "UNDOTBS1": 1 << 20, "USERS": 2 << 20}
 
 
 class OraError(Exception):
@@ -179,7 +180,6 @@ def _pad(data: bytes, size: int = BLOCK) -> bytes:
 def write_datafile(path: Path, header: dict[str, Any], body: dict[str, Any], ts: str) -> None:
     """Block 0 the header; then the dictionary (SYSTEM), the rows one per line, each table from a new
     block (USERS), or fixed filler (SYSAUX, UNDOTBS1); the file grows in 256 KiB extents."""
-    head = _pad(json.dumps(header, sort_keys=True).encode() + b"\n")
     if ts == "SYSTEM":
         data = _pad(json.dumps(body, sort_keys=True).encode() + b"\n")
     elif ts == "USERS":
@@ -190,11 +190,18 @@ def write_datafile(path: Path, header: dict[str, Any], body: dict[str, Any], ts:
             parts.append(_pad(b"".join(lines) or b"\n"))
         data = b"".join(parts)
     else:
-        rng = random.Random(ts)
-        data = rng.randbytes(STATIC_SIZES.get(ts, 1 << 20) - BLOCK)
+        data = b""
+    header["data_blocks"] = len(data) // BLOCK
+    head = _pad(json.dumps(header, sort_keys=True).encode() + b"\n")
     content = head + data
-    size = max(1 << 20, len(content) + (-len(content) % EXTENT))
-    write_atomic(path, content + b"\0" * (size - len(content)))
+    size = max(SIZES.get(ts, 1 << 20), len(content) + (-len(content) % EXTENT))
+    write_atomic(path, content + _filler(ts, size)[len(content):])
+
+
+@functools.lru_cache(maxsize=8)
+def _filler(ts: str, size: int) -> bytes:
+    """What the unused blocks hold: stable bytes (old contents), the same at every write."""
+    return random.Random(ts).randbytes(size)
 
 
 def read_datafile(path: Path, ts: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -205,11 +212,12 @@ def read_datafile(path: Path, ts: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise OraError(1157, "cannot identify/lock data file - see DBWR trace file",
                        f"ORA-01110: data file: '{path}'") from None
     header = json.loads(raw[:BLOCK].rstrip(b"\0"))
+    data = raw[BLOCK:BLOCK * (1 + int(header.get("data_blocks", 0)))]
     body: dict[str, Any] = {}
     if ts == "SYSTEM":
-        body = json.loads(raw[BLOCK:].split(b"\0", 1)[0] or b"{}")
+        body = json.loads(data.split(b"\0", 1)[0] or b"{}")
     elif ts == "USERS":
-        for line in raw[BLOCK:].replace(b"\0", b"").splitlines():
+        for line in data.replace(b"\0", b"").splitlines():
             if line.strip():
                 row = json.loads(line)
                 body.setdefault(row["t"], {})[str(row["r"])] = {"scn": row["scn"], "v": row["v"]}
