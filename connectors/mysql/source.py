@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from dtstore import clock
 from dtstore.connectors import _proc
-from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.base import ChainCheck, RepositoryView, iso
 from dtstore.connectors.entries import BLOCK, ChunkStream, bytes_entry, dir_entry, file_entry, path_entry
 from dtstore.connectors.modes import choose_mode
 from dtstore.connectors.mysql import meta
@@ -55,6 +55,7 @@ from dtstore.connectors.mysql.server import (
     server_warnings,
 )
 from dtstore.connectors.mysql.url import MysqlUrl
+from dtstore.connectors.source import ChainedSource
 from dtstore.connectors.stage import OWNER_FILE, Stage
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, Reporter
@@ -63,12 +64,10 @@ GRANTS_PATH = "mysql/_grants.sql"
 
 
 
-class MysqlSource:
+class MysqlSource(ChainedSource):
     """One ``dtstore snapshot mysql://…`` run (full, log, or auto = log when possible)."""
 
     kind = KIND
-    exclusive = True
-    """one run per server at a time: the core holds the source lock, then calls prepare()"""
 
     def __init__(
         self,
@@ -81,21 +80,8 @@ class MysqlSource:
     ) -> None:
         self.url, self.info, self.databases, self.repo = url, info, databases, repo
         self.mode, self.stage_dir = mode, stage_dir
-        self.history: list[SnapshotInfo] = []
+        self.history = []
         self._meta: dict[str, Any] = {}
-
-    def prepare(self) -> None:
-        """Read this server's history, under the source lock (so no other run can extend it meanwhile)."""
-        if self.repo is not None:
-            self.history = snapshots_of(self.repo.snapshots(), KIND, self.source_id)
-
-    @property
-    def source_id(self) -> str:
-        return self.info.source_id
-
-    @property
-    def display_paths(self) -> list[str]:
-        return [self.url.display()]
 
     def metadata(self) -> dict[str, Any]:
         meta.check(self._meta)  # what the planner will read back, checked before the commit
