@@ -18,6 +18,7 @@ import pytest
 import dtstore
 from tests.connectors.contract import environment, run_cli
 from tests.helpers import PASSWORD
+from tests.servers.sftp import SFTPServer
 from tests.sim.oracle.__main__ import bin_dir
 from tests.sim.oracle.db import Tree, create
 from tests.sim.oracle.sql import execute
@@ -211,3 +212,26 @@ def test_consecutive_fulls_deduplicate(db: Db, capsys: pytest.CaptureFixture[str
 
     print(f"full 1: {added(first)} bytes new, full 2: {added(second)} bytes new")
     assert added(second) < added(first) / 3, (first[-400:], second[-400:])
+
+
+@pytest.mark.slow
+def test_the_database_host_reached_over_ssh(db: Db, capsys: pytest.CaptureFixture[str],
+                                            sftp_server: SFTPServer) -> None:
+    """The "different computers" case: SQL through the driver, the host's files over SFTP, SQL*Plus over SSH."""
+    files = f"sftp://{sftp_server.user}@{sftp_server.host}:{sftp_server.port}"
+    ssh_env = {"DTSTORE_SSH_KNOWN_HOSTS": str(sftp_server.known_hosts), "DTSTORE_SSH_KEY": str(sftp_server.client_key)}
+    url = db.url(files=files, sqlplus=str(bin_dir() / "sqlplus"))
+    init(capsys, db)
+    db.sql("CREATE TABLE orders (id NUMBER, name VARCHAR2(40), qty NUMBER)")
+    workload(db, 1, 10)
+    with environment(ssh_env):
+        code, _, err = cli(capsys, db, "snapshot", url, "--mode", "full")
+        assert code == 0, err
+        workload(db, 50, 3)
+        final = db.rows()
+        code, _, err = cli(capsys, db, "snapshot", url, "--mode", "log")
+        assert code == 0, err
+        code, out, err = cli(capsys, db, "restore", "--to", url, "--target-dir", str(db.base / "over-ssh"))
+        assert code == 0, err + out
+    assert db.rows(db.base / "over-ssh") == final
+    assert SECRET not in out + err
