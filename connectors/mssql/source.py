@@ -165,7 +165,19 @@ class MssqlSource:
 
         return report
 
+    def _never(self, db: DatabaseState) -> str | None:
+        """Why ``--mode log``/``diff`` can never apply to this database (Ola Hallengren skips them)."""
+        if db.name.lower() == "master":
+            return "master has full backups only"
+        if self.mode == "log" and db.recovery_model == "SIMPLE":
+            return "SIMPLE recovery model: no log backups"
+        return None
+
     def _backup(self, server: Server, stage: Stage, db: DatabaseState, reporter: Reporter) -> Iterator[Entry]:
+        never = self._never(db) if self.mode in ("log", "diff") and not self.url.databases else None
+        if never is not None:  # instance-wide log/diff run: skipped and recorded, as Ola's jobs skip them
+            self._meta["skipped"].append({"name": db.name, "reason": f"--mode {self.mode}: {never}"})
+            return
         choice = choose_mode(self.mode, log=lambda: self._log_check(server, db), diff=lambda: self._diff_check(db))
         kind = choice.mode
         stamp = clock.now().astimezone(dt.UTC).strftime("%Y%m%d_%H%M%S")

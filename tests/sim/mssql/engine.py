@@ -252,8 +252,14 @@ class Engine:
         return True, tokens
 
     def transaction(self, session: Session, payload: bytes) -> Answer:
-        kind = struct.unpack("<H", payload[-2:])[0] if len(payload) >= 2 else 0
-        session.trancount = 0 if kind != 5 else session.trancount + 1
+        """Transaction manager requests (FreeTDS's autocommit off): 5 begin, 7 commit, 8 rollback."""
+        body = tds.skip_all_headers(payload, session.login.tds_version)
+        kind = struct.unpack("<H", body[:2])[0] if len(body) >= 2 else 0
+        if kind == 5:
+            session.trancount += 1
+        elif kind in (7, 8):
+            again = len(body) >= 4 and body[2] < len(body) - 3 and body[3 + body[2]] & 0x01
+            session.trancount = 1 if again else 0  # fBeginXact: commit/rollback, then begin the next one
         yield tds.done()
 
     def rpc(self, session: Session, payload: bytes) -> Answer:
@@ -867,8 +873,11 @@ class Engine:
                                                f"which is too early to apply to the database. A more recent log backup "
                                                f"that includes LSN {redo} can be restored."))
         stop = self.from_local(opts.values["STOPAT"]) if "STOPAT" in opts.values and header["type"] == "L" else None
+        mark_text = opts.values.get("STOPATMARK", "") if header["type"] == "L" else ""
+        mark = int(mark_text[4:]) if mark_text.lower().startswith("lsn:") and mark_text[4:].isdigit() else None
         changes = [c for c in json.loads(payload) if int(c[0]) >= redo]
-        applied = [c for c in changes if stop is None or dt.datetime.fromisoformat(c[1]) <= stop]
+        applied = [c for c in changes if (stop is None or dt.datetime.fromisoformat(c[1]) <= stop)
+                   and (mark is None or int(c[0]) <= mark)]
         conn = sqlite3.connect(self._data_path(db_id), isolation_level=None)
         try:
             for lsn, when, statement in applied:
@@ -877,12 +886,12 @@ class Engine:
         finally:
             conn.close()
         end = int(header["LastLSN"])
-        stopped = stop is not None and (len(applied) < len(changes) or self.from_local(
-            header["BackupFinishDate"]) > stop)
+        stopped = (stop is not None and (len(applied) < len(changes) or self.from_local(
+            header["BackupFinishDate"]) > stop)) or (mark is not None and mark < end)
         if stopped:
             end = int(applied[-1][0]) + 1 if applied else redo
         self._set("sys_databases", db_id, redo_lsn=end, lsn=end, stopped=int(stopped))
-        return stop is not None and not stopped
+        return (stop is not None or mark is not None) and not stopped
 
     def _recover(self, db: dict[str, Any]) -> None:
         db_id = db["database_id"]

@@ -135,7 +135,7 @@ def parse_login7(payload: bytes) -> Login:
 # --- request payloads -----------------------------------------------------------------------------
 
 
-def _skip_all_headers(payload: bytes, tds_version: int) -> bytes:
+def skip_all_headers(payload: bytes, tds_version: int) -> bytes:
     if tds_version >= 0x72000000 and len(payload) >= 4:
         total = struct.unpack("<I", payload[:4])[0]
         if 4 <= total <= len(payload):
@@ -144,7 +144,7 @@ def _skip_all_headers(payload: bytes, tds_version: int) -> bytes:
 
 
 def parse_sql_batch(payload: bytes, tds_version: int) -> str:
-    return _skip_all_headers(payload, tds_version).decode("utf-16-le")
+    return skip_all_headers(payload, tds_version).decode("utf-16-le")
 
 
 # --- the token stream -----------------------------------------------------------------------------
