@@ -31,7 +31,8 @@ from tests.sim.mssql.fixture import Simulator, available, simulator
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
 
-def take(repo: dtstore.Repository, sim: Simulator, mode: str, databases: str = "shop", **params: str) -> dtstore.Snapshot:
+def take(repo: dtstore.Repository, sim: Simulator, mode: str, databases: str = "shop",
+         **params: str) -> dtstore.Snapshot:
     with environment(sim.env()):
         return repo.snapshot([make_source(sim.url(databases, **params), repo=repo, mode=mode)])
 
