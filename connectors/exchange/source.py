@@ -258,7 +258,9 @@ class ExchangeSource:
         if mode == "full":
             header = parse_database_header(self._header(edb), str(edb))
             log_signature = header.log_signature
-            first = min(folder.generations) if folder.generations else current.generation
+            first = current.generation  # the contiguous generations that end at the current log (older ones
+            while first - 1 in folder.generations:  # behind a gap cannot be replayed into this EDB)
+                first -= 1
         else:
             end = self._ends[target.name.lower()]
             log_signature, first = end.signature, end.generation + 1

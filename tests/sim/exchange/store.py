@@ -56,9 +56,8 @@ def sig_text(raw: bytes) -> str:
 
 def page_bytes(db: str, page: int, version: int, size: int) -> bytes:
     head = struct.pack("<II", page, version)
-    filler = hashlib.blake2b(f"{db}:{page}:{version}".encode(), digest_size=64).digest()
-    body = (filler * (size // len(filler) + 1))[: size - len(head)]
-    return head + body
+    seed = hashlib.blake2b(f"{db}:{page}:{version}".encode(), digest_size=16).digest()
+    return head + random.Random(seed).randbytes(size - len(head))  # incompressible, like real pages
 
 
 @dataclass
