@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
 import time
@@ -181,6 +180,8 @@ def start_and_wait(pgdata: Path, url: PgUrl, uid: int, gid: int, wait: float = P
     log = pgdata / START_LOG
     env = {k: v for k, v in os.environ.items() if not k.startswith("DTSTORE_")}
     if uid and os.geteuid() == 0:
+        import pwd  # POSIX only (this module must import on Windows): the branch runs only as root there
+
         env["HOME"] = pwd.getpwuid(uid).pw_dir
     pg_ctl = pg_tool("pg_ctl", url.bindir())
     limit = float(url.options.get("wait", wait))
