@@ -86,7 +86,7 @@ from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
 from dtstore.restore import RestoreRun, normalize_include, plan_restore
-from dtstore.sessions import SESSION_TIMEOUT, WriterSession, sweep_heartbeats
+from dtstore.sessions import SESSION_TIMEOUT, WriterSession, sweep_heartbeats, sweep_temporaries
 from dtstore.snapshots import select
 from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items, retagged
 from dtstore.snapshots.select import SnapshotFilter
@@ -550,6 +550,7 @@ class Repository:
                 sweep_heartbeats(self.store, self._sealer, layout.SESSIONS, AAD_SESSION, SESSION_TIMEOUT,
                                  lambda doc: True)
                 sweep_heartbeats(self.store, self._sealer, layout.LOCKS, AAD_LOCK, LOCK_TIMEOUT, lambda doc: True)
+                sweep_temporaries(self.store)
             # With no writers and no grace, what one pass marks or repacks the next deletes; a repack
             # can leave another pass's worth (duplicates stored by concurrent writers), so go on
             # until a pass finds nothing new, a few times at most.
@@ -559,6 +560,7 @@ class Repository:
                 self.refresh_index()
                 before = latest.bytes_unused
                 latest = self._prune_once(run, grace, max_unused, dry_run)
+                plan.retained = latest.retained  # held by Object Lock retention (§17.1)
                 if latest.bytes_unused >= before and not latest.delete:
                     break  # repacks only trade one duplicate copy for another: stop
                 plan.delete += latest.delete

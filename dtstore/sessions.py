@@ -169,3 +169,22 @@ class WriterSession:
                 self._write(ended=True)
             else:
                 self._store.delete(self._name)
+
+
+TEMPORARY_MIN_AGE = dt.timedelta(hours=1)
+
+
+def sweep_temporaries(store: BlobStore, min_age: dt.timedelta = TEMPORARY_MIN_AGE) -> int:
+    """Admin (prune): delete ``.tmp-`` names ([N2]) older than ``min_age``: writes that crashed, and
+    the hard-linked temporaries of append-only SFTP puts (spec §17.1).  Returns the count."""
+    listing = getattr(store, "list_temporary", None)
+    if listing is None:
+        return 0
+    now = clock.now()
+    removed = 0
+    for info in list(listing()):
+        if info.modified is not None and now - info.modified >= min_age:
+            with contextlib.suppress(StorageError):
+                store.delete(info.name)
+                removed += 1
+    return removed

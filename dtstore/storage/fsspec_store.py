@@ -134,9 +134,12 @@ class FsspecStore:
 
     def retained_until(self, name: str) -> dt.datetime | None:
         """S3 Object Lock: the retain-until date of the object's current version, if any."""
+        if self.retention is None and not self._display.startswith("s3://"):
+            return None
         with self._translated("stat", name):
-            info = self.fs.info(self._path(name), refresh=True)
-        until = info.get("ObjectLockRetainUntilDate")
+            bucket, key, _ = self.fs.split_path(self._path(name))
+            head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+        until = head.get("ObjectLockRetainUntilDate")
         return until if isinstance(until, dt.datetime) else None
 
     def _discard(self, path: str) -> None:
@@ -151,7 +154,14 @@ class FsspecStore:
         with self._translated("stat", name):
             return int(self.fs.size(self._path(name)))
 
-    def list(self, prefix: str) -> Iterator[BlobInfo]:
+    def list_temporary(self) -> Iterator[BlobInfo]:
+        """The ``.tmp-`` names ([N2]) a rename-committing store may leave (append-only SFTP always
+        does: its hard-linked temporaries), for prune's cleanup."""
+        if not self._rename_commit:
+            return iter(())
+        return self.list("", temporary=True)
+
+    def list(self, prefix: str, *, temporary: bool = False) -> Iterator[BlobInfo]:
         base = self._path(prefix.rstrip("/"))
         with self._translated("list", prefix):
             try:
@@ -163,7 +173,7 @@ class FsspecStore:
         for path in sorted(found):
             info = found[path]
             name = path[start:] if path.startswith(self.root) else path
-            if name.rsplit("/", 1)[-1].startswith(".tmp-") or info.get("type") == "directory":
+            if name.rsplit("/", 1)[-1].startswith(".tmp-") != temporary or info.get("type") == "directory":
                 continue
             yield BlobInfo(name, int(info.get("size") or 0), _modified(info))
 

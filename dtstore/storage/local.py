@@ -74,7 +74,8 @@ class LocalStore:
         except OSError as exc:
             raise _translate(exc, "stat", name, self) from exc
 
-    def list(self, prefix: str) -> Iterator[BlobInfo]:
+    def list(self, prefix: str, *, temporary: bool = False) -> Iterator[BlobInfo]:
+        """``temporary``: only the ``.tmp-`` names ([N2]) instead, for prune's cleanup."""
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
@@ -82,7 +83,7 @@ class LocalStore:
             for dirpath, dirnames, filenames in os.walk(base):
                 dirnames.sort()
                 for filename in sorted(filenames):
-                    if filename.startswith(".tmp-"):
+                    if filename.startswith(".tmp-") != temporary:
                         continue
                     full = os.path.join(dirpath, filename)
                     try:
@@ -93,6 +94,9 @@ class LocalStore:
                     yield BlobInfo(name, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
         except OSError as exc:
             raise _translate(exc, "list", prefix, self) from exc
+
+    def list_temporary(self) -> Iterator[BlobInfo]:
+        return self.list("", temporary=True)
 
     def delete(self, name: str) -> None:
         try:

@@ -40,6 +40,10 @@ class RetryingStore:
         fn = getattr(self.inner, "retained_until", None)
         return fn(name) if fn is not None else None
 
+    def list_temporary(self) -> Iterator[BlobInfo]:
+        fn = getattr(self.inner, "list_temporary", None)
+        return iter(()) if fn is None else fn()  # type: ignore[no-any-return]
+
     def _retry(self, fn: Callable[[], T]) -> T:
         for attempt in range(1, self._attempts + 1):
             try:
@@ -106,6 +110,10 @@ class RateLimitedStore:
     def retained_until(self, name: str) -> dt.datetime | None:
         fn = getattr(self.inner, "retained_until", None)
         return fn(name) if fn is not None else None
+
+    def list_temporary(self) -> Iterator[BlobInfo]:
+        fn = getattr(self.inner, "list_temporary", None)
+        return iter(()) if fn is None else fn()  # type: ignore[no-any-return]
 
     def put(self, name: str, data: bytes) -> None:
         with self._lock:

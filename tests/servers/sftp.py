@@ -2,6 +2,7 @@
 
 Fixture:
   sftp_server  session  SFTPServer (host, port, user, client_key, known_hosts, root, url())
+  sftp_append_only_server  session  the same, user nobody, removes, renames and setstat refused
 """
 
 from __future__ import annotations
@@ -117,3 +118,49 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer
         yield SFTPServer(LOOPBACK, port, getpass.getuser(), client_key, known_hosts, root.resolve(), log_path)
     finally:
         stop_server(proc)
+
+
+APPEND_ONLY_USER = "nobody"
+APPEND_ONLY_DENIED = "remove,rename,posix-rename,rmdir,setstat,fsetstat,lsetstat"
+"""what the documented sshd_config block (spec/cli.md, key) refuses a backup host"""
+
+
+@pytest.fixture(scope="session")
+def sftp_append_only_server() -> Iterator[SFTPServer]:
+    """A second sshd whose only user (``nobody``, not root, so file modes bind it) gets
+    ``ForceCommand internal-sftp -P remove,rename,…``.  ``root`` is world-writable; tests chown what
+    the admin wrote there to ``nobody`` (the documented "give that user write access")."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("the append-only sshd needs root (it logs in as nobody)")
+    PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="dtstore-sshd-ao-"))  # readable by nobody, unlike pytest's tmp
+    base.chmod(0o755)
+    try:
+        host_pub = _keygen(base / "host_ed25519")
+        client_key = base / "client_ed25519"
+        authorized_keys = base / "authorized_keys"
+        authorized_keys.write_text(_keygen(client_key) + "\n")
+        authorized_keys.chmod(0o644)
+        config = base / "sshd_config"
+        text = _config(base, base / "host_ed25519", authorized_keys).replace(
+            f"AllowUsers {getpass.getuser()}", f"AllowUsers {APPEND_ONLY_USER}")
+        text += f"Match User {APPEND_ONLY_USER}\n    ForceCommand internal-sftp -P {APPEND_ONLY_DENIED}\n"
+        config.write_text(text)
+        check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+        if check.returncode != 0:
+            pytest.fail(f"sshd rejects the generated config:\n{check.stderr}")
+        proc, port = _start(config, base / "sshd.log")
+        known_hosts = base / "known_hosts"
+        known_hosts.write_text(f"[{LOOPBACK}]:{port} {host_pub}\n")
+        root = base / "root"
+        root.mkdir()
+        root.chmod(0o777)
+        try:
+            yield SFTPServer(LOOPBACK, port, APPEND_ONLY_USER, client_key, known_hosts, root.resolve(),
+                             base / "sshd.log")
+        finally:
+            stop_server(proc)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
