@@ -131,8 +131,8 @@ class ConnectorHarness(ABC):
         """A well-formed URL of a server that does not exist (a dry run must not notice)."""
 
     @abstractmethod
-    def refused_login(self) -> tuple[Mapping[str, str], str]:
-        """An environment whose credentials the source refuses, and the secret in it."""
+    def refused_login(self) -> tuple[Mapping[str, str], str] | None:
+        """An environment whose credentials the source refuses, and the secret in it (None: no login)."""
 
     @abstractmethod
     def change(self) -> None:
