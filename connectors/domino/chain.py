@@ -1,16 +1,17 @@
 """Domino snapshots as chain links (importable without anything but the framework).
 
-A point in the log is ``DominoPoint(log_id, sequence, offset)``: an extent of one log (its LogID)
-and a byte offset in it.  Direct mode archives the current extent's new bytes too, so a log snapshot
-starts exactly where the previous snapshot ended (``continues``: equal points) and ends at the used
-size of the newest extent.  The backup-task backend archives whole extents (Domino hands over an
-extent only once it is full): extent N is the link ``N@0 → N+1@0``.  ``--until-position`` takes
-``LOGID:SEQ`` (the start of that extent), ``SEQ`` or ``LOGID:SEQ@OFFSET``.
+A point in the log is ``DominoPoint(log_id, sequence, offset, mark)``: an extent of one log (its
+LogID) and a byte offset in it.  Direct mode archives the current extent's new bytes too, so a log
+snapshot starts exactly where the previous snapshot ended (``continues``: equal points) and ends at
+the used size of the newest extent (a run that found nothing new ends one ``mark`` on).  The
+backup-task backend archives whole extents (Domino hands over an extent only once it is full):
+extent N is the link ``N@0 → N+1@0``.  ``--until-position`` takes ``LOGID:SEQ`` (the start of that
+extent), ``SEQ`` or ``LOGID:SEQ@OFFSET[+MARK]``.
 
 Link kinds:
 
 * a direct full: ``full``, its point both start and end;
-* a direct log: ``log`` (a run with no new log bytes makes no link);
+* a direct log: ``log``;
 * backup task: the first snapshot of a backup set (``BackupStartDT``) is the ``full``, later ones
   of the same set (.DELTA files, databases sent one by one) are ``diff``s of it; its end is where
   the first translog snapshot taken after it starts (Domino's recovery replays every extent archived
@@ -34,32 +35,43 @@ METADATA_FORMAT = 1
 
 @dataclass(frozen=True, order=True)
 class DominoPoint:
-    """(LogID, extent sequence, byte offset in it)."""
+    """(LogID, extent sequence, byte offset in it, mark).
+
+    ``mark`` counts the direct-mode log runs that found no new byte at this offset: such a run still
+    extends the archive in time ("nothing happened until then"), so it is a link, ending one mark on."""
 
     kind: ClassVar[str] = "extent"
     log_id: str
     sequence: int
     offset: int = 0
+    mark: int = 0
 
     def continues(self, end: DominoPoint) -> bool:
-        return (self.log_id, self.sequence, self.offset) == (end.log_id, end.sequence, end.offset)
+        return self.start_key() == end.successor_key()
 
-    def start_key(self) -> tuple[str, int, int]:
-        return (self.log_id, self.sequence, self.offset)
+    def start_key(self) -> tuple[str, int, int, int]:
+        return (self.log_id, self.sequence, self.offset, self.mark)
 
-    def successor_key(self) -> tuple[str, int, int]:
-        return (self.log_id, self.sequence, self.offset)
+    def successor_key(self) -> tuple[str, int, int, int]:
+        return (self.log_id, self.sequence, self.offset, self.mark)
+
+    def after(self, end: DominoPoint) -> DominoPoint:
+        """Where a run that starts here and read up to ``end`` ends (one mark on when nothing was new)."""
+        if (end.log_id, end.sequence, end.offset) == (self.log_id, self.sequence, self.offset):
+            return DominoPoint(self.log_id, self.sequence, self.offset, self.mark + 1)
+        return end
 
     def __str__(self) -> str:
-        return f"{self.log_id}:{self.sequence}@{self.offset}"
+        return f"{self.log_id}:{self.sequence}@{self.offset}" + (f"+{self.mark}" if self.mark else "")
 
     @classmethod
     def parse(cls, text: str) -> Self:
         log_id, _, rest = text.rpartition(":")
         seq, _, offset = rest.partition("@")
-        if not seq.isdigit() or (offset and not offset.isdigit()):
+        offset, _, mark = offset.partition("+")
+        if not seq.isdigit() or (offset and not offset.isdigit()) or (mark and not mark.isdigit()):
             raise UsageError(f"invalid extent position {text!r}: expected LOGID:SEQUENCE[@OFFSET] or SEQUENCE, e.g. 42")
-        return cls(log_id, int(seq), int(offset or 0))
+        return cls(log_id, int(seq), int(offset or 0), int(mark or 0))
 
 
 NOWHERE = DominoPoint("", 0, 0)
@@ -103,8 +115,6 @@ def links(history: Sequence[SnapshotInfo]) -> list[Link]:
                               log_chain=meta.get("log", {}).get("style") == "archive"))
         elif mode == "log":
             start, end = point(meta, "log_start"), point(meta, "log_end")
-            if start == end:
-                continue  # nothing new in the log: restores nothing the previous link does not
             found.append(Link(snap.id, snap.short_id, snap.time, "log", start, end,
                               _time(meta, "covered_until", snap)))
         elif mode == "task-log":

@@ -252,7 +252,7 @@ class DominoSource:
             last_us = max(last_us, header.last_us)
             yield _file_entry(record["item"], path, st, opener=_Hashing(path, record))
         end = DominoPoint(log_id, current, read_extent_header(extents[current]).used)
-        self._meta["log_end"] = str(end)
+        self._meta["log_end"] = str(start.after(end) if start is not None and not full else end)
         self._meta["covered_until"] = iso(_from_us(last_us)) if last_us else self._meta["started_at"]
         control = self.translog / CONTROL_FILE
         if full and control.is_file():

@@ -226,14 +226,17 @@ def test_restore_points_and_gaps(sim: DominoSim, repo: dtstore.Repository) -> No
     full = take(repo, sim, "full")
     sim.write(extents=1)
     log = take(repo, sim, "log")
-    nothing = take(repo, sim, "log")  # no new log bytes: a snapshot, but no link (no gap either)
-    assert nothing.source_metadata["log_start"] == nothing.source_metadata["log_end"]
+    nothing = take(repo, sim, "log")  # no new log bytes: a link one mark on (no gap, no fork)
+    assert nothing.source_metadata["log_end"] == nothing.source_metadata["log_start"] + "+1"
+    sim.write(extents=0)
+    after = take(repo, sim, "log")
+    assert after.source_metadata["log_start"] == nothing.source_metadata["log_end"]
     [points] = restore_points(repo.snapshots())
     [stream] = points.streams
     assert points.kind == "domino" and len(stream.windows) == 1 and stream.gaps == [] and stream.point_in_time
-    assert [link.snapshot_id for link in stream.windows[0].links] == [full.id, log.id]
+    assert [link.snapshot_id for link in stream.windows[0].links] == [full.id, log.id, nothing.id, after.id]
     history = [SnapshotInfo.of(s) for s in repo.snapshots()]
-    assert [link.kind for link in links(history)] == ["full", "log"]
+    assert [link.kind for link in links(history)] == ["full", "log", "log", "log"]
 
 
 def test_log_without_a_full_is_a_chain_error(sim: DominoSim, repo: dtstore.Repository) -> None:
@@ -245,6 +248,8 @@ def test_log_without_a_full_is_a_chain_error(sim: DominoSim, repo: dtstore.Repos
 def test_positions_parse_and_order() -> None:
     a, b = DominoPoint.parse("AB:3@100"), DominoPoint.parse("AB:4")
     assert a < b and str(a) == "AB:3@100" and DominoPoint.parse("7") == DominoPoint("", 7, 0)
+    assert DominoPoint.parse("AB:3@100+2") == DominoPoint("AB", 3, 100, 2)
+    assert a.after(a) == DominoPoint("AB", 3, 100, 1) and a.after(b) == b
     with pytest.raises(UsageError):
         DominoPoint.parse("AB:x")
 
