@@ -32,7 +32,8 @@ class OracleConnector:
     def plan(self, request: RestoreRequest, history: Sequence[SnapshotInfo]) -> OracleRestorePlan:
         url = parse_url(request.url)
         target = stop_target(request, position_kind="scn", parse=Scn.parse, links=links(history))
-        return plan_restore(history, target=target, options=request.options,
+        options = {**({"target_dir": url.target_dir} if url.target_dir else {}), **request.options}
+        return plan_restore(history, target=target, options=options,
                             source_id=history[0].source_id if history else "", target_display=url.display(),
                             stage=url.stage, allow_gap=request.allow_gap)
 

@@ -37,10 +37,12 @@ from typing import Any, BinaryIO
 
 from dtstore import clock
 from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.chains import Target
+from dtstore.connectors.chains import plan as chain_plan
 from dtstore.connectors.entries import BLOCK, bytes_entry, dir_entry, file_entry
 from dtstore.connectors.modes import choose_mode
 from dtstore.connectors.oracle import meta
-from dtstore.connectors.oracle.chain import KIND
+from dtstore.connectors.oracle.chain import KIND, explain, links, stream_name
 from dtstore.connectors.oracle.meta import OracleMeta, ThreadEnd, parse_offset
 from dtstore.connectors.oracle.session import Session, runner_for, session
 from dtstore.connectors.oracle.url import OracleUrl
@@ -418,6 +420,14 @@ class OracleSource:
             return ChainCheck.broken(
                 f"the database was opened with RESETLOGS (new incarnation {info.resetlogs_id} at SCN "
                 f"{info.resetlogs_change}); the logs of the new incarnation need a new full")
+        stream = [link for link in links(self.history) if link.stream == stream_name(info.resetlogs_id)]
+        try:
+            reached = chain_plan(stream, Target(), explain=explain)
+        except ChainError as exc:
+            return ChainCheck.broken(f"the newest snapshots are not restorable from a full ({exc})")
+        if reached.last.snapshot_id != self.history[-1].id:
+            return ChainCheck.broken(f"the newest snapshot {self.history[-1].short_id} is not reached by the chain "
+                                     f"of full {reached.full.short_id}")
         before = dict(newest.frontier)
         nothing = ThreadEnd(0, 0, "")
         logs = [log for log in self._host_logs(info) if log.sequence > before.get(log.thread, nothing).sequence]

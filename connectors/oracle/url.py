@@ -1,7 +1,8 @@
 """The ``oracle://`` URL: who to connect as, where, how to reach the host's files; never a password.
 
 ``oracle://USER@HOST[:PORT]/SERVICE?files=local|sftp://OSUSER@DBHOST[:PORT][&stage=PATH][&driver=MODULE]
-[&password_file=PATH][&privilege=sysdba|sysbackup][&windows=yes][&sqlplus=PATH][&pfile=PATH]``.
+[&password_file=PATH][&privilege=sysdba|sysbackup][&windows=yes][&sqlplus=PATH][&pfile=PATH]
+[&target_dir=PATH]``.
 The password comes from ``ORACLE_PWD`` or ``password_file=`` (a file on this machine), never from the
 URL or argv.
 """
@@ -18,7 +19,7 @@ from dtstore.errors import UsageError
 SCHEMES = ("oracle",)
 URL_FORM = ("oracle://USER@HOST[:PORT]/SERVICE[?files=local|sftp://OSUSER@DBHOST[:PORT]&stage=PATH"
             "&driver=MODULE&password_file=PATH&privilege=sysdba|sysbackup&windows=yes&sqlplus=PATH]")
-PARAMS = ("files", "stage", "driver", "password_file", "privilege", "windows", "sqlplus", "pfile")
+PARAMS = ("files", "stage", "driver", "password_file", "privilege", "windows", "sqlplus", "pfile", "target_dir")
 
 
 def _bad(message: str) -> UsageError:
@@ -57,6 +58,8 @@ class OracleUrl:
     windows: bool = False
     sqlplus: str = "sqlplus"
     pfile: str | None = None
+    target_dir: str | None = None
+    """restore: lay the files out below this folder on the host (as ``--target-dir``, which wins)"""
 
     @property
     def dsn(self) -> str:
@@ -69,7 +72,8 @@ class OracleUrl:
         params = [f"files={self.files.display()}"]
         for key, value, default in (("stage", self.stage, None), ("driver", self.driver, "oracledb"),
                                     ("privilege", self.privilege, "sysdba"), ("sqlplus", self.sqlplus, "sqlplus"),
-                                    ("pfile", self.pfile, None), ("password_file", self.password_file, None)):
+                                    ("pfile", self.pfile, None), ("password_file", self.password_file, None),
+                                    ("target_dir", self.target_dir, None)):
             if value != default:
                 params.append(f"{key}={value}")
         if self.windows:
@@ -138,6 +142,7 @@ def parse_url(url: str) -> OracleUrl:
         files=_files(one.get("files", "local")), stage=one.get("stage") or None, driver=driver,
         password_file=one.get("password_file") or None, privilege=privilege, windows=windows == "yes",
         sqlplus=one.get("sqlplus") or "sqlplus", pfile=one.get("pfile") or None,
+        target_dir=one.get("target_dir") or None,
     )
 
 

@@ -39,9 +39,10 @@ from tests.connectors.contract import (
 )
 from tests.connectors.contract_domino import DominoHarness
 from tests.connectors.contract_mysql import MysqlHarness
+from tests.connectors.contract_oracle import OracleHarness
 from tests.helpers import PASSWORD
 
-HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, DominoHarness]
+HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, OracleHarness, DominoHarness]
 """one class per connector; adding SQL Server or Oracle is adding its harness here"""
 
 
