@@ -416,3 +416,53 @@ def test_real_sizes(tmp_path: Path, repo: dtstore.Repository, monkeypatch: pytes
         restore_to(RestoreRequest(f"exchange:///?edb={edb}&logs={logs}", scope=(name,),
                                   source_id=log.source_id), repo=repo)
         assert read_versions(edb, server.page_size) == fresh(server).expected(name, 7)
+
+
+def test_restore_into_a_recovery_database_on_the_server(sim: SimServer, repo: dtstore.Repository,
+                                                        tmp_path: Path) -> None:
+    take(repo, server_url(tmp_path), "full")
+    fresh(sim).write(2)
+    log = take(repo, server_url(tmp_path), "log")
+    plan = restore_to(RestoreRequest("exchange://localhost/RDB1?recovery-db=1", scope=("DB1",), dry_run=True),
+                      repo=repo)
+    assert any("New-MailboxDatabase -Recovery" in step for step in plan.steps)
+    restore_to(RestoreRequest("exchange://localhost/RDB1?recovery-db=1", scope=("DB1",)), repo=repo)
+    edb = Path(sim.db("DB1")["edb"]).parent.parent / "RDB1" / "DB1.edb"
+    assert read_versions(edb, PAGE) == fresh(sim).expected("DB1", db_meta(log)["last"])
+    assert parse_database_header(edb.read_bytes()[:4096]).state_name == "Clean Shutdown"
+    assert fresh(sim).events()[-2:] == ["recovery-db RDB1", "mount RDB1"]
+    with pytest.raises(UsageError, match="recovery-db=1"):
+        restore_to(RestoreRequest("exchange://localhost/RDB1", dry_run=True), repo=repo)
+    with pytest.raises(UsageError, match="pick one with --databases"):
+        restore_to(RestoreRequest("exchange://localhost/RDB1?recovery-db=1", dry_run=True), repo=repo)
+
+
+def test_a_time_target_keeps_the_generations_closed_before_it(repo: dtstore.Repository, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = SimServer.init(tmp_path / "sim", databases=["DB1"], log_size=LOG, page_size=PAGE, clock="real")
+    monkeypatch.setenv("PATH", f"{write_bin((tmp_path / 'sim').resolve())}{os.pathsep}{os.environ['PATH']}")
+    sim.write(3)
+    url = file_url(sim)
+    take(repo, url, "full")
+    fresh(sim).write(4)  # generations 4..7, one simulated minute each
+    log = take(repo, url, "log")
+    created = {e["generation"]: e["created"] for e in db_meta(log)["logs"]}
+    target, edb, _ = restore_target(tmp_path)
+    plan = restore_to(RestoreRequest(target, until=created[6]), repo=repo)  # 5 closed when 6 was created
+    assert plan.to_json()["last"] == 5
+    assert read_versions(edb, PAGE) == fresh(sim).expected("DB1", 5)
+
+
+def test_windows_paths_map_into_the_exposed_shadow_copy() -> None:
+    from pathlib import PureWindowsPath
+
+    from dtstore.connectors.exchange.ese import windows_aware
+    from dtstore.connectors.exchange.server import ShadowSession
+
+    live = r"C:\Program Files\Microsoft\Exchange Server\V15\Mailbox\DB1\DB1.edb"
+    exposed = PureWindowsPath(r"D:\stage\dtstore-exchange-1\shadow-1")
+    mapped = ShadowSession.shadow_path(None, live, "C:\\", exposed)  # type: ignore[arg-type]
+    assert str(mapped) == str(exposed) + live[2:]
+    assert isinstance(windows_aware(live), PureWindowsPath) and windows_aware(live).stem == "DB1"
+    with pytest.raises(ConnectorError, match="is not on volume"):
+        ShadowSession.shadow_path(None, live, "E:\\", PureWindowsPath("D:/x"))  # type: ignore[arg-type]

@@ -81,7 +81,8 @@ class SimServer:
 
     @classmethod
     def init(cls, root: Path, *, era: str = "2016", databases: list[str] | None = None, log_size: int | None = None,
-             page_size: int | None = None, pages: int = 16, records: int = 6, seed: int = 1) -> SimServer:
+             page_size: int | None = None, pages: int = 16, records: int = 6, seed: int = 1,
+             clock: str = "simulated") -> SimServer:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         spec = ERAS[era]
@@ -103,13 +104,13 @@ class SimServer:
         state = {
             "era": era, "server": "EXSIM", "version": spec["version"], "digits": spec["digits"],
             "log_size": log_size or spec["log_size"], "page_size": page_size or spec["page_size"], "pages": pages,
-            "records": records, "minutes": 0, "writer": "stable", "volume": str(volume), "events": [],
+            "records": records, "minutes": 0, "clock": clock, "writer": "stable", "volume": str(volume), "events": [],
             "streams": [], "databases": [],
         }
-        now = Clock().now()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0) if clock == "real" else Clock().now()
         for s in streams:
             s.update(signature=signature(rng.getrandbits(32), now).hex(), current=1, checkpoint=1, circular=False,
-                     history={})
+                     history={}, created={"1": now.isoformat()})
             state["streams"].append(s)
         for d in dbs:
             d.update(guid=str(uuid.UUID(int=rng.getrandbits(128))), signature=signature(rng.getrandbits(32), now).hex(),
@@ -148,7 +149,22 @@ class SimServer:
         return int(self.state["page_size"])
 
     def now(self) -> dt.datetime:
+        if self.state.get("clock") == "real":
+            return dt.datetime.now(dt.UTC).replace(microsecond=0)
         return Clock(self.state["minutes"]).now()
+
+    def _tick(self) -> None:
+        """Time passes between two generations: a simulated minute, or (clock="real") a real second."""
+        if self.state.get("clock") == "real":
+            import time
+
+            time.sleep(1.05)
+        else:
+            self.state["minutes"] += 1
+
+    def created(self, stream: dict[str, Any], generation: int) -> dt.datetime:
+        when = stream.setdefault("created", {}).get(str(generation))
+        return dt.datetime.fromisoformat(when) if when else self.now()
 
     def db(self, name: str) -> dict[str, Any]:
         return next(d for d in self.state["databases"] if d["name"].lower() == name.lower())
@@ -196,9 +212,9 @@ class SimServer:
 
     def _write_current(self, i: int) -> None:
         s = self.state["streams"][i]
-        now = self.now()
-        self._write_log(Path(s["folder"]) / f"{s['prefix']}.log", self._log_header(i, s["current"], now, now),
-                        s["history"].get(str(s["current"]), []))
+        gen = s["current"]
+        header = self._log_header(i, gen, self.created(s, gen), self.created(s, gen - 1))
+        self._write_log(Path(s["folder"]) / f"{s['prefix']}.log", header, s["history"].get(str(gen), []))
 
     def _write_checkpoint(self, i: int) -> None:
         s = self.state["streams"][i]
@@ -266,14 +282,13 @@ class SimServer:
     def _roll(self, i: int) -> None:
         """``E00.log`` becomes the numbered generation, a new ``E00.log`` starts the next one."""
         s = self.state["streams"][i]
-        previous = self.now()
-        self.state["minutes"] += 1
-        created = self.now()
         gen = s["current"]
         path = Path(s["folder"]) / self.log_name(s, gen)
-        self._write_log(path, self._log_header(i, gen, previous, previous), s["history"].get(str(gen), []))
+        header = self._log_header(i, gen, self.created(s, gen), self.created(s, gen - 1))
+        self._write_log(path, header, s["history"].get(str(gen), []))
+        self._tick()
         s["current"] = gen + 1
-        s.setdefault("created", {})[str(gen + 1)] = created.isoformat()
+        s.setdefault("created", {})[str(gen + 1)] = self.now().isoformat()
         self._write_current(i)
 
     def _flush(self, i: int) -> None:
