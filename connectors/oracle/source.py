@@ -12,7 +12,8 @@ Full (``--mode full``, or ``auto`` when no log can follow):
 5. ``ALTER DATABASE END BACKUP`` in a ``finally``: also when a read fails or the run is stopped.
 6. ``ALTER SYSTEM ARCHIVE LOG CURRENT`` again: the end boundary (the redo through END BACKUP is archived).
 7. ``ALTER DATABASE BACKUP CONTROLFILE TO '<stage>/…' REUSE`` and ``… TO TRACE AS '<stage>/…' REUSE``,
-   ``CREATE PFILE='<stage>/…' FROM SPFILE`` (or the ``&pfile=`` file): read, stored, removed.
+   ``CREATE PFILE='<stage>/…' FROM SPFILE`` (the ``&pfile=`` file, or ``FROM MEMORY`` without an SPFILE):
+   read, stored, removed.
 8. Every archived log from the one holding the backup's first SCN to the last: ``arch/<t>_<s>_<r>.arc``.
 
 Log (``--mode log``): ``ARCHIVE LOG CURRENT``, then, per thread, the archived logs after the last one
@@ -350,8 +351,8 @@ class OracleSource:
         elif self.url.pfile:
             with contextlib.closing(self.runner.read_file(self.url.pfile)) as handle:
                 pfile = handle.read()
-        else:
-            raise ConnectorError("the instance runs without an SPFILE: name its PFILE with &pfile=PATH in the URL")
+        else:  # started from a PFILE: the parameters in use (11g and later)
+            pfile = self._small_file("CREATE PFILE='{}' FROM MEMORY", self._stage_name(token, f"init{info.name}.ora"))
         yield dir_entry(meta.PFILE_DIR)
         yield bytes_entry(pfile_item, pfile)
         self._meta["pfile_item"] = pfile_item

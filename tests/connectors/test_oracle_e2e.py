@@ -235,3 +235,28 @@ def test_the_database_host_reached_over_ssh(db: Db, capsys: pytest.CaptureFixtur
         assert code == 0, err + out
     assert db.rows(db.base / "over-ssh") == final
     assert SECRET not in out + err
+
+
+def test_after_open_resetlogs_a_new_incarnation_starts_a_new_chain(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    init(capsys, db)
+    db.sql("CREATE TABLE orders (id NUMBER, name VARCHAR2(40), qty NUMBER)")
+    workload(db, 1, 5)
+    snapshot(capsys, db, "full")
+    workload(db, 10, 2)
+    snapshot(capsys, db, "log")
+    code, out, err = cli(capsys, db, "restore", "--to", db.url(), "--target-dir", str(db.base / "reborn"))
+    assert code == 0, err + out
+    reborn = Db(db.base, db.base / "reborn")  # the restored copy is the database now (same DBID, new incarnation)
+    for orapw in (db.root / "dbs").glob("orapw*"):  # the password file is the DBA's to copy (not backed up)
+        (reborn.root / "dbs" / orapw.name).write_bytes(orapw.read_bytes())
+    reborn.sql("INSERT INTO orders VALUES (500, 'after resetlogs', 1)")
+    out = snapshot(capsys, reborn, "log", expect=17)
+    assert "RESETLOGS" in out
+    snapshot(capsys, reborn, "auto")
+    reborn.sql("INSERT INTO orders VALUES (501, 'later', 2)")
+    snapshot(capsys, reborn, "log")
+    code, out, err = cli(capsys, reborn, "restore-points")
+    assert code == 0 and out.count("incarnation") == 2, out
+    code, out, err = cli(capsys, reborn, "restore", "--to", reborn.url(), "--target-dir", str(db.base / "third"))
+    assert code == 0, err + out
+    assert reborn.rows(db.base / "third") == reborn.rows()

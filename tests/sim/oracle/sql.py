@@ -407,7 +407,10 @@ def _admin(db: Database, inst: dict[str, Any], upper: str, t: str) -> Result | N
         copy = {**db.ctl, "backup_controlfile": True}
         _write_new(_path(m.group(1)), json.dumps(copy, indent=1, sort_keys=True).encode(), bool(m.group(2)), "control")
         return Result(message="Database altered.")
-    if m := re.fullmatch(r"CREATE PFILE\s*=\s*('(?:[^']|'')*')\s+FROM SPFILE", t, re.I):
+    if m := re.fullmatch(r"CREATE PFILE\s*=\s*('(?:[^']|'')*')\s+FROM (SPFILE|MEMORY)", t, re.I):
+        if m.group(2).upper() == "MEMORY":
+            _write_new(_path(m.group(1)), format_params(db.params).encode(), True, "pfile")
+            return Result(message="File created.")
         spfile = db.tree.spfile()
         if spfile is None:
             raise OraError(1565, "error in identifying file '?/dbs/spfile@.ora'")
