@@ -170,3 +170,35 @@ def test_frontier_text_round_trips_and_compares_with_scn() -> None:
     f = Frontier(RID, ((1, 4), (2, 9)), 1234)
     assert Frontier.parse(str(f)) == f
     assert Scn(1234) <= f and f <= Scn(1234) and not f < Scn(1234) and f < Scn(1235)
+
+
+def test_the_connector_imports_without_posix_only_modules() -> None:
+    """A Windows backup machine: nothing the Oracle package imports needs fcntl, resource, termios, pwd, grp."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio, subprocess, tempfile, shutil, dtstore.connectors, dtstore.ssh\n"
+        "for name in [m for m in sys.modules if m.startswith(('dtstore.connectors._proc', 'dtstore.connectors.runner',"
+        " 'dtstore.connectors.oracle'))]:\n"
+        "    sys.modules.pop(name, None)\n"
+        "for name in ('fcntl', 'resource', 'termios', 'pwd', 'grp'):\n"
+        "    sys.modules[name] = None\n"
+        "sys.platform = 'win32'\n"
+        "import dtstore.connectors.oracle.connector, dtstore.connectors.oracle.restore\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_windows_host_paths_name_items_and_convert() -> None:
+    from dtstore.connectors.oracle.url import parse_url
+
+    url = parse_url("oracle://sys@db:1521/ORCL?files=sftp://oracle@db&windows=yes")
+    assert url.host_path(r"D:\oradata\ORCL\SYSTEM01.DBF").name == "SYSTEM01.DBF"
+    assert str(url.host_path(r"D:\oradata\ORCL\SYSTEM01.DBF").parent) == r"D:\oradata\ORCL"
+    from dtstore.connectors.oracle.plan import common_root
+
+    assert str(common_root([r"D:\oradata\ORCL\a.dbf", r"d:\ORADATA\orcl\control01.ctl", r"D:\oradata\fra\c2.ctl"],
+                           True)) == r"D:\oradata"
