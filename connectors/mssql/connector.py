@@ -17,7 +17,6 @@ from dtstore.connectors.mssql.source import MssqlSource, select_databases
 from dtstore.connectors.mssql.url import parse_url
 from dtstore.connectors.positions import Lsn
 from dtstore.connectors.request import RestoreRequest, stop_target
-from dtstore.errors import UsageError
 from dtstore.progress import ProgressCallback
 
 
@@ -31,9 +30,7 @@ class MssqlConnector:
                     stage_dir: Path | None = None) -> MssqlSource:
         check_mode(mode, self.modes, KIND)
         parsed = parse_url(url)
-        if stage_dir is not None:
-            if parsed.stage and Path(parsed.stage) != stage_dir:
-                raise UsageError("give the stage folder once: &stage= in the URL or --stage")
+        if stage_dir is not None:  # --stage DIR overrides &stage=
             parsed = replace(parsed, stage=str(stage_dir))
         parsed.stage_dir()  # a usage error before connecting
         with Server(parsed) as server:
@@ -43,6 +40,7 @@ class MssqlConnector:
 
     def plan(self, request: RestoreRequest, history: Sequence[SnapshotInfo]) -> MssqlRestorePlan:
         parsed = parse_url(request.url)
+        parsed.stage_dir()  # the restore fetches its files there: a usage error even for --dry-run
         target = stop_target(request, position_kind="lsn", parse=Lsn.parse, links=links(history))
         scope = list(request.scope) if request.scope is not None else (list(parsed.databases) or None)
         return plan_restore(history, target=target, scope=scope, options=request.options,

@@ -33,6 +33,9 @@ from dtstore.errors import ChainError, UsageError
 
 RUN_DIR = "{run}"
 """placeholder in the statements for the restore's stage folder (``STAGE/dtstore-mssql-<random>``)"""
+DATA_DIR, LOG_DIR = "{data}", "{log}"
+"""placeholders for the target's SERVERPROPERTY('InstanceDefaultDataPath'/'InstanceDefaultLogPath')"""
+DEFAULT_PATHS = ("<InstanceDefaultDataPath>", "<InstanceDefaultLogPath>")
 STATS = 10
 
 
@@ -70,9 +73,14 @@ class DatabaseRestore:
     def files(self) -> list[PlannedFile]:
         return [self.full, *([self.diff] if self.diff else []), *self.logs]
 
-    def statements(self, run_dir: str, *, replace: bool, sep: str = "\\") -> list[tuple[PlannedFile | None, str]]:
-        """(file, T-SQL) in order; the file is None for the final RECOVERY."""
+    def statements(self, run_dir: str, *, replace: bool, sep: str = "\\",
+                   defaults: tuple[str, str] = DEFAULT_PATHS) -> list[tuple[PlannedFile | None, str]]:
+        """(file, T-SQL) in order; the file is None for the final RECOVERY.  ``defaults``: the target's
+        default data and log folders (with their trailing separator), where files without --move-to go."""
         name = quote_name(self.target)
+
+        def place(path: str) -> str:
+            return path.replace(DATA_DIR, defaults[0], 1).replace(LOG_DIR, defaults[1], 1)
 
         def disk(f: PlannedFile) -> str:
             return literal(f"{run_dir}{sep}{f.file_name}")
@@ -80,7 +88,7 @@ class DatabaseRestore:
         first = ["NORECOVERY", "CHECKSUM", f"STATS = {STATS}"]
         if replace:
             first.append("REPLACE")
-        first += [f"MOVE {literal(a)} TO {literal(b)}" for a, b in self.moves]
+        first += [f"MOVE {literal(a)} TO {literal(place(b))}" for a, b in self.moves]
         out: list[tuple[PlannedFile | None, str]] = [
             (self.full, f"RESTORE DATABASE {name} FROM DISK = {disk(self.full)} WITH {', '.join(first)}")]
         if self.diff is not None:
@@ -144,17 +152,19 @@ def _flavour(path: str) -> type[PurePath]:
 
 
 def moved_files(backup: BackupFile, new_name: str, move_to: str | None) -> list[tuple[str, str]]:
-    """MOVE targets for a restore under another name or into another folder (the server's path style)."""
+    """MOVE targets: DIR, else the target's default data/log folder (dbatools' default), file names
+    renamed after ``new_name``, in the server's path style."""
     moves = []
     for f in backup.files:
-        flavour = _flavour(move_to or f.physical_name)
         original = _flavour(f.physical_name)(f.physical_name)
         base = original.name
         if new_name != backup.database:
             base = new_name + base[len(backup.database):] if base.lower().startswith(backup.database.lower()) \
                 else f"{new_name}_{base}"
-        folder = flavour(move_to) if move_to else original.parent
-        moves.append((f.logical_name, str(folder / base)))
+        if move_to:
+            moves.append((f.logical_name, str(_flavour(move_to)(move_to) / base)))
+        else:
+            moves.append((f.logical_name, (LOG_DIR if f.type == "L" else DATA_DIR) + base))
     return moves
 
 
@@ -241,7 +251,7 @@ def plan_restore(history: Sequence[SnapshotInfo], *, target: Target, scope: Sequ
         restores.append(DatabaseRestore(
             source=database, target=name, full=planned[0], diff=planned[1] if diff else None,
             logs=planned[2 if diff else 1:], stopat=stopat, stopatmark=mark,
-            moves=moved_files(full, name, move_to) if (new_name or move_to) else [],
+            moves=moved_files(full, name, move_to),
             reached=iso(target.time) if target.time is not None and logs else iso(chain.reached_time),
             point_in_time=full.point_in_time, gap=chain.gap))
     sep = "\\" if stage and _flavour(stage) is PureWindowsPath else "/"
@@ -249,5 +259,7 @@ def plan_restore(history: Sequence[SnapshotInfo], *, target: Target, scope: Sequ
                             stop=target, replace=replace, stage=stage, sep=sep)
 
 
-__all__ = ["RUN_DIR", "DatabaseRestore", "MssqlRestorePlan", "PlannedFile", "moved_files", "plan_restore",
-           "server_local", "validate"]
+__all__ = [
+    "DATA_DIR", "DEFAULT_PATHS", "LOG_DIR", "RUN_DIR", "DatabaseRestore", "MssqlRestorePlan", "PlannedFile",
+    "moved_files", "plan_restore", "server_local", "validate",
+]

@@ -38,11 +38,12 @@ def execute_restore(plan: MssqlRestorePlan, url: MssqlUrl, repo: RepositoryView,
             if taken:
                 raise ConnectorError(f"the target already has database(s) {', '.join(taken)}: restore with --as "
                                      "NEW_NAME, or with --replace to overwrite (a restore never overwrites by itself)")
+        defaults = _default_paths(server)
         with Stage(url.stage_dir(), "mssql") as stage:
             with contextlib.suppress(OSError):
                 os.chmod(stage.path, 0o2770)  # the SQL Server service reads here
             for r in plan.restores:
-                statements = r.statements(str(stage.path), replace=plan.replace, sep=os.sep)
+                statements = r.statements(str(stage.path), replace=plan.replace, sep=os.sep, defaults=defaults)
                 for f, _ in statements:
                     if f is not None:
                         progress(ProgressEvent("restore", current=r.target, message=f"fetch {f.backup.kind} "
@@ -63,6 +64,20 @@ def execute_restore(plan: MssqlRestorePlan, url: MssqlUrl, repo: RepositoryView,
                     raise ConnectorError(f"{r.target} is {state.state if state else 'missing'} after RESTORE WITH "
                                          "RECOVERY (the STOPAT may lie beyond the last log)")
     progress(ProgressEvent("restore", message="done"))
+
+
+def _default_paths(server: Server) -> tuple[str, str]:
+    """Where files without --move-to go: the target's default data and log folders (SQL Server 2012+)."""
+    data, log = server.rows("SELECT SERVERPROPERTY('InstanceDefaultDataPath'), "
+                            "SERVERPROPERTY('InstanceDefaultLogPath')")[0]
+    if not data or not log:
+        return "", ""  # only used when a MOVE needs them: the server then names the missing folder
+
+    def folder(path: object) -> str:
+        text = str(path)
+        return text if text.endswith(("\\", "/")) else text + ("\\" if "\\" in text else "/")
+
+    return folder(data), folder(log)
 
 
 def _reporter(progress: ProgressCallback, name: str) -> Callable[[str], None]:

@@ -274,6 +274,13 @@ class MssqlSource:
         ours = {link.ref for link in self._links.get(db.name, [])}
         foreign = [r for r in backups_after(server, db.name, db.database_guid, end)
                    if r.type == "L" and not r.is_copy_only and r.backup_set_guid not in ours]
+        mine = [r for r in foreign if (r.description or "") == f"dtstore:{self.source_id}"]
+        if mine:
+            lost = mine[0]
+            return ChainCheck.broken(
+                f"a log backup of {db.name} that dtstore took in a run that did not commit (LSN {lost.first_lsn}–"
+                f"{lost.last_lsn}, {lost.device or 'file gone'}) is not in the repository: its log records are "
+                "lost to it, so the log chain is broken there; a differential or full continues (auto does it)")
         if foreign:
             first = foreign[0]
             self._meta["foreign_backups"].append(

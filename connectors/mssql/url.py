@@ -51,7 +51,7 @@ class MssqlUrl:
     def stage_dir(self) -> Path:
         if not self.stage:
             raise UsageError("the mssql URL needs &stage=PATH: a folder the SQL Server service can write and "
-                             "dtstore can read (the .bak files are written there)")
+                             f"dtstore can read (the .bak files are written there); expected {URL_FORM}")
         return Path(self.stage)
 
     def password(self) -> str:

@@ -200,7 +200,8 @@ def test_stopat_between_logs_takes_the_log_that_contains_it_and_nothing_after() 
     assert r.stopat == "2026-11-29T13:25:00"  # the server's local time: UTC+1 (time_zone 4)
     sql = [s for _, s in r.statements("S:\\stage\\run", replace=False)]
     assert sql[0] == ("RESTORE DATABASE [shop] FROM DISK = N'S:\\stage\\run\\shop-000-full.bak' WITH NORECOVERY, "
-                      "CHECKSUM, STATS = 10")
+                      "CHECKSUM, STATS = 10, MOVE N'shop' TO N'<InstanceDefaultDataPath>shop.mdf', "
+                      "MOVE N'shop_log' TO N'<InstanceDefaultLogPath>shop_log.ldf'")
     assert sql[1:4] == [f"RESTORE LOG [shop] FROM DISK = N'S:\\stage\\run\\shop-00{i}-log.trn' WITH NORECOVERY, "
                         "CHECKSUM, STATS = 10, STOPAT = N'2026-11-29T13:25:00'" for i in (1, 2, 3)]
     assert sql[-1] == "RESTORE DATABASE [shop] WITH RECOVERY"
@@ -216,13 +217,16 @@ def test_as_a_new_name_moves_the_files_in_the_servers_path_style() -> None:
     plan = h.plan(**{"as": "shop_copy"})
     (r,) = plan.restores
     assert r.target == "shop_copy"
-    assert r.moves == [("shop", "D:\\Data\\shop_copy.mdf"), ("shop_log", "L:\\Logs\\shop_copy_log.ldf")]
+    assert r.moves == [("shop", "{data}shop_copy.mdf"), ("shop_log", "{log}shop_copy_log.ldf")]  # dbatools' default
+    first = r.statements("R", replace=False, defaults=("D:\\Data\\", "L:\\Logs\\"))[0][1]
+    assert first.endswith("MOVE N'shop' TO N'D:\\Data\\shop_copy.mdf', "
+                          "MOVE N'shop_log' TO N'L:\\Logs\\shop_copy_log.ldf'")
     moved = h.plan(**{"move_to": "E:\\Restore"}).restores[0].moves
     assert moved == [("shop", "E:\\Restore\\shop.mdf"), ("shop_log", "E:\\Restore\\shop_log.ldf")]
     posix = moved_files(SnapshotMeta.of(h.snaps[0].meta).backups[0], "x", "/var/opt/mssql/data")
     assert posix == [("shop", "/var/opt/mssql/data/x.mdf"), ("shop_log", "/var/opt/mssql/data/x_log.ldf")]
     described = "\n".join(h.plan(**{"as": "n", "replace": "1"}).describe())
-    assert "REPLACE, MOVE N'shop' TO N'D:\\Data\\n.mdf'" in described
+    assert "REPLACE, MOVE N'shop' TO N'<InstanceDefaultDataPath>n.mdf'" in described
 
 
 def test_simple_recovery_restores_only_to_its_fulls_and_diffs() -> None:

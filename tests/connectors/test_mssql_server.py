@@ -323,3 +323,21 @@ def test_a_database_that_is_restoring_is_skipped_with_a_warning(sim: Simulator, 
     assert "database b not backed up: state RESTORING" in result.out + result.err
     with environment(sim.env()), pytest.raises(ConnectorError, match="not ONLINE"):
         make_source(sim.url("b"), repo=None, mode="full")
+
+
+def test_a_log_backup_that_never_reached_the_repository_breaks_the_chain_and_auto_heals(
+        sim: Simulator, tmp_path: Path) -> None:
+    sim.sql("CREATE DATABASE shop; CREATE TABLE shop.dbo.t (id INT PRIMARY KEY)")
+    repo = init_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    take(repo, sim, "full")
+    sim.sql("INSERT INTO shop.dbo.t VALUES (1)")
+    sim.sql("EXEC dtsim_fault N'log:truncated'")  # the server took the log backup, its file is damaged
+    with environment(sim.env()), pytest.raises(ConnectorError, match="3241"):
+        take(repo, sim, "log")
+    assert list(sim.stage.iterdir()) == []
+    with environment(sim.env()), pytest.raises(ChainError, match="a run that did not commit"):
+        take(repo, sim, "log")
+    healed = take(repo, sim, "auto")
+    assert kinds(healed) == {"shop": "diff"}
+    sim.sql("INSERT INTO shop.dbo.t VALUES (2)")
+    assert kinds(take(repo, sim, "log")) == {"shop": "log"}

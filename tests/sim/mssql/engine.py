@@ -147,6 +147,8 @@ class Engine:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(state / "catalog.sqlite", check_same_thread=False, isolation_level=None)
         self.db.executescript(CATALOG_SCHEMA)
+        self.faults: dict[str, list[str]] = {"full": [], "diff": [], "log": []}
+        """armed with ``EXEC dtsim_fault N'<full|diff|log>:<disk-full|truncated|silent>'`` (simulator only)"""
         for db_name, db_id, model in SYSTEM_DATABASES:
             if not self._database(db_name):
                 self._create_database(db_name, db_id=db_id, model=model)
@@ -319,6 +321,13 @@ class Engine:
             return
         if verb == "BACKUP":
             yield from self._backup(session, sql)
+            return
+        if verb in ("EXEC", "EXECUTE") and second.upper() == "DTSIM_FAULT":
+            kind, _, fault = sqlmap.literal_value(sql.split(None, 2)[2].strip()).partition(":")
+            if kind not in self.faults or fault not in ("disk-full", "truncated", "silent"):
+                raise SqlError((50002, "dtsim_fault takes N'full|diff|log:disk-full|truncated|silent'"))
+            self.faults[kind].append(fault)
+            yield tds.done()
             return
         if verb == "RESTORE":
             yield from self._restore(session, sql)
@@ -610,6 +619,12 @@ class Engine:
             "recovery_model": db["recovery_model_desc"],
         }
         data = _bak(header, payload)
+        fault = self.faults[{"D": "full", "I": "diff", "L": "log"}[kind]]
+        fault_now = fault.pop(0) if fault else None
+        if fault_now == "disk-full":
+            raise terminating(verb, (3202, f'Write on "{path}" failed: 112(There is not enough space on the disk.)'))
+        if fault_now == "truncated":
+            data = data[: len(data) // 2]
         partial = target.with_name(target.name + ".sim-partial")
         try:
             partial.write_bytes(data)
@@ -628,6 +643,10 @@ class Engine:
         except Cancelled:
             partial.unlink(missing_ok=True)  # nothing recorded in msdb, no file: the backup did not happen
             raise
+        if fault_now == "silent":  # as if the client had gone: no file, nothing recorded, no final message
+            partial.unlink(missing_ok=True)
+            yield tds.done()
+            return
         os.replace(partial, target)
         self._record_backup(db, rec, files, header, str(target), kind, copy_only, len(data))
         logical = files[0]["name"]
