@@ -15,7 +15,9 @@ Link kinds:
 * backup task: the first snapshot of a backup set (``BackupStartDT``) is the ``full``, later ones
   of the same set (.DELTA files, databases sent one by one) are ``diff``s of it; its end is where
   the first translog snapshot taken after it starts (Domino's recovery replays every extent archived
-  after the backup);
+  after the backup); the snapshots of an incremental set (BackupMode INCR, ``load backup -i``) are
+  ``diff``s of the newest full set before them, ending where that full ends (its databases still
+  need every extent since it);
 * a backup-task extent: ``log``.
 """
 
@@ -105,7 +107,9 @@ def links(history: Sequence[SnapshotInfo]) -> list[Link]:
     found: list[Link] = []
     ordered = sorted(history, key=lambda s: s.time)
     task_logs = [s for s in ordered if mode_of(s) == "task-log"]
-    set_first: dict[str, SnapshotInfo] = {}
+    set_first: dict[str, SnapshotInfo] = {}  # backup set → the snapshot that is its base
+    set_end: dict[str, DominoPoint] = {}  # base snapshot id → where its logs start
+    last_full: SnapshotInfo | None = None
     for snap in ordered:
         mode = mode_of(snap)
         meta = snap.meta
@@ -124,17 +128,24 @@ def links(history: Sequence[SnapshotInfo]) -> list[Link]:
                               DominoPoint(log_id, seq + 1), _time(meta, "covered_until", snap)))
         else:
             name = task_set(snap)
-            later = [t for t in task_logs if t.time > snap.time]
-            first_log = later[0] if later else None
-            end = (DominoPoint(str(first_log.meta["log"]["log_id"]), int(first_log.meta["extent"]["sequence"]))
-                   if first_log else NOWHERE)
-            started = _time(meta, "consistent_at", snap)
+            incremental = str(meta.get("task", {}).get("backup_mode", "")).upper() == "INCR"
             if name not in set_first:
-                set_first[name] = snap
-                found.append(Link(snap.id, snap.short_id, snap.time, "full", end, end, started))
-            else:
-                base = set_first[name]
-                found.append(Link(snap.id, snap.short_id, snap.time, "diff", end, end, started, base_ref=base.id))
+                if incremental and last_full is not None:  # load backup -i: new DBIIDs since that full
+                    set_first[name] = last_full
+                else:
+                    set_first[name] = snap
+                    later = [t for t in task_logs if t.time > snap.time]
+                    set_end[snap.id] = (DominoPoint(str(later[0].meta["log"]["log_id"]),
+                                                    int(later[0].meta["extent"]["sequence"])) if later else NOWHERE)
+                    last_full = snap
+                    end = set_end[snap.id]
+                    found.append(Link(snap.id, snap.short_id, snap.time, "full", end, end,
+                                      _time(meta, "consistent_at", snap)))
+                    continue
+            base = set_first[name]
+            end = set_end[base.id]  # the logs from the base's backup on: its databases need every one
+            found.append(Link(snap.id, snap.short_id, snap.time, "diff", end, end, _time(meta, "consistent_at", snap),
+                              base_ref=base.id))
     return found
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from dtstore.connectors.base import RestorePlan, SnapshotInfo, iso
 from dtstore.connectors.chains import Gap, Target, plan
-from dtstore.connectors.domino.chain import KIND, explain, links, mode_of, task_set
+from dtstore.connectors.domino.chain import KIND, explain, links, mode_of
 from dtstore.errors import UsageError
 
 
@@ -87,9 +87,10 @@ def plan_restore(history: Sequence[SnapshotInfo], *, target: Target, databases: 
     by_id = {s.id: s for s in history}
     chosen = [by_id[i] for i in chain.snapshot_ids]
     full = by_id[chain.full.snapshot_id]
-    if mode_of(full).startswith("task"):  # the other members of its backup set, up to the plan's end
-        members = [s for s in history if mode_of(s) in ("task-db", "task-snapshot") and task_set(s) == task_set(full)
-                   and s.time <= chain.last.taken and s.id not in chain.snapshot_ids]
+    if mode_of(full).startswith("task"):  # every part of its backup set and later incrementals, up to the end
+        parts = {link.snapshot_id for link in all_links if link.kind == "diff" and link.base_ref == chain.full.ref
+                 and link.taken <= chain.last.taken and (target.time is None or link.time_until <= target.time)}
+        members = [s for s in history if s.id in parts and s.id not in chain.snapshot_ids]
         chosen = sorted([*chosen, *members], key=lambda s: s.time)
     files: dict[tuple[str, str], PlannedFile] = {}
     for snap in chosen:

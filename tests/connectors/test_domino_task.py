@@ -185,3 +185,51 @@ def test_archive_marking_never_happens_for_a_failed_snapshot(
     assert healed.archived == [3] and sim.archived_through() == 3
     found = history(s3_env, tmp_path)
     assert sorted(s.meta["extent"]["name"] for s in found) == ["S0000001.TXN", "S0000002.TXN", "S0000003.TXN"]
+
+
+def _info(n: int, mode: str, **meta: Any) -> SnapshotInfo:
+    import datetime as dt
+
+    when = dt.datetime(2026, 12, 1, tzinfo=dt.UTC) + dt.timedelta(hours=n)
+    return SnapshotInfo(f"{n:064x}", f"{n:08x}", when, "domino:sim1", "domino",
+                        {"format": 1, "transport": "task", "mode": mode, "consistent_at": None, **meta})
+
+
+def _db(n: int, start: str, backup_mode: str, name: str) -> SnapshotInfo:
+    files = [{"file": name, "item": f"domino/data/{name}", "size": 1}]
+    return _info(n, "task-db", task={"set": start, "backup_mode": backup_mode, "files": files})
+
+
+def _txn(n: int, seq: int) -> SnapshotInfo:
+    return _info(n, "task-log", log={"log_id": "AB"}, extent={"name": f"S{seq:07d}.TXN", "sequence": seq,
+                                                              "item": f"domino/translog/S{seq:07d}.TXN", "size": 1})
+
+
+def test_an_incremental_set_joins_its_full_and_keeps_every_extent_since_it() -> None:
+    from dtstore.connectors.chains import Target
+    from dtstore.connectors.domino.plan import plan_restore
+
+    history = [_db(1, "T1", "FULL", "a.nsf"), _db(2, "T1", "FULL", "b.nsf"), _txn(3, 5), _txn(4, 6),
+               _db(5, "T2", "INCR", "b.nsf"), _txn(6, 7)]
+    kinds = [(link.kind, link.base_ref and link.base_ref[-1:]) for link in links(history)]
+    assert kinds == [("full", None), ("diff", "1"), ("log", None), ("log", None), ("diff", "1"), ("log", None)]
+    plan = plan_restore(history, target=Target(), databases=None, source_id="domino:sim1", target_display="x")
+    files = {(f.area, f.dest): f.snapshot_id[-1:] for f in plan.files}
+    assert files == {("data", "a.nsf"): "1", ("data", "b.nsf"): "5", ("translog", "S0000005.TXN"): "3",
+                     ("translog", "S0000006.TXN"): "4", ("translog", "S0000007.TXN"): "6"}
+
+
+def test_the_simulator_command_line(tmp_path: Path) -> None:
+    import subprocess
+
+    root = tmp_path / "srv"
+    run = [sys.executable, "-m", "tests.sim.domino", "--root", str(root)]
+    subprocess.run([*run, "init", "--extent-size", "65536", "--db-size", "65536", "--mail-users", "1"], check=True,
+                   capture_output=True)
+    subprocess.run([*run, "write", "--extents", "2", "--compact", "mail/user000.nsf"], check=True, capture_output=True)
+    repo_url = str(tmp_path / "repo")
+    init_repo(repo_url, tmp_path / "cache").close()
+    done = subprocess.run([*run, "backup-task", "translog", "--script-dir", str(script_dir(tmp_path))],
+                          env=environment(repo_url, tmp_path), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"archived": [1, 2]' in done.stdout and DominoSim(root).archived_through() == 2
