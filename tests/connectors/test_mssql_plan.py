@@ -382,3 +382,25 @@ class _Snap:
     @classmethod
     def of(cls, snaps: list[SnapshotInfo]) -> list[_Snap]:
         return [cls(s.id, s.short_id, s.time, s.source_id, s.kind, dict(s.meta)) for s in snaps]
+
+
+def test_the_package_imports_without_posix_only_modules() -> None:
+    """dtstore runs on the SQL Server machine, which is often Windows: nothing POSIX-only at import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('fcntl', 'resource', 'termios', 'pwd', 'grp'):\n"
+        "    sys.modules[name] = None\n"
+        "sys.platform = 'win32'\n"
+        "import dtstore.connectors.mssql.chain, dtstore.connectors.mssql.plan, dtstore.connectors.mssql.meta\n"
+        "try:\n"
+        "    import pyodbc\n"
+        "except ImportError:\n"
+        "    print('ok'); raise SystemExit\n"
+        "import dtstore.connectors.mssql.connector\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
