@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dtstore import FilesSource, clock
-from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso
 from dtstore.connectors.domino.chain import KIND, METADATA_FORMAT, DominoPoint, links, mode_of
 from dtstore.connectors.domino.files import (
     CONTROL_FILE,
@@ -42,6 +42,7 @@ from dtstore.connectors.domino.notesini import NotesIni, find_ini, read_ini
 from dtstore.connectors.domino.url import DominoUrl
 from dtstore.connectors.entries import BLOCK, dir_entry
 from dtstore.connectors.modes import choose_mode
+from dtstore.connectors.source import ChainedSource
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, FileIdentity, Reporter
 
@@ -82,11 +83,10 @@ class _DigestReader:
         return data
 
 
-class DominoSource:
+class DominoSource(ChainedSource):
     """One ``dtstore snapshot domino://…`` run in direct mode."""
 
     kind = KIND
-    exclusive = True
 
     def __init__(self, url: DominoUrl, repo: RepositoryView | None, mode: str) -> None:
         self.url, self.repo, self.mode = url, repo, mode
@@ -98,7 +98,7 @@ class DominoSource:
         self.translog = Path(os.path.abspath(self.ini.translog_path(self.data)))
         daos = self.ini.daos_path(self.data)
         self.daos = Path(os.path.abspath(daos)) if daos else None
-        self.history: list[SnapshotInfo] = []
+        self.history = []
         self._meta: dict[str, Any] = {}
 
     # -- identity -------------------------------------------------------------------------------
@@ -107,14 +107,6 @@ class DominoSource:
     def source_id(self) -> str:
         node = self.ini.node()
         return f"domino:{node}" if node else f"domino:{self.data.as_posix()}"
-
-    @property
-    def display_paths(self) -> list[str]:
-        return [self.url.display()]
-
-    def prepare(self) -> None:
-        if self.repo is not None:
-            self.history = snapshots_of(self.repo.snapshots(), KIND, self.source_id)
 
     def estimated_size(self) -> int:
         total = 0

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from dtstore import clock
-from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.base import ChainCheck, RepositoryView, iso
 from dtstore.connectors.chains import ChainPlan, Link, Target, plan
 from dtstore.connectors.entries import BLOCK, dir_entry, file_entry
 from dtstore.connectors.modes import choose_mode
@@ -48,6 +48,7 @@ from dtstore.connectors.mssql.server import (
     quote_name,
 )
 from dtstore.connectors.mssql.url import MssqlUrl
+from dtstore.connectors.source import ChainedSource
 from dtstore.connectors.stage import Stage
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.progress import ProgressEvent
@@ -98,33 +99,23 @@ def _int(value: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-class MssqlSource:
+class MssqlSource(ChainedSource):
     """One ``dtstore snapshot mssql://…`` run."""
 
     kind = KIND
-    exclusive = True
 
     def __init__(self, url: MssqlUrl, info: ServerInfo, targets: list[DatabaseState],
                  skipped: list[dict[str, str]], repo: RepositoryView | None, mode: str) -> None:
         self.url, self.info, self.targets, self.skipped, self.repo = url, info, targets, skipped, repo
         self.mode = mode
-        self.history: list[SnapshotInfo] = []
+        self.history = []
         self._meta: dict[str, Any] = {}
         self._links: dict[str, list[Link]] = {}
 
     def prepare(self) -> None:
-        if self.repo is not None:
-            self.history = snapshots_of(self.repo.snapshots(), KIND, self.source_id)
+        super().prepare()
         for link in links(self.history):
             self._links.setdefault(link.stream, []).append(link)
-
-    @property
-    def source_id(self) -> str:
-        return self.info.source_id
-
-    @property
-    def display_paths(self) -> list[str]:
-        return [self.url.display()]
 
     def metadata(self) -> dict[str, Any]:
         meta.check(self._meta)
