@@ -38,12 +38,14 @@ from tests.connectors.contract import (
     run_cli,
 )
 from tests.connectors.contract_domino import DominoHarness
+from tests.connectors.contract_exchange import ExchangeHarness
 from tests.connectors.contract_mssql import MssqlHarness
 from tests.connectors.contract_mysql import MysqlHarness
 from tests.connectors.contract_oracle import OracleHarness
 from tests.helpers import PASSWORD
 
-HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, OracleHarness, DominoHarness, MssqlHarness]
+HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, OracleHarness, DominoHarness, MssqlHarness,
+                                            ExchangeHarness]
 """one class per connector; adding SQL Server or Oracle is adding its harness here"""
 
 
