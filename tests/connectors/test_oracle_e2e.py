@@ -260,3 +260,22 @@ def test_after_open_resetlogs_a_new_incarnation_starts_a_new_chain(db: Db, capsy
     code, out, err = cli(capsys, reborn, "restore", "--to", reborn.url(), "--target-dir", str(db.base / "third"))
     assert code == 0, err + out
     assert reborn.rows(db.base / "third") == reborn.rows()
+
+
+def test_a_log_archived_to_two_destinations_is_stored_once(db: Db, capsys: pytest.CaptureFixture[str]) -> None:
+    init(capsys, db)
+    (db.base / "arch2").mkdir()
+    db.sql(f"ALTER SYSTEM SET log_archive_dest_2='LOCATION={db.base / 'arch2'}' SCOPE=BOTH")
+    db.sql("CREATE TABLE orders (id NUMBER, name VARCHAR2(40), qty NUMBER)")
+    snapshot(capsys, db, "full")
+    workload(db, 1, 3)
+    snapshot(capsys, db, "log")
+    rows = db.sql("SELECT thread#, sequence#, dest_id FROM v$archived_log")
+    assert {r[2] for r in rows} == {1, 2}  # every log is listed twice
+    with environment({"DTSTORE_CACHE_DIR": str(db.base / "cli-cache")}):
+        repo = dtstore.Repository.open(str(db.base / "repo"), password=PASSWORD)
+        stored = [(lg["thread"], lg["sequence"]) for s in repo.snapshots() for lg in s.source_metadata["logs"]]
+    assert len(stored) == len(set(stored)), stored
+    code, out, err = cli(capsys, db, "restore", "--to", db.url(), "--target-dir", str(db.base / "r"))
+    assert code == 0, err + out
+    assert db.rows(db.base / "r") == db.rows()
