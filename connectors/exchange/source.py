@@ -26,7 +26,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from dtstore import clock
-from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.base import ChainCheck, RepositoryView, iso
 from dtstore.connectors.chains import Target, by_stream, plan
 from dtstore.connectors.entries import dir_entry, file_entry
 from dtstore.connectors.exchange import meta
@@ -45,6 +45,7 @@ from dtstore.connectors.exchange.url import ExchangeUrl
 from dtstore.connectors.modes import choose_mode
 from dtstore.connectors.positions import ExchangeGeneration
 from dtstore.connectors.runner import CommandRunner
+from dtstore.connectors.source import ChainedSource
 from dtstore.connectors.stage import Stage
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, Reporter
@@ -88,11 +89,10 @@ def item_name(name: str) -> str:
     return name.replace("/", "_").replace("\\", "_")
 
 
-class ExchangeSource:
+class ExchangeSource(ChainedSource):
     """One ``dtstore snapshot exchange://…`` run (full, log, or auto = log when every database allows it)."""
 
     kind = KIND
-    exclusive = True
 
     def __init__(self, url: ExchangeUrl, runner: CommandRunner, targets: list[Target_], *, source_id: str,
                  discovery: Discovery | None, repo: RepositoryView | None, mode: str,
@@ -100,7 +100,7 @@ class ExchangeSource:
         self.url, self.runner, self.targets, self._source_id = url, runner, targets, source_id
         self.discovery, self.repo, self.mode = discovery, repo, mode
         self.stage_parent = Path(url.stage) if url.stage else (stage_dir or Path(tempfile.gettempdir()))
-        self.history: list[SnapshotInfo] = []
+        self.history = []
         self._meta: dict[str, Any] = {}
         self._ends: dict[str, ExchangeGeneration] = {}
         self.session: ShadowSession | None = None
@@ -111,14 +111,6 @@ class ExchangeSource:
     @property
     def source_id(self) -> str:
         return self._source_id
-
-    @property
-    def display_paths(self) -> list[str]:
-        return [self.url.display()]
-
-    def prepare(self) -> None:
-        if self.repo is not None:
-            self.history = snapshots_of(self.repo.snapshots(), KIND, self.source_id)
 
     def metadata(self) -> dict[str, Any]:
         meta.check(self._meta)
