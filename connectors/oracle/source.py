@@ -37,7 +37,7 @@ from pathlib import PurePath
 from typing import Any, BinaryIO
 
 from dtstore import clock
-from dtstore.connectors.base import ChainCheck, RepositoryView, SnapshotInfo, iso, snapshots_of
+from dtstore.connectors.base import ChainCheck, RepositoryView, iso
 from dtstore.connectors.chains import Target
 from dtstore.connectors.chains import plan as chain_plan
 from dtstore.connectors.entries import BLOCK, bytes_entry, dir_entry, file_entry
@@ -48,6 +48,7 @@ from dtstore.connectors.oracle.meta import OracleMeta, ThreadEnd, parse_offset
 from dtstore.connectors.oracle.session import Session, runner_for, session
 from dtstore.connectors.oracle.url import OracleUrl
 from dtstore.connectors.runner import CommandRunner
+from dtstore.connectors.source import ChainedSource
 from dtstore.errors import ChainError, ConnectorError
 from dtstore.sources.base import Entry, Reporter
 
@@ -150,32 +151,21 @@ class HostLog:
         return f"{meta.ARCH_DIR}/{self.thread}_{self.sequence}_{self.resetlogs_id}.arc"
 
 
-class OracleSource:
+class OracleSource(ChainedSource):
     """One ``dtstore snapshot oracle://…`` run."""
 
     kind = KIND
-    exclusive = True
+    url: OracleUrl
+    info: ServerInfo
 
     def __init__(self, url: OracleUrl, info: ServerInfo, repo: RepositoryView | None, mode: str) -> None:
         self.url, self.info, self.repo, self.mode = url, info, repo, mode
-        self.history: list[SnapshotInfo] = []
+        self.history = []
         self._meta: dict[str, Any] = {}
         self._session: Session | None = None
         self._runner: CommandRunner | None = None
         self._new_logs: list[HostLog] = []
         self._continues: dict[int, ThreadEnd] = {}
-
-    def prepare(self) -> None:
-        if self.repo is not None:
-            self.history = snapshots_of(self.repo.snapshots(), KIND, self.source_id)
-
-    @property
-    def source_id(self) -> str:
-        return self.info.source_id
-
-    @property
-    def display_paths(self) -> list[str]:
-        return [self.url.display()]
 
     def estimated_size(self) -> int:
         return self.info.datafile_bytes if self.mode != "log" else 0
