@@ -364,7 +364,7 @@ def test_bash_completion_completes_commands_options_and_choices(cli: Cli, tmp_pa
     assert {"diff", "dump"} <= set(_bash_complete(script, ["dtstore", "d"]))
     assert "--exclude-caches" in _bash_complete(script, ["dtstore", "--repo", "/x", "snapshot", "--exclude-c"])
     assert _bash_complete(script, ["dtstore", "generate", "--completion", ""]) == ["bash", "fish", "zsh"]
-    assert set(_bash_complete(script, ["dtstore", "key", ""])) == {"list", "add", "remove", "passwd"}
+    assert set(_bash_complete(script, ["dtstore", "key", ""])) == {"list", "add", "remove", "passwd", "convert"}
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
