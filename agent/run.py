@@ -622,7 +622,11 @@ def _snapshot_and_retention(config: Config, job: Job, requested: str, record: di
         removed: list[str] = []
         wanted = "note" not in record and (
             requested == "retention" or (requested in MODE_ORDER and retention_due(job, record["mode"])))
-        if wanted and job.policy is not None:  # config.load parsed the retention table
+        if wanted and job.policy is not None and getattr(repo, "append_only", False):
+            # a backup key can neither read old manifests nor delete: retention runs on the admin host
+            record["note_retention"] = "retention skipped: this host holds a backup key (run it with an admin key)"
+            lines.append(f"job {job.name}: {record['note_retention']}")
+        elif wanted and job.policy is not None:  # config.load parsed the retention table
             policy = job.policy
             removed, shrunk = apply_retention(repo, policy, source_id=source_id, host=host, now=clk.now())
             record["forgotten"] = len(removed)
