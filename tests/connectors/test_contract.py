@@ -278,7 +278,9 @@ def test_a_log_that_does_not_follow_is_exit_17_in_log_mode_and_a_full_in_auto_mo
     assert harness.mode_of(after) == "log" and not harness.auto_reason(after)
     [points] = restore_points(repo.snapshots())
     assert points.kind == harness.kind and len(points.streams) == 1
-    assert [w.bases[0].snapshot_id for w in points.streams[0].windows][-1] == healed.id
+    # the healed full starts the newest window (which may also hold the old chain, when the break left
+    # no restorable time between them: both fell in the same second)
+    assert healed.id in [b.snapshot_id for b in points.streams[0].windows[-1].bases]
     assert points.streams[0].windows[-1].links[-1].snapshot_id == after.id
 
     repo.forget([full.id, log.id, healed.id])  # the newest log's base is gone
