@@ -140,13 +140,12 @@ class Lsn:
 
 
 @dataclass(frozen=True, order=True)
-class PgLsn:
-    """PostgreSQL: a WAL location ``X/Y`` (two hexadecimal halves of a 64-bit byte position)."""
+class _ValuePosition:
+    """A position that is one number, where the next log starts exactly where the last one ended."""
 
-    kind: ClassVar[str] = "lsn"
     value: int
 
-    def continues(self, end: PgLsn) -> bool:
+    def continues(self, end: _ValuePosition) -> bool:
         return self.value == end.value
 
     def start_key(self) -> int:
@@ -154,6 +153,13 @@ class PgLsn:
 
     def successor_key(self) -> int:
         return self.value
+
+
+@dataclass(frozen=True, order=True)
+class PgLsn(_ValuePosition):
+    """PostgreSQL: a WAL location ``X/Y`` (two hexadecimal halves of a 64-bit byte position)."""
+
+    kind: ClassVar[str] = "lsn"
 
     def __str__(self) -> str:
         return f"{self.value >> 32:X}/{self.value & 0xFFFFFFFF:X}"
@@ -217,20 +223,10 @@ class WalSegment:
 
 
 @dataclass(frozen=True, order=True)
-class Scn:
+class Scn(_ValuePosition):
     """Oracle: a system change number (decimal)."""
 
     kind: ClassVar[str] = "scn"
-    value: int
-
-    def continues(self, end: Scn) -> bool:
-        return self.value == end.value
-
-    def start_key(self) -> int:
-        return self.value
-
-    def successor_key(self) -> int:
-        return self.value
 
     def __str__(self) -> str:
         return str(self.value)
