@@ -129,3 +129,11 @@ def machine_time_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[No
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def missing(reason: str) -> None:
+    """A server or tool the test needs is not installed: a skip on a developer's machine, a failure in
+    CI, where ``.ci/run`` installs everything (a skip there would hide a missing install step)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
+    pytest.skip(reason)

@@ -20,6 +20,7 @@ import pytest
 
 from dtstore.connectors.mssql.url import URL_FORM
 from tests.connectors.contract import BadUrl, ConnectorHarness, Endpoint, ToolFault
+from tests.helpers import missing
 from tests.servers.ports import free_port
 from tests.sim.mssql.fixture import Simulator, available, simulator
 
@@ -33,7 +34,7 @@ URL_FORM_SHOWN = URL_FORM.split("?")[0]
 def _start(request: pytest.FixtureRequest, name: str, secret: str) -> Simulator:
     reason = available()
     if reason is not None:
-        pytest.skip(reason)
+        missing(reason)
     base = request.getfixturevalue("tmp_path_factory").mktemp(name)
     stack = contextlib.ExitStack()
     sim = stack.enter_context(simulator(base, password=secret))

@@ -25,10 +25,15 @@ from dtstore.connectors import RestoreRequest, make_source, restore_points, rest
 from dtstore.connectors.mssql.plan import MssqlRestorePlan
 from dtstore.errors import ChainError, ConnectorError
 from tests.connectors.contract import environment, run_cli
-from tests.helpers import init_repo
+from tests.helpers import init_repo, missing
 from tests.sim.mssql.fixture import Simulator, available, simulator
 
-pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+@pytest.fixture(autouse=True)
+def _driver_installed() -> None:
+    reason = available()
+    if reason is not None:
+        missing(reason)
 
 
 def take(repo: dtstore.Repository, sim: Simulator, mode: str, databases: str = "shop",

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 BINDIR = Path(os.environ.get("DTSTORE_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 VENV = Path(os.environ.get("DTSTORE_PG_VENV", "/opt/dtstore-venv"))
@@ -221,7 +223,7 @@ def _stop_pushers(spool: Path) -> None:
 def pg_dtstore() -> Path:
     reason = available()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     return ensure_venv()
 
 
