@@ -117,11 +117,13 @@ def _old_enough(stat: PackStat, now: dt.datetime, grace: dt.timedelta) -> bool:
 def _choose_repacks(scan: RepositoryScan, marks: PackTimes, plan: PrunePlan, max_unused: float) -> None:
     """Repack the emptiest partly-used packs until the unused share is at most ``max_unused``; a
     pack holding a damaged copy that is no longer used (its chunk was stored again) is repacked
-    whatever the share, so the damage leaves the repository."""
+    whatever the share, so the damage leaves the repository.  A marked pack a writer reused (it is
+    unmarked in this pass) is a candidate like any other: its garbage must not wait for another pass."""
     budget = plan.bytes_unused - plan.bytes_mark - plan.bytes_delete - max_unused * plan.bytes_total
+    unmarked = set(plan.unmark)
     candidates = sorted(
         (s for s in scan.packs.values()
-         if s.indexed and s.used_blobs and s.unused_bytes and s.pack_id not in marks.packs
+         if s.indexed and s.used_blobs and s.unused_bytes and (s.pack_id not in marks.packs or s.pack_id in unmarked)
          and not damaged_in_use(scan, s.pack_id)),
         key=lambda s: s.used_bytes / max(1, s.used_bytes + s.unused_bytes),
     )

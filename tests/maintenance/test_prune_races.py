@@ -113,6 +113,29 @@ def test_writer_started_before_the_mark_holds_the_packs_it_reuses(url: str, tmp_
     assert_restores(url, tmp_path / "cv", snap.id)
 
 
+def test_a_pack_unmarked_partly_used_is_repacked_in_the_same_pass(url: str, tmp_path: Path) -> None:
+    """A writer that started before the mark reused part of a marked pack: the pass that unmarks it
+    also repacks it, or an exclusive ``--max-unused 0`` prune would leave its garbage behind."""
+    tail = random_bytes(300_000, seed=12)
+    with open_repo(url, tmp_path / "c0") as repo:
+        snap = repo.snapshot([StdinSource("db.dump", io.BytesIO(DATA + tail))])
+        old_packs = data_packs(repo)
+        repo.forget([snap.id])
+    writer = PausedWriter(open_repo(url, tmp_path / "cw"))  # reuses DATA's chunks, not the tail's
+    with open_repo(url, tmp_path / "cp") as pruner:
+        assert set(pruner.prune(grace=GRACE).mark) >= old_packs
+        kept = writer.finish()
+        assert kept.summary["chunks_reused"] > 0
+        time.sleep(GRACE.total_seconds() + 0.1)
+        plan = pruner.prune(grace=GRACE, max_unused=0.0)
+        assert set(plan.unmark) & old_packs, plan
+        assert set(plan.repack) & set(plan.unmark) & old_packs, plan  # the one DATA shares with the tail
+        pruner.prune(grace=dt.timedelta(0), exclusive=True, max_unused=0.0)
+        after = pruner.prune(grace=dt.timedelta(0), exclusive=True, max_unused=0.0, dry_run=True)
+        assert after.bytes_unused == 0, after
+    assert_restores(url, tmp_path / "cv", kept.id)
+
+
 def test_writer_started_after_the_mark_avoids_marked_packs(url: str, tmp_path: Path) -> None:
     old_packs = forgotten_snapshot(url, tmp_path / "c0")
     with open_repo(url, tmp_path / "cp") as pruner:
