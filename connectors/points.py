@@ -146,8 +146,15 @@ def snapshot_points(snapshots: Iterable[Any]) -> dict[str, SnapshotPoint]:
 def snapshot_dependencies(snapshots: Iterable[Any]) -> dict[str, set[str]]:
     """Snapshot id → the ids of the snapshots it needs to be restorable (connector sources only)."""
     needs: dict[str, set[str]] = {}
-    for links in source_links(snapshots).values():
-        needs.update(dependencies(links))
+    for (kind, _), history in _grouped(snapshots).items():
+        module = chain_module(kind)
+        if module is None:
+            continue
+        needs.update(dependencies(module.links(history)))
+        # what the links cannot say: e.g. a PostgreSQL base needs the WAL of its own backup's span
+        own = getattr(module, "own_dependencies", None)
+        for snapshot_id, needed in (own(history) if own else {}).items():
+            needs.setdefault(snapshot_id, set()).update(needed - {snapshot_id})
     return needs
 
 

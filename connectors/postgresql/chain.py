@@ -13,6 +13,8 @@
   ``time_until`` the completion time of its last segment.  A missing segment is a gap between runs.
 * A timeline T > 1 (``0000000T.history``) inherits from its parent timeline the bases and segments
   before the switch point, so a restore to a time on timeline 2 may start from a base taken on 1.
+* Retention: besides the links' dependencies, a base needs the WAL snapshots of its own
+  start..stop span (:func:`own_dependencies`), so a kept base keeps them.
 
 This module needs nothing beyond the framework, so retention and ``restore-points`` always work.
 """
@@ -205,6 +207,21 @@ def links(history: Sequence[SnapshotInfo]) -> list[Link]:
     return found
 
 
+def own_dependencies(history: Sequence[SnapshotInfo]) -> dict[str, set[str]]:
+    """A base backup needs the WAL snapshots holding its start..stop segments (without them it never
+    becomes consistent and is no link at all): retention that keeps a base keeps those too."""
+    archive = wal_archive(history)
+    needs: dict[str, set[str]] = {}
+    for snap in history:
+        if mode_of(snap) != "full":
+            continue
+        meta = FullMeta.of(snap.meta, snap.short_id)
+        span = range(meta.start_segment.segment, meta.stop_segment.segment + 1)
+        held = (archive.segments.get((meta.timeline, n)) for n in span)
+        needs[snap.id] = {stored.snapshot.id for stored in held if stored is not None}
+    return needs
+
+
 def explain(end: WalSegment, next_start: WalSegment | None) -> str:
     """Name the WAL segments a gap lacks (``000000010000000000000042 missing``)."""
     first = WalSegment(end.timeline, end.segment + 1, end.per_xlogid)
@@ -224,6 +241,7 @@ __all__ = [
     "explain",
     "links",
     "mode_of",
+    "own_dependencies",
     "stream_links",
     "stream_name",
     "stream_segments",

@@ -166,3 +166,16 @@ class _Snap:
 
 def _snaps(infos: list[SnapshotInfo]) -> list[_Snap]:
     return [_Snap(i) for i in infos]
+
+
+def test_a_base_needs_the_wal_of_its_own_span() -> None:
+    """Retention keeps a base's start..stop WAL with it, even in snapshots no later log needs."""
+    snaps = [
+        wal("w1aaaaaaaa", 1, [1, 2]),
+        full("f1aaaaaaaa", 10, 3, 4),
+        wal("w2aaaaaaaa", 12, [3]),
+        wal("w3aaaaaaaa", 13, [4]),
+    ]
+    needs = snapshot_dependencies(_snaps(snaps))
+    assert needs["f1aaaaaaaa"] == {"w2aaaaaaaa", "w3aaaaaaaa"}
+    assert needs["w1aaaaaaaa"] == set()
