@@ -175,6 +175,12 @@ class BackupRun:
         self._items.add(item)
 
     def _store_file(self, entry: Entry, item: Item) -> bool:
+        if entry.stored is not None and entry.stored[0] and all(map(self._content.has, entry.stored[0])):
+            item.chunks, item.size = list(entry.stored[0]), entry.stored[1]
+            self._counts["files_unchanged"] += 1
+            self._counts["bytes_unchanged"] += item.size
+            self._progress.add(item.size)
+            return True
         identity = _identity_tuple(entry)
         if entry.cache_key is not None and identity is not None:
             cached = self._cache.get_file(entry.cache_key)

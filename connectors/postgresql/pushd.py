@@ -78,6 +78,8 @@ class PushRepo(Protocol):
 
     def open_item(self, snapshot: Any, path: str) -> Any: ...
 
+    def find_item(self, snapshot: Any, path: str) -> Any: ...
+
 
 def pgdata_of(path: Path) -> Path:
     """archive_command runs in the data directory and %p is ``pg_wal/NAME``."""
@@ -174,7 +176,8 @@ class Pusher:
             for f in wal_meta.files:
                 files.setdefault(f.name, (f, raw[snap.id]))
         ordered = sorted(files.values(), key=lambda pair: (pair[0].kind != "history", pair[0].name))
-        copy = WalCopy(sysid, size, ordered, texts, self.repo.open_item, [s.id for s in small], self.host)
+        copy = WalCopy(sysid, size, ordered, texts, self.repo.open_item, [s.id for s in small], self.host,
+                       find_item=self.repo.find_item)
         merged = self.repo.snapshot([copy])
         self.repo.forget([s.id for s in small])
         idx = self.index(sysid)

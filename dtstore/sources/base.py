@@ -38,7 +38,9 @@ class Entry:
     readable binary stream; leaving it may raise :class:`~dtstore.errors.SourceError` (for example
     when the command that produced the stream exited non-zero), which aborts the snapshot.
     ``identity`` and ``cache_key`` (e.g. the absolute path) are set for regular files on disk so
-    unchanged files are not read again.
+    unchanged files are not read again.  ``stored`` names content already in this repository (the
+    chunk IDs and size of a stored item): when every chunk is indexed and usable the file is recorded
+    from them without reading (a copy of an item costs a manifest line); otherwise ``opener`` reads it.
     """
 
     path: bytes
@@ -53,6 +55,7 @@ class Entry:
     cache_key: bytes | None = None
     target: bytes = b""
     extra: dict[str, Any] = field(default_factory=dict)
+    stored: tuple[list[bytes], int] | None = None
 
 
 class Reporter(Protocol):
