@@ -143,6 +143,11 @@ class RepositoryView(Protocol):
 
     def open_item(self, snapshot: Snapshot, path: str | bytes) -> BinaryIO: ...
 
+    def restore(self, snapshot: Snapshot, target: str, include: Sequence[str | bytes] = (),
+                progress: ProgressCallback = ...) -> None:
+        """A snapshot's items below a folder (parallel, every chunk verified): a file-tree base backup."""
+        ...
+
 
 class Connector(Protocol):
     """What ``connectors/__init__.py`` loads for a URL scheme (``spec/connectors.md`` §7)."""

@@ -60,7 +60,7 @@ def copy_to(repo: RepositoryView, snapshot: Any, path: str, dest: Any) -> None:
         shutil.copyfileobj(src, dest, BLOCK)
 
 
-def run_parallel(jobs: Sequence[Callable[[], None]], workers: int) -> None:
+def run_parallel(jobs: Sequence[Callable[[], object]], workers: int) -> None:
     """Run independent loads at once (at most ``workers``); every one runs to its end, then the first
     failure is raised, so no load is cut off half-way by another's error."""
     if not jobs:

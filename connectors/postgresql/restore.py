@@ -6,7 +6,7 @@
    directory, ``pgdata/*`` moved into place, tablespaces moved to their destination (the original
    location if it is free, else ``&tablespace_dir=DIR/<oid>``) and ``tablespace_map`` rewritten
    for it; files that vanished during the backup are removed.
-3. Every planned WAL file is fetched (size- and SHA-256-checked) into
+3. Every planned WAL file is fetched (four at once, size- and SHA-256-checked) into
    ``PGDATA/pg_dtstore_restore/``, so recovery never waits for the repository and needs no secret.
 4. ``recovery.signal`` and, in ``postgresql.auto.conf``, ``restore_command = 'cp …/%f "%p"'``,
    the ``recovery_target_*`` settings and ``recovery_target_action = 'promote'``; with
@@ -24,11 +24,12 @@ import os
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dtstore.connectors.base import RepositoryView
-from dtstore.connectors.fetch import StoredFile, fetch
+from dtstore.connectors.fetch import StoredFile, fetch, run_parallel
 from dtstore.connectors.postgresql.meta import DATA_DIR, FullMeta
 from dtstore.connectors.postgresql.plan import PostgresRestorePlan
 from dtstore.connectors.postgresql.server import pg_tool
@@ -39,12 +40,8 @@ from dtstore.progress import ProgressCallback, ProgressEvent
 PREFETCH = "pg_dtstore_restore"
 START_LOG = "dtstore-restore.log"
 PROMOTE_WAIT = 3600.0
-
-
-class TreeRestorer(Protocol):
-    """``dtstore.Repository.restore``: a snapshot's items below a folder (parallel, every chunk verified)."""
-
-    def restore(self, snapshot: Any, target: str, include: Any = (), progress: ProgressCallback = ...) -> None: ...
+FETCH_WORKERS = 4
+"""WAL files fetched at once (each is independent; the core verifies every chunk it reads)"""
 
 
 def _empty(path: Path) -> bool:
@@ -94,14 +91,11 @@ def execute_restore(plan: PostgresRestorePlan, url: PgUrl, repo: RepositoryView,
     if missing:
         gone = ", ".join(m[:8] for m in missing)
         raise ConnectorError(f"snapshot(s) {gone} of the plan are gone from the repository")
-    restorer = getattr(repo, "restore", None)
-    if restorer is None:
-        raise ConnectorError("this repository object cannot restore a file tree (needs dtstore.Repository.restore)")
     uid, gid = _owner(pgdata)
     meta = FullMeta.of(plan.full.meta)
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
     progress(ProgressEvent("restore", current=plan.full.short_id, message="base backup"))
-    restorer(snaps[plan.full.id], str(pgdata), progress=progress)
+    repo.restore(snaps[plan.full.id], str(pgdata), progress=progress)
     _lay_out(pgdata, meta, spaces)
     for vanished in plan.full.meta.get("vanished", []):
         rel = str(vanished).removeprefix(f"{DATA_DIR}/")
@@ -109,9 +103,9 @@ def execute_restore(plan: PostgresRestorePlan, url: PgUrl, repo: RepositoryView,
             (pgdata / rel).unlink()
     prefetch = pgdata / PREFETCH
     prefetch.mkdir(mode=0o700)
-    for wal in plan.wal:
-        progress(ProgressEvent("restore", current=wal.name, message="fetch WAL"))
-        fetch(repo, StoredFile(snaps[wal.snapshot_id], wal.path, wal.size, wal.sha256), prefetch / wal.name)
+    progress(ProgressEvent("restore", message=f"fetch {len(plan.wal)} WAL file(s)"))
+    run_parallel([partial(fetch, repo, StoredFile(snaps[w.snapshot_id], w.path, w.size, w.sha256), prefetch / w.name)
+                  for w in plan.wal], FETCH_WORKERS)
     _write_recovery(pgdata, plan, url)
     _chown_tree(pgdata, uid, gid)
     for dest in spaces.values():
