@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -109,6 +109,15 @@ class ConnectorHarness(ABC):
     """the URL form a bad-URL error should show the user (e.g. ``mysql://USER@HOST``)"""
     tools: tuple[str, ...] = ()
     """client tools a snapshot and a restore run (the secrets scan checks it saw them)"""
+    snapshot_modes: tuple[str, ...] = ("full", "log")
+    """the ``dtstore snapshot --mode`` values besides ``auto`` the suite runs (PostgreSQL: ``full`` only, its
+    WAL arrives through ``dtstore wal-push``)"""
+    not_applicable: ClassVar[Mapping[str, str]] = {}
+    """contract items (test names without ``test_``) that do not apply to this connector, each with the reason
+    its skip shows; a missing server is never a reason"""
+    known_gaps: ClassVar[Mapping[str, str]] = {}
+    """contract items the connector does not keep yet, each with the bug: a strict xfail (fixing the bug fails
+    the suite until its entry is removed)"""
 
     @abstractmethod
     def start(self, request: pytest.FixtureRequest) -> Endpoint:
@@ -149,6 +158,11 @@ class ConnectorHarness(ABC):
     def log_urls(self) -> list[str]:
         """The URL variants a log run should be tried with (e.g. local and remote log transfer)."""
         return [self.url()]
+
+    @property
+    def next_mode(self) -> str:
+        """The mode of a run after a full: ``log``, or ``full`` for a connector without log snapshots."""
+        return "log" if "log" in self.snapshot_modes else "full"
 
     def mode_of(self, snapshot: dtstore.Snapshot) -> str:
         return str(snapshot.source_metadata["mode"])

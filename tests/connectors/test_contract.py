@@ -42,10 +42,12 @@ from tests.connectors.contract_exchange import ExchangeHarness
 from tests.connectors.contract_mssql import MssqlHarness
 from tests.connectors.contract_mysql import MysqlHarness
 from tests.connectors.contract_oracle import OracleHarness
+from tests.connectors.contract_postgresql import PostgresqlHarness
 from tests.helpers import PASSWORD
+from tests.servers.postgresql import pg_dtstore  # noqa: F401 - fixture (PostgresqlHarness.start)
 
 HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, OracleHarness, DominoHarness, MssqlHarness,
-                                            ExchangeHarness]
+                                            ExchangeHarness, PostgresqlHarness]
 """one class per connector; adding SQL Server or Oracle is adding its harness here"""
 
 
@@ -53,6 +55,19 @@ HARNESSES: list[type[ConnectorHarness]] = [MysqlHarness, OracleHarness, DominoHa
 def harness(request: pytest.FixtureRequest) -> ConnectorHarness:
     made: ConnectorHarness = request.param()
     return made
+
+
+@pytest.fixture(autouse=True)
+def _applies(harness: ConnectorHarness, request: pytest.FixtureRequest) -> None:
+    """A contract item the harness declares not applicable (``not_applicable``) is skipped, with its reason;
+    one it declares a known gap (``known_gaps``) runs as a strict xfail."""
+    item = request.node.originalname.removeprefix("test_")
+    reason = harness.not_applicable.get(item)
+    if reason is not None:
+        pytest.skip(f"{harness.id}: {reason}")
+    gap = harness.known_gaps.get(item)
+    if gap is not None:
+        request.node.add_marker(pytest.mark.xfail(reason=f"{harness.id}: {gap}", strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +89,8 @@ def target(harness: ConnectorHarness, source: Endpoint, request: pytest.FixtureR
 
 @dataclass
 class History:
-    """A repository holding a full and a log snapshot of the source (read-only for the tests)."""
+    """A repository holding a full and a later snapshot of the source (``harness.next_mode``: a log, or a
+    second full for a connector without log snapshots; read-only for the tests)."""
 
     base: Path
     repo: dtstore.Repository
@@ -88,7 +104,7 @@ def history(harness: ConnectorHarness, source: Endpoint, tmp_path_factory: pytes
     repo = new_repository(base)
     full = take(repo, source, "full")
     harness.change()
-    log = take(repo, source, "log")
+    log = take(repo, source, harness.next_mode)
     yield History(base, repo, full, log)
     repo.close()
 
@@ -191,7 +207,7 @@ def test_committed_is_called_once_after_the_manifest_is_durable(
 ) -> None:
     repo = new_repository(tmp_path)
     made: list[dtstore.Snapshot] = []
-    for mode in ("full", "log"):
+    for mode in ("full", harness.next_mode):
         harness.change()
         run = spy(repo, source, mode, tmp_path)
         snapshot = repo.snapshot([run])  # type: ignore[list-item]
@@ -203,16 +219,17 @@ def test_committed_is_called_once_after_the_manifest_is_durable(
             stored = fresh.load_snapshot(snapshot.id)
             assert stored.source_metadata == run.commits[0].snapshot.source_metadata
             assert stored.source_id == run.commits[0].snapshot.source_id == run.source_id
-    assert harness.mode_of(made[1]) == "log"
+    assert harness.mode_of(made[1]) == harness.next_mode
     # a hook that fails: the error reaches the caller, the snapshot stays committed, the lock is released
     harness.change()
-    failing = spy(repo, source, "log", tmp_path)
+    failing = spy(repo, source, harness.next_mode, tmp_path)
     failing.fail_commit = RuntimeError("the application refused the confirmation")
     with pytest.raises(RuntimeError, match="refused the confirmation"):
         repo.snapshot([failing])  # type: ignore[list-item]
     [commit] = failing.commits
     assert listed_ids(tmp_path) == [*(s.id for s in made), commit.snapshot.id]
-    assert harness.mode_of(take(repo, source, "log", lock_wait=0)) == "log"  # it continues the failed hook's log
+    after = take(repo, source, harness.next_mode, lock_wait=0)  # a log continues the failed hook's log
+    assert harness.mode_of(after) == harness.next_mode
     repo.close()
 
 
@@ -431,3 +448,11 @@ def test_bad_url_errors_show_the_expected_form(harness: ConnectorHarness, source
         if harness.url_form not in str(made.value):
             missing.append(f"{bad.url}: {made.value}")
     assert not missing, f"errors without the form {harness.url_form}:\n" + "\n".join(missing)
+
+
+def test_not_applicable_names_contract_items(harness: ConnectorHarness) -> None:
+    """Every item a harness skips or expects to fail is a test of this suite (a misspelt name would do nothing)."""
+    items = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    declared = {*harness.not_applicable, *harness.known_gaps}
+    assert declared <= items, sorted(declared - items)
+    assert set(harness.snapshot_modes) <= set(load(harness.scheme).modes), harness.snapshot_modes
