@@ -45,7 +45,7 @@ def psql_argv(url: PgUrl) -> list[str]:
 
 def query(url: PgUrl, sql: str) -> list[list[str]]:
     """Rows of a query, fields split on ``|`` (use only for values without ``|``)."""
-    out = _proc.run([*psql_argv(url), "-F", "\x1f", "-c", sql], env=url.env(), label="psql")
+    out = _proc.run([*psql_argv(url), "-F", "\x1f", "-c", sql], env=url.env(), secrets=url.secrets(), label="psql")
     return [line.split("\x1f") for line in out.decode().splitlines() if line]
 
 
@@ -126,9 +126,10 @@ class BackupSession:
 
     def __init__(self, url: PgUrl, version_num: int) -> None:
         self.url, self.version_num = url, version_num
+        self._env = url.env()
         self._proc = subprocess.Popen(
             psql_argv(url), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=url.env(), text=True, bufsize=1,
+            env=self._env, text=True, bufsize=1,
         )
 
     def ask(self, sql: str) -> list[str]:
@@ -147,7 +148,7 @@ class BackupSession:
                 return lines
             lines.append(line.rstrip("\n"))
         err = proc.stderr.read() if proc.stderr else ""
-        raise ConnectorError(f"psql (backup session) ended: {err.strip()[-2000:]}")
+        raise ConnectorError(f"psql (backup session) ended: {_proc.redact(err.strip()[-2000:], self.url.secrets())}")
 
     def start(self, label: str, fast: bool = True) -> str:
         fn = "pg_backup_start" if self.version_num >= 150000 else "pg_start_backup"
@@ -164,8 +165,12 @@ class BackupSession:
             f"encode(convert_to(coalesce(s.spcmapfile, ''), 'UTF8'), 'hex') || chr(31) || "
             f"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM ({sql}) s;"
         )
-        lsn, label, spc, when = rows[0].split("\x1f")
-        return BackupStop(lsn, bytes.fromhex(label).decode(), bytes.fromhex(spc).decode(), when)
+        try:
+            lsn, label, spc, when = rows[0].split("\x1f")
+            return BackupStop(lsn, bytes.fromhex(label).decode(), bytes.fromhex(spc).decode(), when)
+        except (IndexError, ValueError) as exc:
+            raise ConnectorError(f"pg_backup_stop gave an answer psql did not complete ({len(rows)} line(s)): "
+                                 "the backup is not consistent and is not committed") from exc
 
     def close(self) -> None:
         if self._proc.poll() is None:

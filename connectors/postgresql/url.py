@@ -42,6 +42,10 @@ class PgUrl:
         env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "10")
         return env
 
+    def secrets(self) -> list[str]:
+        """What must never appear in a message: libpq's password variable."""
+        return [os.environ.get("PGPASSWORD", "")]
+
     def display(self) -> str:
         who = f"{self.user}@" if self.user else ""
         host = self.host if self.host and not self.host.startswith("/") else "localhost"
@@ -71,22 +75,31 @@ class PgUrl:
         return self.options.get("dtstore") or shutil.which("dtstore") or f"{sys.executable} -m dtstore.cli"
 
 
+URL_FORM = "postgresql://USER@HOST[:PORT]/[DB]?host=SOCKET_DIR[&port=P]"
+RESTORE_URL_FORM = "postgresql:///?pgdata=DIR[&port=P][&socket_dir=DIR][&start=yes][&archive=off][&tablespace_dir=DIR]"
+
+
+def form(restore: bool) -> str:
+    return RESTORE_URL_FORM if restore else URL_FORM
+
+
 def parse_url(text: str, *, restore: bool = False) -> PgUrl:
     parts = urlsplit(text)
     if parts.scheme.lower() not in SCHEMES:
-        raise UsageError(f"not a PostgreSQL URL: {text.split('://')[0]!r}")
+        raise UsageError(f"not a PostgreSQL URL: {text.split('://')[0]!r}; expected {form(restore)}")
     if parts.password is not None:
-        raise UsageError("no password in the URL, please: use PGPASSWORD or a PGPASSFILE (~/.pgpass)")
+        raise UsageError("no password in the URL, please: use PGPASSWORD or a PGPASSFILE (~/.pgpass); "
+                         f"expected {form(restore)}")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     allowed = RESTORE_OPTIONS if restore else BACKUP_OPTIONS
     unknown = sorted(set(query) - allowed)
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(unknown)} in {parts.scheme}:// URL; known: "
-                         f"{', '.join(sorted(allowed))}")
+                         f"{', '.join(sorted(allowed))}; expected {form(restore)}")
     try:
         port = int(query.pop("port", "") or parts.port or 0) or None
     except ValueError:
-        raise UsageError(f"invalid port in {text!r}") from None
+        raise UsageError(f"invalid port in {text!r}; expected {form(restore)}") from None
     host = query.pop("host", None) or (unquote(parts.hostname) if parts.hostname else None)
     if restore and query.get("socket_dir"):
         host = query["socket_dir"]
@@ -95,4 +108,4 @@ def parse_url(text: str, *, restore: bool = False) -> PgUrl:
     return PgUrl(user=user, host=host, port=port, dbname=dbname, options=query)
 
 
-__all__ = ["SCHEMES", "PgUrl", "parse_url"]
+__all__ = ["RESTORE_URL_FORM", "SCHEMES", "URL_FORM", "PgUrl", "parse_url"]

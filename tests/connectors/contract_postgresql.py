@@ -20,6 +20,7 @@ from typing import ClassVar
 import pytest
 
 from dtstore.connectors.postgresql.server import MARKER
+from dtstore.connectors.postgresql.url import URL_FORM
 from tests.connectors.contract import BadUrl, ConnectorHarness, Endpoint, ToolFault
 from tests.servers.postgresql import BINDIR, Cluster, make_cluster
 
@@ -46,7 +47,7 @@ class PostgresqlHarness(ConnectorHarness):
     id = "postgresql"
     kind = "postgresql"
     scheme = "postgresql"
-    url_form = "postgresql://USER@HOST[:PORT]/[DB]?host=SOCKET_DIR[&port=P]"  # spec §1 (url.py has no URL_FORM)
+    url_form = URL_FORM
     tools = ("psql",)
     snapshot_modes = ("full",)
     not_applicable: ClassVar[Mapping[str, str]] = {
@@ -56,13 +57,6 @@ class PostgresqlHarness(ConnectorHarness):
             "no --mode log: a base backup continues no chain of snapshots (the WAL chain is wal-push's)",
         "a_dry_run_touches_nothing": NO_WAL,
         "secrets_appear_in_no_argv_metadata_plan_or_error": NO_WAL,
-    }
-    known_gaps: ClassVar[Mapping[str, str]] = {
-        "a_failing_or_truncated_tool_makes_no_snapshot":
-            "connectors/postgresql/server.py BackupSession.ask echoes psql's stderr unredacted (PGPASSWORD leaks), "
-            "and a half row from pg_backup_stop raises ValueError, not a ConnectorError",
-        "bad_url_errors_show_the_expected_form":
-            "connectors/postgresql/url.py has no URL_FORM: its usage errors do not show the URL form",
     }
 
     def __init__(self) -> None:
