@@ -115,9 +115,6 @@ class ConnectorHarness(ABC):
     not_applicable: ClassVar[Mapping[str, str]] = {}
     """contract items (test names without ``test_``) that do not apply to this connector, each with the reason
     its skip shows; a missing server is never a reason"""
-    known_gaps: ClassVar[Mapping[str, str]] = {}
-    """contract items the connector does not keep yet, each with the bug: a strict xfail (fixing the bug fails
-    the suite until its entry is removed)"""
 
     @abstractmethod
     def start(self, request: pytest.FixtureRequest) -> Endpoint:

@@ -59,15 +59,10 @@ def harness(request: pytest.FixtureRequest) -> ConnectorHarness:
 
 @pytest.fixture(autouse=True)
 def _applies(harness: ConnectorHarness, request: pytest.FixtureRequest) -> None:
-    """A contract item the harness declares not applicable (``not_applicable``) is skipped, with its reason;
-    one it declares a known gap (``known_gaps``) runs as a strict xfail."""
-    item = request.node.originalname.removeprefix("test_")
-    reason = harness.not_applicable.get(item)
+    """A contract item the harness declares not applicable (``not_applicable``) is skipped, with its reason."""
+    reason = harness.not_applicable.get(request.node.originalname.removeprefix("test_"))
     if reason is not None:
         pytest.skip(f"{harness.id}: {reason}")
-    gap = harness.known_gaps.get(item)
-    if gap is not None:
-        request.node.add_marker(pytest.mark.xfail(reason=f"{harness.id}: {gap}", strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -451,8 +446,7 @@ def test_bad_url_errors_show_the_expected_form(harness: ConnectorHarness, source
 
 
 def test_not_applicable_names_contract_items(harness: ConnectorHarness) -> None:
-    """Every item a harness skips or expects to fail is a test of this suite (a misspelt name would do nothing)."""
+    """Every item a harness skips is a test of this suite (a misspelt name would skip nothing)."""
     items = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
-    declared = {*harness.not_applicable, *harness.known_gaps}
-    assert declared <= items, sorted(declared - items)
+    assert set(harness.not_applicable) <= items, sorted(set(harness.not_applicable) - items)
     assert set(harness.snapshot_modes) <= set(load(harness.scheme).modes), harness.snapshot_modes
