@@ -7,9 +7,12 @@ import getpass
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
-from dtstore import Repository
 from dtstore.errors import UsageError
+
+if TYPE_CHECKING:
+    from dtstore import Repository
 
 
 def repo_url(args: argparse.Namespace) -> str:
@@ -54,4 +57,6 @@ def prompt(label: str, *, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
+    from dtstore import Repository  # here, not at start-up: ``snapshot`` reads its first file meanwhile
+
     return Repository.open(repo_url(args), password(), limit_upload_kib=getattr(args, "limit_upload", None))

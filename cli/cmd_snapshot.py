@@ -74,8 +74,14 @@ def build_sources(args: argparse.Namespace, repo: Any) -> list[Source]:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
+    # paths need no repository: their first file is being read while the repository opens (its KDF)
+    early = None if any("://" in s for s in args.sources) else build_sources(args, None)
+    for source in early or ():
+        start = getattr(source, "read_ahead", None)
+        if start is not None:
+            start()
     with open_repo(args) as repo:
-        sources = build_sources(args, repo)
+        sources = early or build_sources(args, repo)
         with out.progress("snapshot") as progress:
             snap = repo.snapshot(sources, tags=args.tag, host=args.host, progress=progress,
                                  lock_wait=args.lock_wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import logging
 import os
 import sys
@@ -13,50 +14,38 @@ from types import ModuleType
 from typing import Any
 
 from dtstore import __version__
-from dtstore.cli import (
-    cmd_agent,
-    cmd_check,
-    cmd_config,
-    cmd_copy,
-    cmd_diff,
-    cmd_domino,
-    cmd_drill,
-    cmd_dump,
-    cmd_find,
-    cmd_forget,
-    cmd_generate,
-    cmd_index,
-    cmd_init,
-    cmd_key,
-    cmd_ls,
-    cmd_mount,
-    cmd_prune,
-    cmd_repair,
-    cmd_restore,
-    cmd_restore_points,
-    cmd_run,
-    cmd_schedule,
-    cmd_snapshot,
-    cmd_snapshots,
-    cmd_stats,
-    cmd_status,
-    cmd_tag,
-    cmd_unlock,
-    cmd_wal_fetch,
-    cmd_wal_push,
-    helptext,
-)
+from dtstore.cli import helptext
 from dtstore.cli.output import Output
 from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
-COMMANDS: tuple[ModuleType, ...] = (
-    cmd_init, cmd_snapshot, cmd_snapshots, cmd_ls, cmd_restore, cmd_dump, cmd_forget, cmd_prune,
-    cmd_check, cmd_repair, cmd_unlock, cmd_key, cmd_index, cmd_stats,
-    cmd_diff, cmd_find, cmd_tag, cmd_generate, cmd_restore_points, cmd_copy, cmd_mount,
-    cmd_run, cmd_agent, cmd_drill,
-    cmd_config, cmd_wal_push, cmd_wal_fetch, cmd_schedule,
-    cmd_status, cmd_domino,
+COMMAND_NAMES: tuple[str, ...] = (
+    "init", "snapshot", "snapshots", "ls", "restore", "dump", "forget", "prune",
+    "check", "repair", "unlock", "key", "index", "stats",
+    "diff", "find", "tag", "generate", "restore-points", "copy", "mount",
+    "run", "agent", "drill",
+    "config", "wal-push", "wal-fetch", "schedule",
+    "status", "domino",
 )
+"""in the order ``--help`` lists them; each is ``dtstore.cli.cmd_<name>`` (``-`` as ``_``)"""
+
+GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--repo", "-r", "--limit-upload"})
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of one command: imported only when that command runs (or all are listed)."""
+    return importlib.import_module(f"dtstore.cli.cmd_{name.replace('-', '_')}")
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, if it is one: global options and their values come first."""
+    words = iter(argv)
+    for word in words:
+        if word in GLOBAL_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMAND_NAMES else None
+    return None
+
 
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
 10 no repository, 11 repository locked, 12 wrong password, 13 storage access denied,
@@ -85,7 +74,9 @@ def _common_options(*, defaults: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or with ``only`` that command's alone: a command runs without
+    importing (and paying for) the other twenty-nine."""
     common = _common_options(defaults=True)
     parser = _Parser(prog="dtstore", description="Deduplicated, encrypted backups of databases and files.",
                      epilog=EPILOG, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     sub_common = _common_options(defaults=False)
-    for module in COMMANDS:
-        module.register(sub, sub_common)
+    for name in (only,) if only else COMMAND_NAMES:
+        command_module(name).register(sub, sub_common)
     helptext.decorate(sub)
     return parser
 
@@ -133,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # exception was never retrieved" plus a traceback on stderr; the same failure reaches dtstore as a
     # StorageError, which is retried and, if it persists, reported in one line
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_word(arguments))
+    args = parser.parse_args(arguments)
     _tune_malloc(READING if args.command in READING_COMMANDS else WRITING)
     out = Output(as_json=args.json, quiet=args.quiet, utc=args.utc)
     try:

@@ -70,7 +70,7 @@ class Chunker:
         def read(turn: int) -> tuple[int, Future[list[int]] | None]:
             block = memoryview(ring[turn % len(ring)])[room:]
             filled = _read_into(stream, block)
-            own_cuts = cutter.submit(self._cut_ends, block[:filled]) if cutter is not None and filled else None
+            own_cuts = cutter.submit(self.cut_ends, block[:filled]) if cutter is not None and filled else None
             return filled, own_cuts
 
         pending: Future[tuple[int, Future[list[int]] | None]] | None = None
@@ -96,7 +96,8 @@ class Chunker:
             if pending is not None and not pending.cancel():
                 wait([pending])  # never leave a read running into a buffer the next stream reuses
 
-    def _cut_ends(self, data: memoryview) -> list[int]:
+    def cut_ends(self, data: bytes | memoryview) -> list[int]:
+        """The end offsets of the chunks ``data`` is cut into (the last one is ``len(data)``)."""
         return [chunk.offset + chunk.length for chunk in self._cdc.cut_buf(data)]
 
     def _stitch(self, buf: memoryview, start: int, room: int, end: int, own_cuts: list[int] | None) -> list[int]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dtstore import __version__, clock
 from dtstore.backup import BackupRun, default_host
@@ -23,7 +23,6 @@ from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.index import IndexCache
 from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
-from dtstore.copy import CopyResult, SnapshotCopier, copy_key
 from dtstore.crypto.aead import Sealer, hkdf
 from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.crypto.keys import (
@@ -50,9 +49,6 @@ from dtstore.errors import (
     WrongPassword,
 )
 from dtstore.format import AAD_LOCK, AAD_SESSION, INFO_SHARED_ENC
-from dtstore.maintenance.check import CheckReport, CheckRun
-from dtstore.maintenance.convert import convert_to_key_roles
-from dtstore.maintenance.keys import KeyEntry, add_backup_key, add_key, list_keys, remove_key
 from dtstore.maintenance.locks import (
     LOCK_TIMEOUT,
     LockInfo,
@@ -61,31 +57,11 @@ from dtstore.maintenance.locks import (
     hold_source_lock,
     remove_locks,
 )
-from dtstore.maintenance.prune import (
-    DEFAULT_GRACE,
-    PrunePlan,
-    PruneRun,
-    check_exclusive_options,
-    refuse_live_writers,
-)
-from dtstore.maintenance.rebuild import RebuildReport, rebuild_index
-from dtstore.maintenance.repair import (
-    PackRepair,
-    SnapshotRepair,
-    choose_packs,
-    execute_pack_repairs,
-    execute_snapshot_repairs,
-    plan_pack_repair,
-    plan_snapshot_repairs,
-    survey_pack,
-)
-from dtstore.maintenance.scan import MaintenanceContext, scan_repository
-from dtstore.maintenance.state import MARKS, load_times
+from dtstore.maintenance.state import DEFAULT_GRACE, MARKS, load_times
 from dtstore.objects.random_access import RandomAccess
 from dtstore.objects.reader import ObjectStream
 from dtstore.objects.writer import ObjectWriter
 from dtstore.progress import ProgressCallback, no_progress
-from dtstore.restore import RestoreRun, normalize_include, plan_restore
 from dtstore.sessions import SESSION_TIMEOUT, WriterSession, sweep_heartbeats, sweep_temporaries
 from dtstore.snapshots import select
 from dtstore.snapshots.manifest import Item, Snapshot, clean, decode_items, retagged
@@ -98,6 +74,17 @@ from dtstore.storage.local import LocalStore
 from dtstore.storage.registry import open_store, redact
 from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
 
+if TYPE_CHECKING:
+    from dtstore.copy import CopyResult
+    from dtstore.maintenance.check import CheckReport
+    from dtstore.maintenance.keys import KeyEntry
+    from dtstore.maintenance.prune import PrunePlan, PruneRun
+    from dtstore.maintenance.rebuild import RebuildReport
+    from dtstore.maintenance.repair import PackRepair, SnapshotRepair
+    from dtstore.maintenance.scan import MaintenanceContext
+
+# What only restore, copy and maintenance need is imported where they start: a backup's start-up
+# does not pay for it (issue 18 §3).
 INDEX_REFRESH_SECONDS = 5.0
 MAX_EXCLUSIVE_PASSES = 4
 
@@ -345,6 +332,8 @@ class Repository:
             yield from decode_items(stream)
 
     def find_item(self, snapshot: Snapshot, path: str | bytes) -> Item:
+        from dtstore.restore import normalize_include
+
         wanted = normalize_include(path)
         for item in self.list_items(snapshot):
             if item.path == wanted:
@@ -372,6 +361,8 @@ class Repository:
                 include: Sequence[str | bytes] = (), progress: ProgressCallback = no_progress) -> None:
         """Restore into ``target``.  A damaged or missing chunk costs only the files that contain it:
         everything else is restored, then IntegrityError names those files (``.paths``) and packs."""
+        from dtstore.restore import RestoreRun, normalize_include, plan_restore
+
         self.require_admin("restore")
         reader = self._reader()
         target_b = os.fsencode(os.path.abspath(target))
@@ -459,6 +450,8 @@ class Repository:
         (its ``original``, else its ID, is a target snapshot's ``original`` or ID) is skipped, so a
         second copy adds nothing.  Each copy is committed before the next one starts, inside a writer
         session of the target (refused while it holds an exclusive lock)."""
+        from dtstore.copy import CopyResult, SnapshotCopier, copy_key
+
         if target.config.repository_id == self.config.repository_id:
             raise UsageError("the source and the target are the same repository")
         self.require_admin("copy (reading the source)")
@@ -521,6 +514,8 @@ class Repository:
                                    "which writes new backups but cannot read, forget or prune stored ones")
 
     def _maintenance(self) -> MaintenanceContext:
+        from dtstore.maintenance.scan import MaintenanceContext
+
         self.require_admin("maintenance (check, prune, repair, index rebuild)")
         self._ensure_index()
         # maintenance judges the remote itself: no local copies of manifests
@@ -531,12 +526,16 @@ class Repository:
     def check(self, *, read_data: bool = False, subset: str | None = None,
               progress: Callable[[str], None] = _quiet) -> CheckReport:
         """Verify structure (and data with ``read_data``/``subset``); problems name snapshots and paths."""
+        from dtstore.maintenance.check import CheckRun
+
         return CheckRun(self._maintenance(), progress, self.store.capabilities.connections).run(
             read_data=read_data, subset=subset)
 
     def prune(self, *, grace: dt.timedelta = DEFAULT_GRACE, max_unused: float = 0.05, exclusive: bool = False,
               dry_run: bool = False, progress: Callable[[str], None] = _quiet) -> PrunePlan:
         """Mark unreferenced packs, delete packs marked long enough ago, repack sparse packs."""
+        from dtstore.maintenance.prune import PruneRun, check_exclusive_options, refuse_live_writers
+
         check_exclusive_options(grace, exclusive)
         ctx = self._maintenance()
         kind = "exclusive" if exclusive else "prune"
@@ -582,6 +581,8 @@ class Repository:
     def rebuild_index(self, progress: Callable[[str], None] = _quiet, *, dry_run: bool = False,
                       operation: str = "index rebuild") -> RebuildReport:
         """Rewrite the remote index from pack trailers (exclusive: no backups meanwhile)."""
+        from dtstore.maintenance.rebuild import rebuild_index
+
         ctx = self._maintenance()
         with self._exclusive(ctx, operation, dry_run):
             report = rebuild_index(ctx, progress, self.store.capabilities.connections, dry_run=dry_run)
@@ -598,6 +599,9 @@ class Repository:
         """Write a replacement for each snapshot (of ``refs``, or all) that refers to lost chunks:
         such files truncated before the first lost chunk (``drop_files``: left out), an item list
         that lost a chunk cut there.  Originals stay unless ``forget``.  Returns what needed repair."""
+        from dtstore.maintenance.repair import execute_snapshot_repairs, plan_snapshot_repairs
+        from dtstore.maintenance.scan import scan_repository
+
         ctx = self._maintenance()
         with self._exclusive(ctx, "repair snapshots", dry_run):
             scan = scan_repository(ctx, clock.now(), progress=progress)
@@ -622,6 +626,9 @@ class Repository:
                      progress: Callable[[str], None] = _quiet) -> list[PackRepair]:
         """Copy every blob that still verifies out of damaged packs (``pack_ids``, or every pack the
         damage records name) into new packs, then record those packs as unusable.  Deletes nothing."""
+        from dtstore.maintenance.repair import choose_packs, execute_pack_repairs, plan_pack_repair, survey_pack
+        from dtstore.maintenance.scan import scan_repository
+
         ctx = self._maintenance()
         with self._exclusive(ctx, "repair packs", dry_run):
             scan = scan_repository(ctx, clock.now(), progress=progress)
@@ -641,6 +648,8 @@ class Repository:
 
     def _exclusive(self, ctx: MaintenanceContext, operation: str, dry_run: bool) -> AbstractContextManager[object]:
         """The exclusive lock with no backup running, which every repair needs (none for a dry run)."""
+        from dtstore.maintenance.prune import refuse_live_writers
+
         if dry_run:
             return contextlib.nullcontext()
         stack = ExitStack()
@@ -661,11 +670,15 @@ class Repository:
         return remove_locks(self.store, self._sealer, default_host(), all_locks=all_locks)
 
     def keys(self) -> list[KeyEntry]:
+        from dtstore.maintenance.keys import list_keys
+
         return list_keys(self.store, self.key)
 
     def add_key(self, password: str | bytes, *, kdf: ScryptParams | None = None, role: str = ROLE_ADMIN) -> str:
         """A new key slot.  ``role="backup"`` (a key-roles repository only, ``convert_to_key_roles``):
         a key that writes new backups and reads the index, but opens no stored data or manifest."""
+        from dtstore.maintenance.keys import add_backup_key, add_key
+
         self.require_admin("key add")
         assert self.master is not None
         label = f"{getpass.getuser()}@{default_host()}"
@@ -682,6 +695,8 @@ class Repository:
         return add_key(self.store, self.master, self.config.repository_id, _as_bytes(password), label=label, kdf=kdf)
 
     def remove_key(self, slot_id: str) -> None:
+        from dtstore.maintenance.keys import remove_key
+
         self.require_admin("key remove")
         remove_key(self.store, slot_id, self.key)
 
@@ -691,6 +706,8 @@ class Repository:
         key.  Stored packs and manifests stay as they are (admins read them; backup keys cannot).
         Exclusive: no backup may run meanwhile.  False if the repository already had key roles (what a
         crashed conversion left under E is then sealed again)."""
+        from dtstore.maintenance.convert import convert_to_key_roles
+
         self.require_admin("key convert")
         assert self.master is not None
         already = self.config.key_roles
@@ -709,11 +726,13 @@ class Repository:
         return not already
 
     def change_password(self, password: str | bytes, *, kdf: ScryptParams | None = None) -> str:
-        self.require_admin("key passwd")
         """Add a slot for the new password, then remove the one this repository was opened with.
 
         The new slot is opened with the new password first (so the old one only goes once the new
         one is known to work), and becomes this repository's current key."""
+        from dtstore.maintenance.keys import remove_key
+
+        self.require_admin("key passwd")
         new_slot = self.add_key(password, kdf=kdf)
         _, info = unwrap_key(self.store.get(layout.key_name(new_slot)), _as_bytes(password), new_slot)
         remove_key(self.store, self.key.slot_id, self.key, allow_current=True)

@@ -31,7 +31,6 @@ from dtstore.sessions import SessionInfo, read_sessions
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 
-DEFAULT_GRACE = dt.timedelta(hours=24)
 CLOCK_SKEW = dt.timedelta(minutes=5)
 ORPHAN_MIN_AGE = dt.timedelta(hours=1)
 

@@ -23,6 +23,8 @@ from dtstore.storage.base import BlobStore
 
 MARKS = f"{layout.MAINTENANCE}/marks"
 VERIFIED = f"{layout.MAINTENANCE}/verified"
+DEFAULT_GRACE = dt.timedelta(hours=24)
+"""how long a pack stays marked before prune deletes it"""
 
 
 @dataclass

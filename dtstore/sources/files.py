@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 from dtstore.errors import UsageError
 from dtstore.sources.base import Entry, FileIdentity, Reporter, mode_type
 from dtstore.sources.excludes import NO_EXCLUDES, Excludes
+from dtstore.sources.readahead import READ_AHEAD_BYTES, ReadAhead
 
 
 def stored_path(path: bytes) -> bytes:
@@ -33,6 +34,7 @@ class FilesSource:
             if not os.path.lexists(raw):
                 raise UsageError(f"{os.fsdecode(raw)}: no such file or directory")
         self.excludes = excludes or NO_EXCLUDES
+        self._ahead: ReadAhead | None = None
 
     @property
     def source_id(self) -> str:
@@ -50,13 +52,36 @@ class FilesSource:
                     for key in Excludes.KEYS if (value := getattr(ex, key)) not in ((), False, None)}
         return {"excludes": recorded}
 
+    def read_ahead(self, limit: int = READ_AHEAD_BYTES) -> None:
+        """Start reading the first file ``entries`` will yield (``dtstore.sources.readahead``): called
+        before the repository is opened, so reading overlaps the password KDF."""
+        for entry in self._first_files():
+            self._ahead = ReadAhead(_local_path(entry), limit)
+            return
+
+    def _first_files(self) -> Iterator[Entry]:
+        top = sorted(self._paths)[0]
+        try:
+            device = os.lstat(top).st_dev
+        except OSError:
+            return
+        yield from (e for e in self._walk(top, _SILENT, device, []) if e.type == "file")
+
     def entries(self, reporter: Reporter) -> Iterator[Entry]:
-        for top in sorted(self._paths):
-            try:
-                device = os.lstat(top).st_dev
-            except OSError:
-                device = -1
-            yield from self._walk(top, reporter, device, [])
+        ahead, self._ahead = self._ahead, None
+        try:
+            for top in sorted(self._paths):
+                try:
+                    device = os.lstat(top).st_dev
+                except OSError:
+                    device = -1
+                for entry in self._walk(top, reporter, device, []):
+                    if ahead is not None and entry.type == "file":
+                        entry.opener = _opener(_local_path(entry), ahead, entry.identity)
+                    yield entry
+        finally:
+            if ahead is not None:
+                ahead.discard()  # after the backup: whatever it did not take is closed
 
     def estimated_size(self, stop: threading.Event | None = None) -> int:
         """The bytes of the regular files ``entries`` would yield (one walk of the metadata); it
@@ -138,8 +163,16 @@ def _entry(path: bytes, st: os.stat_result) -> Entry | None:
     return entry
 
 
-def _opener(path: bytes) -> Callable[[], AbstractContextManager[BinaryIO]]:
+def _local_path(entry: Entry) -> bytes:
+    """The path on disk of a file entry (``cache_key`` is ``file:`` and that path)."""
+    assert entry.cache_key is not None
+    return entry.cache_key[len(b"file:"):]
+
+
+def _opener(path: bytes, ahead: ReadAhead | None = None,
+            identity: FileIdentity | None = None) -> Callable[[], AbstractContextManager[BinaryIO]]:
     def open_file() -> AbstractContextManager[BinaryIO]:
-        return open(path, "rb", buffering=0)
+        taken = ahead.take(identity) if ahead is not None and ahead.path == path else None
+        return taken if taken is not None else open(path, "rb", buffering=0)
 
     return open_file
