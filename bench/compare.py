@@ -39,6 +39,8 @@ from typing import Any
 import blake3
 
 from bench import gen_dump
+from bench.compression import dataset
+from bench.stages import measure_stages, stage_table
 
 TOOL_ORDER = ("dtstore", "dtstore-z1", "restic", "borg")
 DEFAULT_TOOLS = ("dtstore", "restic", "borg")
@@ -106,8 +108,10 @@ def _read_rusage(stats: Path) -> tuple[int, float, float]:
         return 0, 0.0, 0.0
 
 
-def run_measured(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Measured:
-    """Run argv to completion: wall time, the child's own rusage, then a timed os.sync()."""
+def run_measured(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None,
+                 discard_stdout: bool = False) -> Measured:
+    """Run argv to completion: wall time, the child's own rusage, then a timed os.sync().
+    ``discard_stdout``: standard output goes to /dev/null (a ``dump``), not to the log."""
     os.sync()
     stats = log.with_suffix(".rusage")
     stats.unlink(missing_ok=True)
@@ -117,7 +121,8 @@ def run_measured(argv: list[str], env: dict[str, str], log: Path, cwd: Path | No
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            _rusage_wrapper(argv, stats), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            _rusage_wrapper(argv, stats), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if discard_stdout else out, stderr=out
         )
         _, status, _usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
@@ -211,7 +216,7 @@ class Workspace:
         self.repo.parent.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        for step in ("init", "backup1", "backup2", "restore"):
+        for step in ("init", "backup1", "backup2", "restore", "dump"):
             self.log(step).unlink(missing_ok=True)
 
 
@@ -243,6 +248,10 @@ class Tool(ABC):
     def restore(self, ws: Workspace, name: str) -> tuple[list[str], Path | None]:
         """argv and the cwd to run it in."""
 
+    @abstractmethod
+    def dump(self, ws: Workspace, name: str, path: Path) -> list[str]:
+        """argv writing the stored file ``path`` of the latest snapshot to standard output."""
+
 
 class Restic(Tool):
     name = "restic"
@@ -267,6 +276,9 @@ class Restic(Tool):
 
     def restore(self, ws: Workspace, name: str) -> tuple[list[str], Path | None]:
         return ["restic", "restore", "latest", "--target", str(ws.restore)], None
+
+    def dump(self, ws: Workspace, name: str, path: Path) -> list[str]:
+        return ["restic", "dump", "latest", str(path)]
 
 
 class Borg(Tool):
@@ -323,6 +335,11 @@ class Borg(Tool):
             return ["borg", "-r", str(ws.repo), "extract", name], ws.restore
         return ["borg", "extract", f"{ws.repo}::{name}"], ws.restore
 
+    def dump(self, ws: Workspace, name: str, path: Path) -> list[str]:
+        if self.major >= 2:
+            return ["borg", "-r", str(ws.repo), "extract", "--stdout", name, str(path).lstrip("/")]
+        return ["borg", "extract", "--stdout", f"{ws.repo}::{name}", str(path).lstrip("/")]
+
 
 class Dtstore(Tool):
     name = "dtstore"
@@ -360,6 +377,9 @@ class Dtstore(Tool):
     def restore(self, ws: Workspace, name: str) -> tuple[list[str], Path | None]:
         return [self.command, "restore", "latest", "--target", str(ws.restore), "--repo", str(ws.repo)], None
 
+    def dump(self, ws: Workspace, name: str, path: Path) -> list[str]:
+        return [self.command, "dump", "latest", str(path), "--repo", str(ws.repo)]
+
 
 # --------------------------------------------------------------------------- data
 
@@ -370,6 +390,42 @@ class Dump:
     bytes: int
     blake3: str
     info: dict[str, Any]
+
+
+DATA_TITLES = {"dump": "SQL dump", "sysbench": "sysbench-like rows", "pages": "binary database pages"}
+EDIT_CLUSTERS = 20
+
+
+def other_v1(work: Path, data: str, size: int, seed: int) -> Dump:
+    """bench.compression's data set as v1 (written once; its meta file records size and hash)."""
+    path = dataset(work / "data", data, size, seed)
+    return _cached(path, lambda: {"set": data, "seed": seed})
+
+
+def other_v2(work: Path, data: str, size: int, seed: int) -> Dump:
+    """v1 with 1 % of its bytes rewritten in 20 clusters and 2 % appended, both copied from other
+    places of v1 (so they compress like the rest; pages stay whole pages)."""
+    v1 = other_v1(work, data, size, seed)
+    path = v1.path.with_name(v1.path.stem + "-v2.data")
+
+    def make() -> dict[str, Any]:
+        import random
+
+        rng = random.Random(seed + 1)
+        body = bytearray(v1.path.read_bytes())
+        grain = 8192 if data == "pages" else 1
+        cluster = max(grain, len(body) // 100 // EDIT_CLUSTERS // grain * grain)
+        for _ in range(EDIT_CLUSTERS):
+            at = rng.randrange(0, len(body) - cluster) // grain * grain
+            src = rng.randrange(0, len(body) - cluster) // grain * grain
+            body[at : at + cluster] = body[src : src + cluster]
+        tail = len(body) // 50 // grain * grain
+        start = rng.randrange(0, len(body) - tail) // grain * grain
+        body += body[start : start + tail]
+        path.write_bytes(body)
+        return {"set": data, "edited_from": v1.path.name, "seed": seed + 1}
+
+    return _cached(path, make)
 
 
 def _meta_path(path: Path) -> Path:
@@ -461,9 +517,10 @@ class StepFailed(Exception):
 
 
 def _step(
-    res: ToolResult, name: str, argv: list[str], env: dict[str, str], ws: Workspace, cwd: Path | None = None
+    res: ToolResult, name: str, argv: list[str], env: dict[str, str], ws: Workspace, cwd: Path | None = None,
+    discard_stdout: bool = False,
 ) -> Measured:
-    m = run_measured(argv, env, ws.log(name), cwd)
+    m = run_measured(argv, env, ws.log(name), cwd, discard_stdout)
     res.steps[name] = m
     if not m.ok:
         raise StepFailed(f"{name} exited {m.returncode}; log {m.log}:\n{log_tail(m.log)}")
@@ -480,8 +537,8 @@ def _verify(res: ToolResult, ws: Workspace, v2: Dump) -> None:
         raise StepFailed(f"RESTORE MISMATCH: {got} has {size} bytes blake3 {digest}, v2 has {v2.bytes} {v2.blake3}")
 
 
-def bench_tool(tool: Tool, work: Path, v1: Dump, v2: Dump | None) -> ToolResult:
-    """init, backup v1, then (if v2) backup v2 and restore it."""
+def bench_tool(tool: Tool, work: Path, v1: Dump, v2: Dump | None, runs: int = 3) -> ToolResult:
+    """init, backup v1, then (if v2) backup v2, restore it and dump it: the best of ``runs`` of each."""
     ws = Workspace(work, tool.name)
     ws.fresh()
     res = ToolResult(tool.name, version=tool.version(ws))
@@ -501,11 +558,16 @@ def bench_tool(tool: Tool, work: Path, v1: Dump, v2: Dump | None) -> ToolResult:
         warm(src)
         _step(res, "backup2", tool.backup(ws, src, "v2"), env, ws)
         res.added_bytes = tree_bytes(ws.repo) - res.stored_bytes
-        res.input_bytes["backup2"] = res.input_bytes["restore"] = v2.bytes
-        ws.restore.mkdir(parents=True)
-        argv, cwd = tool.restore(ws, "v2")
-        _step(res, "restore", argv, env, ws, cwd)
-        _verify(res, ws, v2)
+        res.input_bytes["backup2"] = res.input_bytes["restore"] = res.input_bytes["dump"] = v2.bytes
+        for _ in range(runs):
+            shutil.rmtree(ws.restore, ignore_errors=True)
+            ws.restore.mkdir(parents=True)
+            argv, cwd = tool.restore(ws, "v2")
+            _best_step(res, "restore", argv, env, ws, cwd)
+            _verify(res, ws, v2)
+        shutil.rmtree(ws.restore, ignore_errors=True)
+        for _ in range(runs):
+            _best_step(res, "dump", tool.dump(ws, "v2", src), env, ws, discard_stdout=True)
     except StepFailed as e:
         res.error = str(e)
         print(f"!!! {tool.name}: {e}", file=sys.stderr, flush=True)
@@ -513,6 +575,15 @@ def bench_tool(tool: Tool, work: Path, v1: Dump, v2: Dump | None) -> ToolResult:
         res.cache_bytes = tree_bytes(ws.cache)
         shutil.rmtree(ws.restore, ignore_errors=True)
     return res
+
+
+def _best_step(res: ToolResult, name: str, argv: list[str], env: dict[str, str], ws: Workspace,
+               cwd: Path | None = None, discard_stdout: bool = False) -> None:
+    """Run a step once more; keep the fastest run (each run's time is in the log's rusage)."""
+    best = res.steps.get(name)
+    _step(res, name, argv, env, ws, cwd, discard_stdout)
+    if best is not None and best.seconds < res.steps[name].seconds:
+        res.steps[name] = best
 
 
 # --------------------------------------------------------------------------- reporting
@@ -550,6 +621,7 @@ def main_table(results: list[ToolResult]) -> str:
         "2nd backup s",
         "2nd added MB",
         "restore MB/s",
+        "dump MB/s",
         "peak RSS backup MB",
         "peak RSS restore MB",
     ]
@@ -566,6 +638,7 @@ def main_table(results: list[ToolResult]) -> str:
             _secs(r, "backup2"),
             _mb(r.added_bytes),
             _mb(_rate(r, "restore")),
+            _mb(_rate(r, "dump")),
             _mb(rss_b),
             _rss(r, "restore"),
         ]
@@ -607,6 +680,7 @@ def ratios(subject: ToolResult, base: ToolResult) -> dict[str, float | None]:
         "second_added_bytes_ratio": _ratio(subject.added_bytes, base.added_bytes),
         "second_backup_speedup": _ratio(t(base, "backup2"), t(subject, "backup2")),
         "restore_speedup": _ratio(t(base, "restore"), t(subject, "restore")),
+        "dump_speedup": _ratio(t(base, "dump"), t(subject, "dump")),
         "backup_rss_ratio": _ratio(s_rss, b_rss),
         "restore_rss_ratio": _ratio(rss(subject, "restore"), rss(base, "restore")),
     }
@@ -653,6 +727,22 @@ def machine_info() -> dict[str, Any]:
 # --------------------------------------------------------------------------- modes
 
 
+def bound_table(costs: dict[str, Any], dtstore: ToolResult | None) -> str:
+    """The stages alone (bench.stages) beside dtstore's first backup: CPU per GiB against their sum,
+    wall time against the bound (sum / cores).  Issue 18 §1: CPU ≤ 1.25 × sum, bound ≥ 85 % of wall."""
+    lines = [stage_table(costs)]
+    m = dtstore.step("backup1") if dtstore is not None else None
+    if m is None or not m.ok:
+        return lines[0]
+    gib = costs["bytes"] / (1 << 30)
+    cpu, wall = (m.user_seconds + m.sys_seconds) / gib, m.seconds / gib
+    lines += ["", "| dtstore first backup, per GiB | CPU s | CPU / stage sum | wall s | bound s | bound / wall |",
+              "|---|---|---|---|---|---|",
+              f"| measured | {cpu:.2f} | {cpu / costs['sum_s_per_gib']:.2f} | {wall:.2f} | "
+              f"{costs['bound_s_per_gib']:.2f} | {costs['bound_s_per_gib'] / wall:.0%} |"]
+    return "\n".join(lines)
+
+
 def make_tools(names: list[str], args: argparse.Namespace) -> list[Tool]:
     known: dict[str, Callable[[], Tool]] = {
         "dtstore": lambda: Dtstore(args.dtstore_cmd),
@@ -666,17 +756,27 @@ def make_tools(names: list[str], args: argparse.Namespace) -> list[Tool]:
     return [known[n]() for n in TOOL_ORDER if n in names]
 
 
+def versions(work: Path, data: str, size: int, seed: int) -> tuple[Dump, Dump]:
+    if data == "dump":
+        return dump_v1(work, size, seed), dump_v2(work, size, seed)
+    return other_v1(work, data, size, seed), other_v2(work, data, size, seed)
+
+
 def run_compare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     size = gen_dump.parse_size(args.size)
-    v1, v2 = dump_v1(work, size, args.seed), dump_v2(work, size, args.seed)
-    data = {"v1": v1.info, "v2": v2.info}
+    v1, v2 = versions(work, args.data, size, args.seed)
+    data = {"set": args.data, "v1": v1.info, "v2": v2.info}
     print(f"data: v1 {v1.bytes / MB:,.0f} MB, v2 {v2.bytes / MB:,.0f} MB in {work / 'data'}", file=sys.stderr)
+    costs = None if args.no_stages else measure_stages(v1.path, scratch_parent=work)
     results = []
     for tool in make_tools(args.tools.split(","), args):
         print(f"--- {tool.name}", file=sys.stderr, flush=True)
-        results.append(bench_tool(tool, work, v1, v2))
+        results.append(bench_tool(tool, work, v1, v2, args.runs))
     rat = all_ratios(results, "dtstore")
-    print(f"\n## {args.size} SQL dump, tools run in order {', '.join(r.tool for r in results)}\n")
+    print(f"\n## {args.size} {DATA_TITLES[args.data]}, tools run in order {', '.join(r.tool for r in results)}"
+          f" (restore and dump: best of {args.runs})\n")
+    if costs is not None:
+        print(bound_table(costs, next((r for r in results if r.tool == "dtstore"), None)), "\n")
     print(main_table(results), "\n")
     print(ratio_table("dtstore", rat), "\n")
     if any(r.tool == "dtstore-z1" for r in results):
@@ -689,6 +789,7 @@ def run_compare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "mode": "compare",
         "size": args.size,
         "data": data,
+        "stages": costs,
         "tools": [result_json(r) for r in results],
         "ratios": rat,
     }
@@ -749,6 +850,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
              "--compression-level 1)"
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--data", choices=sorted(DATA_TITLES), default="dump",
+                    help="dump: the generator's SQL dump; sysbench: sysbench-like INSERT rows; pages: a "
+                         "binary page file (SQLite), as bench.compression makes them")
+    ap.add_argument("--runs", type=int, default=3, help="restore and dump this many times, keep the best")
+    ap.add_argument("--no-stages", action="store_true", help="skip the stage costs and the bound")
     ap.add_argument("--json", type=Path, help="write results here")
     ap.add_argument("--dtstore-cmd", help="dtstore executable (default: next to this python, else PATH)")
     ap.add_argument("--borg-encryption", default="repokey", help="borg init mode (repokey = AES-CTR+HMAC-SHA256)")
