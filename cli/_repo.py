@@ -57,6 +57,10 @@ def prompt(label: str, *, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    from dtstore import Repository  # here, not at start-up: ``snapshot`` reads its first file meanwhile
+    """The KDF starts first and runs while the rest of the library is imported (issue 18 §3)."""
+    from dtstore.unlocking import Unlocking
 
-    return Repository.open(repo_url(args), password(), limit_upload_kib=getattr(args, "limit_upload", None))
+    unlocking = Unlocking(repo_url(args), password().encode("utf-8"), getattr(args, "limit_upload", None))
+    from dtstore import Repository
+
+    return Repository.opened(unlocking)

@@ -31,22 +31,18 @@ from dtstore.crypto.keys import (
     MasterKey,
     ScryptParams,
     calibrate_scrypt,
-    unwrap_any,
     unwrap_key,
     wrap_key,
 )
 from dtstore.crypto.roles import ROLE_ADMIN, ROLE_BACKUP, RoleSealer, data_private_key, data_public_key, shared_secret
 from dtstore.errors import (
     AdminKeyRequired,
-    BlobNotFound,
     DtstoreError,
     IntegrityError,
     ItemNotFound,
     RepositoryExists,
-    RepositoryNotFound,
     UnsupportedFormat,
     UsageError,
-    WrongPassword,
 )
 from dtstore.format import AAD_LOCK, AAD_SESSION, INFO_SHARED_ENC
 from dtstore.maintenance.locks import (
@@ -71,8 +67,7 @@ from dtstore.sources.base import Source
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore
 from dtstore.storage.local import LocalStore
-from dtstore.storage.registry import open_store, redact
-from dtstore.storage.wrappers import RateLimitedStore, RetryingStore
+from dtstore.unlocking import Unlocking, connect
 
 if TYPE_CHECKING:
     from dtstore.copy import CopyResult
@@ -103,14 +98,6 @@ def cache_root() -> Path:
 
 def _as_bytes(password: str | bytes) -> bytes:
     return password.encode("utf-8") if isinstance(password, str) else password
-
-
-def _connect(url: str | BlobStore, limit_upload_kib: float | None) -> BlobStore:
-    store: BlobStore = open_store(url) if isinstance(url, str) else url
-    store = RetryingStore(store)
-    if limit_upload_kib:
-        store = RateLimitedStore(store, limit_upload_kib * 1024)
-    return store
 
 
 class Repository:
@@ -167,7 +154,7 @@ class Repository:
         have Object Lock enabled.  ``copy_chunker_from``: take that repository's chunker parameters and chunk
         keys (chunk-ID key, chunker seed; repository-format.md §4.3), so equal data gets equal chunk IDs
         in both and ``copy_to`` between them moves only the chunks the target lacks."""
-        store = _connect(url, limit_upload_kib)
+        store = connect(url, limit_upload_kib)
         if store.exists(layout.CONFIG) or any(True for _ in store.list(layout.KEYS)):
             raise RepositoryExists(f"{store.describe()} already holds a repository")
         master = MasterKey.generate()
@@ -201,27 +188,16 @@ class Repository:
     @classmethod
     def open(cls, url: str | BlobStore, password: str | bytes, *, cache_dir: str | os.PathLike[str] | None = None,
              limit_upload_kib: float | None = None, workers: int | None = None) -> Repository:
-        store = _connect(url, limit_upload_kib)
-        try:
-            config_blob = store.get(layout.CONFIG)
-        except BlobNotFound:
-            where = redact(url) if isinstance(url, str) else store.describe()
-            raise RepositoryNotFound(f"there is no dtstore repository at {where}") from None
-        master, info = cls._unlock(store, _as_bytes(password))
-        config = _open_config(config_blob, master)
-        return cls(store, master, config, info, cache_dir, workers)
+        return cls.opened(Unlocking(url, _as_bytes(password), limit_upload_kib), cache_dir=cache_dir, workers=workers)
 
-    @staticmethod
-    def _unlock(store: BlobStore, password: bytes) -> tuple[MasterKey | BackupKey, KeySlotInfo]:
-        slots = list(store.list(layout.KEYS))
-        for blob in slots:
-            slot_id = layout.pack_id_of(blob.name)
-            try:
-                return unwrap_any(store.get(blob.name), password, slot_id)
-            except (WrongPassword, UnsupportedFormat):
-                continue
-        raise WrongPassword(f"wrong password: none of the {len(slots)} key slot(s) of "
-                            f"{store.describe()} opens with it")
+    @classmethod
+    def opened(cls, unlocking: Unlocking, *, cache_dir: str | os.PathLike[str] | None = None,
+               workers: int | None = None) -> Repository:
+        """The repository an ``Unlocking`` (``dtstore.unlocking``) started to open: its KDF ran while
+        the caller did other work."""
+        done = unlocking.result()
+        config = _open_config(done.config_blob, done.key)
+        return cls(done.store, done.key, config, done.slot, cache_dir, workers)
 
     def close(self) -> None:
         if self._reader_pool is not None:
