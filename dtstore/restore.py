@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -142,6 +142,9 @@ def plan_restore(items: Iterable[Item], target: bytes, reader: ContentReader,
 
 
 class RestoreRun:
+    """Restores a plan: a pool of workers fetches each pack's ranges once, decrypts, decompresses
+    and verifies every blob and writes it (``_Writes``: never two threads into one file at once)."""
+
     def __init__(self, plan: RestorePlan, target: bytes, reader: ContentReader, workers: int,
                  progress: ProgressCallback) -> None:
         self._plan = plan
@@ -154,6 +157,7 @@ class RestoreRun:
         self._failed: dict[int, set[str]] = {n: {"(no index)"} for n in plan.unindexed}
         """file number → what it lost: pack IDs, or "(no index)" """
         self._errors: list[DtstoreError] = []
+        self._writes = _Writes(plan.files, self._wrote, self._failed.__contains__)
         self.damage = DamageSet()
         """copies this run found bad: for the repository's damage records"""
 
@@ -164,14 +168,22 @@ class RestoreRun:
 
     def run(self) -> None:
         self._prepare_tree()
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
-            for _ in pool.map(self._restore_pack, sorted(self._plan.packs)):
-                pass
+        try:
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
+                for _ in pool.map(self._restore_pack, self._pack_order()):
+                    pass
+        finally:
+            self._writes.close()
         self._remove_failed()
         self._finish_metadata()
         self._emit()
         if self._failed:
             raise self._error()
+
+    def _pack_order(self) -> list[str]:
+        """Packs in the order of the first file position they fill: the workers move through the
+        files front to back together, so writes land close to each other."""
+        return sorted(self._plan.packs, key=lambda p: (min(min(t.targets) for t in self._plan.packs[p]), p))
 
     def _error(self) -> DtstoreError:
         names = self.not_restored
@@ -249,10 +261,9 @@ class RestoreRun:
             for task in group:
                 self._restore_blob(name, task)
             return
-        with _Files(self._plan.files) as files:
-            for task in group:
-                start = task.location.offset - first.offset
-                self._write_blob(files, task, data[start : start + task.location.length])
+        for task in group:
+            start = task.location.offset - first.offset
+            self._decode_blob(task, data[start : start + task.location.length])
 
     def _restore_blob(self, name: str, task: BlobTask) -> None:
         location = task.location
@@ -265,10 +276,9 @@ class RestoreRun:
             else:
                 self._fail([task], IntegrityError(past_end), blob_damaged=True)
             return
-        with _Files(self._plan.files) as files:
-            self._write_blob(files, task, sealed)
+        self._decode_blob(task, sealed)
 
-    def _write_blob(self, files: _Files, task: BlobTask, sealed: bytes | memoryview) -> None:
+    def _decode_blob(self, task: BlobTask, sealed: bytes | memoryview) -> None:
         try:
             plain = self._reader.open(task.chunk_id, task.location, sealed)
         except IntegrityError as exc:
@@ -278,10 +288,11 @@ class RestoreRun:
             self._fail([task], exc)
             return
         for number, offset in task.targets:
-            if number not in self._failed:
-                files.pwrite(number, plain, offset)
+            self._writes.write(number, plain, offset)
+
+    def _wrote(self, size: int) -> None:
         with self._lock:
-            self._done += len(plain) * len(task.targets)
+            self._done += size
         self._emit()
 
     def _emit(self) -> None:
@@ -338,28 +349,84 @@ def _replace_with_file(path: bytes, size: int) -> None:
         os.close(fd)
 
 
-class _Files:
-    """Descriptors of the files one range read writes into, each opened once."""
+WRITE_BUDGET = 8 << 20
+"""decoded bytes that may wait for their file's writer: a worker that would exceed it waits"""
+OPEN_FILES = 64
+"""descriptors kept open between writes"""
 
-    def __init__(self, paths: list[bytes]) -> None:
+
+class _Writes:
+    """Writes decoded blobs into the target files so that no two threads write one file at once
+    (they would contend on its inode lock, spinning in the kernel).  The worker that decoded a blob
+    writes it itself while its data is still in its CPU's cache, unless another worker is writing
+    that file: then the blob waits in that file's queue and the busy worker writes it too."""
+
+    def __init__(self, paths: list[bytes], wrote: Callable[[int], None], lost: Callable[[int], bool]) -> None:
         self._paths = paths
-        self._fds: dict[int, int] = {}
+        self._wrote = wrote
+        self._lost = lost
+        self._cond = threading.Condition()
+        self._busy: dict[int, deque[tuple[bytes, int]]] = {}
+        """file number → blobs waiting for the worker that is writing it"""
+        self._waiting = 0
+        self._fds: OrderedDict[int, int] = OrderedDict()
 
-    def __enter__(self) -> _Files:
-        return self
+    def write(self, number: int, plain: bytes, offset: int) -> None:
+        with self._cond:
+            while number in self._busy:
+                if not self._waiting or self._waiting + len(plain) <= WRITE_BUDGET:
+                    self._busy[number].append((plain, offset))
+                    self._waiting += len(plain)
+                    return
+                self._cond.wait()
+            self._busy[number] = deque()
+        try:
+            with self._cond:
+                fd = self._fd(number)
+            while True:
+                self._write(fd, number, plain, offset)
+                with self._cond:
+                    pending = self._busy[number]
+                    if not pending:
+                        del self._busy[number]
+                        self._cond.notify_all()
+                        return
+                    plain, offset = pending.popleft()
+                    self._waiting -= len(plain)
+                    self._cond.notify_all()
+        except BaseException:
+            with self._cond:
+                self._waiting -= sum(len(p) for p, _ in self._busy.pop(number, ()))
+                self._cond.notify_all()
+            raise
 
-    def __exit__(self, *exc: object) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-
-    def pwrite(self, number: int, data: bytes, offset: int) -> None:
+    def _fd(self, number: int) -> int:
+        """The open descriptor of a file (under the lock); least recently used idle ones are closed."""
         fd = self._fds.get(number)
-        if fd is None:
-            fd = self._fds[number] = os.open(self._paths[number], os.O_WRONLY)
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
+        if fd is not None:
+            self._fds.move_to_end(number)
+            return fd
+        if len(self._fds) >= OPEN_FILES:
+            for old in self._fds:
+                if old not in self._busy:
+                    os.close(self._fds.pop(old))
+                    break
+        fd = self._fds[number] = os.open(self._paths[number], os.O_WRONLY)
+        return fd
+
+    def _write(self, fd: int, number: int, plain: bytes, offset: int) -> None:
+        if not self._lost(number):
+            view = memoryview(plain)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+        self._wrote(len(plain))
+
+    def close(self) -> None:
+        with self._cond:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
 
 def _chown(path: bytes, item: Item, *, follow: bool) -> None:
