@@ -8,9 +8,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+COPY_READAHEAD = 16
+"""chunks ``copy_to`` keeps in flight (at least): enough to keep every worker busy while the
+writer waits for the next chunk in order"""
+
 
 class ChunkReader(Protocol):
     def get(self, chunk_id: bytes) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
 
 class ObjectStream(io.RawIOBase):
@@ -45,6 +53,23 @@ class ObjectStream(io.RawIOBase):
         buffer[:n] = self._current[:n]
         self._current = self._current[n:]
         return n
+
+    def copy_to(self, out: Writable) -> int:
+        """Write the rest of the stream to ``out``, each chunk as one write of the fetched bytes (no
+        copy, no buffer), fetching further ahead than ``read``.  Returns the bytes written; an error
+        of the chunk reader is raised when its chunk's turn comes, after everything before it."""
+        self._readahead = max(self._readahead, COPY_READAHEAD)
+        written = 0
+        if self._current:
+            out.write(bytes(self._current))
+            written, self._current = len(self._current), memoryview(b"")
+        while True:
+            self._fill()
+            if not self._queue:
+                return written
+            data = self._queue.popleft().result()
+            out.write(data)
+            written += len(data)
 
     def close(self) -> None:
         for future in self._queue:
