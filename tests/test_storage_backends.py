@@ -13,6 +13,7 @@ from dtstore.errors import HostKeyError, StorageAuthError
 from dtstore.storage.local import LocalStore
 from dtstore.storage.memory import MemoryStore
 from dtstore.storage.registry import open_store
+from dtstore.unlocking import connect
 from tests.conformance.blobstore import check_blobstore
 from tests.helpers import PASSWORD, init_repo, tree_state
 
@@ -44,6 +45,12 @@ def repo_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]
 def test_blobstore_contract(repo_url: object) -> None:
     store = repo_url if isinstance(repo_url, MemoryStore) else open_store(str(repo_url))
     check_blobstore(store)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limit_kib", [None, 100_000.0])
+def test_blobstore_contract_through_the_wrappers(tmp_path: Path, limit_kib: float | None) -> None:
+    """What a repository really writes to: retries (and an upload limit) around the backend."""
+    check_blobstore(connect(str(tmp_path / "repo"), limit_kib))
 
 
 def test_snapshot_and_restore_round_trip(repo_url: object, tmp_path: Path) -> None:

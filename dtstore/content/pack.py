@@ -58,27 +58,28 @@ class BlobEntry:
 
 
 class FinishedPack:
-    """A closed pack.  Joining its parts and hashing them happens in ``data``/``pack_id``, which
-    upload threads call, so the builder's lock is never held for a large copy."""
+    """A closed pack: its parts in order.  The pack ID is hashed over the parts by upload threads,
+    so the builder's lock is never held for it; a store that writes parts (``put_parts``) never
+    joins them into one buffer."""
 
     def __init__(self, kind: int, parts: list[bytes], entries: list[BlobEntry]) -> None:
         self.kind = kind
         self.entries = entries
-        self._parts: list[bytes] | None = parts
-        self._data = b""
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
         self._id = ""
 
     @property
     def data(self) -> bytes:
-        if self._parts is not None:
-            self._data = b"".join(self._parts)
-            self._parts = None
-        return self._data
+        return b"".join(self.parts)
 
     @property
     def pack_id(self) -> str:
         if not self._id:
-            self._id = pack_id_of(self.data)
+            hasher = blake3.blake3()
+            for part in self.parts:
+                hasher.update(part)
+            self._id = hasher.hexdigest()
         return self._id
 
 

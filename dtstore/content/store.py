@@ -30,7 +30,7 @@ from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.errors import BlobNotFound, IntegrityError, StorageError
 from dtstore.format import BLOB_META
 from dtstore.storage import layout
-from dtstore.storage.base import BlobStore
+from dtstore.storage.base import BlobStore, put_parts
 
 SEGMENT_EVERY_PACKS = 4
 SEGMENT_EVERY_SECONDS = 60.0
@@ -123,16 +123,16 @@ class ContentStore:
         future.add_done_callback(self._upload_done)
 
     def _upload_pack(self, pack: FinishedPack) -> None:
-        self._store.put(layout.pack_name(pack.pack_id, pack.kind == BLOB_META), pack.data)
-        record = PackRecord(pack.pack_id, pack.kind, len(pack.data), pack.entries)
+        put_parts(self._store, layout.pack_name(pack.pack_id, pack.kind == BLOB_META), pack.parts)
+        record = PackRecord(pack.pack_id, pack.kind, pack.size, pack.entries)
         with self._lock:
             self.stats.packs += 1
-            self.stats.bytes_stored += len(pack.data)
+            self.stats.bytes_stored += pack.size
             self._unindexed.append(record)
             due = (len(self._unindexed) >= SEGMENT_EVERY_PACKS
                    or time.monotonic() - self._last_segment > SEGMENT_EVERY_SECONDS)
         if self._on_pack is not None:
-            self._on_pack(pack.pack_id, len(pack.data))
+            self._on_pack(pack.pack_id, pack.size)
         if due:
             self._write_segment()
 

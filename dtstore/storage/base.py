@@ -15,7 +15,7 @@ What dtstore relies on, proved per backend by ``tests/conformance/blobstore.py``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,3 +56,12 @@ class BlobStore(Protocol):
     def delete(self, name: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def put_parts(store: BlobStore, name: str, parts: Sequence[bytes]) -> None:
+    """``store.put`` of the parts joined; a store with its own ``put_parts`` writes them unjoined."""
+    own = getattr(store, "put_parts", None)
+    if own is not None:
+        own(name, parts)
+    else:
+        store.put(name, b"".join(parts))

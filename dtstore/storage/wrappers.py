@@ -6,11 +6,11 @@ import datetime as dt
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from dtstore.errors import StorageError, StorageUnavailable
-from dtstore.storage.base import BlobInfo, BlobStore
+from dtstore.storage.base import BlobInfo, BlobStore, put_parts
 
 T = TypeVar("T")
 
@@ -69,6 +69,9 @@ class RetryingStore:
     def put(self, name: str, data: bytes) -> None:
         self._retry(lambda: self.inner.put(name, data))
 
+    def put_parts(self, name: str, parts: Sequence[bytes]) -> None:
+        self._retry(lambda: put_parts(self.inner, name, parts))
+
     def exists(self, name: str) -> bool:
         return self._retry(lambda: self.inner.exists(name))
 
@@ -116,14 +119,21 @@ class RateLimitedStore:
         return iter(()) if fn is None else fn()  # type: ignore[no-any-return]
 
     def put(self, name: str, data: bytes) -> None:
+        self._wait_turn(len(data))
+        self.inner.put(name, data)
+
+    def put_parts(self, name: str, parts: Sequence[bytes]) -> None:
+        self._wait_turn(sum(len(p) for p in parts))
+        put_parts(self.inner, name, parts)
+
+    def _wait_turn(self, nbytes: int) -> None:
         with self._lock:
             now = self._clock()
             start = max(now, self._next_free)
-            until = self._next_free = start + len(data) / self._rate
+            until = self._next_free = start + nbytes / self._rate
         # this put's own slot: _next_free may already have moved on for another thread's put
         if until > now:
             self._sleep(until - now)
-        self.inner.put(name, data)
 
     def get(self, name: str) -> bytes:
         return self.inner.get(name)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dtstore.errors import BlobNotFound
-from dtstore.storage.base import BlobStore
+from dtstore.storage.base import BlobStore, put_parts
 
 
 def check_blobstore(store: BlobStore) -> None:
@@ -20,6 +20,13 @@ def check_blobstore(store: BlobStore) -> None:
     assert store.size("data/ab/abc") == len(payload)
     assert store.get_range("data/ab/abc", 1000, 5000) == payload[1000:6000]
     assert store.get_range("data/ab/abc", len(payload) - 4, 4) == payload[-4:]
+
+    # a pack's parts, written unjoined where the store can (more parts than one writev takes,
+    # empty ones among them): the object is their concatenation
+    parts = [os.urandom(n % 97 * 31) for n in range(1200)]
+    put_parts(store, "data/cd/parts", parts)
+    assert store.get("data/cd/parts") == b"".join(parts)
+    store.delete("data/cd/parts")
 
     # overwrite is atomic and complete
     store.put("data/ab/abc", b"second")
