@@ -1,26 +1,39 @@
-"""Check and prune on a repository with 1,000 snapshots and ≥ 200k chunks, beside restic.
+"""Check and prune on the same history in dtstore and restic, each at its default chunk sizes; and at scale.
 
-    python -m bench.maintenance [--snapshots 1000] [--chunks 200000] [--workdir DIR] [--no-restic]
+    python -m bench.maintenance [--snapshots 1000] [--chunks 3000] [--dump-mib 2] [--workdir DIR] [--no-restic]
+    python -m bench.maintenance --shape files --chunks 100000      # ~100k chunks in both: one per small file
+    python -m bench.maintenance --synthetic --chunks 10000000 --snapshots 10000 --smaller 1000000
 
-The data is a synthetic "nightly dump": 250 records of 4 KiB; each snapshot rewrites enough random
-records that it adds about ``chunks / snapshots`` new chunks (dtstore chunker 256/1024/4096, so a
-4 KiB record is about four chunks).  The same byte stream of every night goes to dtstore (in this
-process, ``Repository.snapshot`` with a ``StdinSource`` over ``io.BytesIO``) and to restic
-(``restic backup --stdin``, in a worker thread, overlapping with dtstore's work), so both
-repositories hold the same 1,000 snapshots of the same data.  restic cannot cut chunks that small,
-so it holds far fewer, larger blobs: the comparison is per repository of the same history, not per
-chunk.
+**The same history.**  The data is a synthetic "nightly dump" of ``--dump-mib`` MiB (records of
+4 KiB); each night rewrites enough random records that dtstore gains about ``chunks / snapshots``
+chunks (one per rewritten record, plus the night's item list).  The same bytes of every night go to
+dtstore (in this process, ``Repository.snapshot`` with a ``StdinSource`` over ``io.BytesIO``) and to
+restic (``restic backup --stdin``, in a worker thread, overlapping with dtstore's work).  Both use
+their defaults: dtstore ``format.DEFAULT_CHUNK_*`` (64 KiB / 256 KiB / 2 MiB), 16 MiB packs and the
+default zstd level; restic 512 KiB / 1 MiB / 8 MiB.  So both repositories hold the same snapshots of
+the same data, in as many chunks (blobs) as each tool's defaults make; a second table divides each
+figure by the repository's chunks or blobs (µs and bytes of peak RSS per chunk).  ``--shape files``
+stores a directory of 1,000 files of 1 KiB instead: a small file is one chunk in both tools, so both
+hold about as many.  ``--dtstore-chunker MIN/AVG/MAX`` gives dtstore other chunk sizes (the old
+256/1024/4096 run).
 
 Both tools use a cheap password KDF here: dtstore repositories are made with CHEAP_KDF, and
 restic's key file is rewritten with scrypt N=1024 (same master key, re-wrapped), or its 1,000
 process starts alone would take ~8 minutes.  Nothing else about restic is changed.
 
-Measured, each as a separate process through ``bench.compare.run_measured`` (wall time, peak RSS of
-the process itself via GNU time / wait4): check (structure), check with full data read, forget of
-every other snapshot, prune dry run, prune (dtstore: ``--grace 0 --exclusive``, which marks and
-deletes in one run like restic's prune; both with the default 5 % max-unused), check afterwards.
-``check`` also runs at a quarter of the history, to show how its memory grows with the repository.
-Prints markdown tables.
+Measured, each as a separate process through ``measure`` (``bench.compare``'s rusage wrapper: wall
+time, peak RSS of the process itself via GNU time / wait4, plus its peak anonymous RSS sampled from
+/proc): check (structure), check with full data read, forget of every other snapshot, prune dry run,
+prune (dtstore: ``--grace 0 --exclusive``, which marks and deletes in one run like restic's prune;
+both with the default 5 % max-unused), check afterwards.  ``check`` also runs at a quarter of the
+history, to show how its memory grows with the repository.  Prints markdown tables.
+
+**At scale** (``--synthetic``): ``bench.maintenance_synthetic`` writes a dtstore repository of
+``--chunks`` chunks and ``--snapshots`` snapshots directly (tiny chunks, real packs, segments and
+manifests: a history of 10 million 256 KiB chunks would be 2.5 TB to back up), then measures
+``check``, ``prune --dry-run`` and ``prune``; ``--smaller N`` does the same first at N chunks (the
+same chunks per snapshot), so the table shows how time and memory grow.  restic is not run there:
+it has no such builder (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -51,8 +64,11 @@ RECORDS = 250
 RECORD_SIZE = 4096
 FILES = 1000
 FILE_SIZE = 1024
-NEW_CHUNKS_PER_FILE = 1.45  # measured with the 256/1024/4096 chunker
-NEW_CHUNKS_PER_RECORD = 4.5  # measured: a rewritten 4 KiB record costs ~4.6 new chunks (edges included)
+SMALL_CHUNKER = (256, 1024, 4096)
+# new chunks per rewritten unit, measured: with the small chunker a 4 KiB record costs ~4.6 (edges
+# included) and a 1 KiB file ~1.45; at the defaults (chunks of 64 KiB+) either is one new chunk
+NEW_CHUNKS_SMALL = {"stdin": 4.5, "files": 1.45}
+NEW_CHUNKS_DEFAULT = {"stdin": 1.0, "files": 1.0}
 
 
 # --------------------------------------------------------------------------- the data
@@ -61,15 +77,15 @@ NEW_CHUNKS_PER_RECORD = 4.5  # measured: a rewritten 4 KiB record costs ~4.6 new
 class Nights:
     """The dump of each night: deterministic, so any tool can be fed the same bytes."""
 
-    def __init__(self, seed: int, changes: int) -> None:
+    def __init__(self, seed: int, changes: int, records: int = RECORDS) -> None:
         self._rng = random.Random(seed)
-        self._records = [self._rng.randbytes(RECORD_SIZE) for _ in range(RECORDS)]
+        self._records = [self._rng.randbytes(RECORD_SIZE) for _ in range(records)]
         self._changes = changes
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
             for _ in range(self._changes):
-                self._records[self._rng.randrange(RECORDS)] = self._rng.randbytes(RECORD_SIZE)
+                self._records[self._rng.randrange(len(self._records))] = self._rng.randbytes(RECORD_SIZE)
             yield b"".join(self._records)
 
 
@@ -229,21 +245,60 @@ def fmt(result: Measured | None) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the run
 
 
+def parse_chunker(text: str) -> tuple[int, int, int]:
+    if text == "default":
+        from dtstore.format import DEFAULT_CHUNK_AVG, DEFAULT_CHUNK_MAX, DEFAULT_CHUNK_MIN
+
+        return DEFAULT_CHUNK_MIN, DEFAULT_CHUNK_AVG, DEFAULT_CHUNK_MAX
+    if text == "small":
+        return SMALL_CHUNKER
+    parts = text.split("/")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("MIN/AVG/MAX in bytes, 'default' or 'small'")
+    lo, avg, hi = (int(p) for p in parts)
+    return lo, avg, hi
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=1000)
-    parser.add_argument("--chunks", type=int, default=200_000, help="target number of distinct chunks (dtstore)")
+    parser.add_argument("--chunks", type=int, default=3000,
+                        help="target number of distinct chunks (dtstore; with --synthetic: of the synthetic history)")
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory, removed afterwards")
     parser.add_argument("--no-restic", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shape", choices=["stdin", "files"], default="stdin",
-                        help="stdin: one 1 MB dump per snapshot (restic: --stdin, ~1 MiB blobs); files: a "
-                             "directory of 1,000 files of 1 KiB (about as many restic blobs as dtstore chunks)")
+                        help="stdin: one dump of --dump-mib per snapshot (restic: --stdin); files: a directory of "
+                             "1,000 files of 1 KiB (one chunk per file in both tools)")
+    parser.add_argument("--dump-mib", type=float, default=2.0, help="size of the nightly dump (shape stdin)")
+    parser.add_argument("--dtstore-chunker", type=parse_chunker, default="default", metavar="MIN/AVG/MAX",
+                        help="dtstore's chunker: 'default' (format.DEFAULT_CHUNK_*), 'small' (256/1024/4096) or "
+                             "MIN/AVG/MAX bytes")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="build a dtstore history of --chunks chunks and --snapshots snapshots directly "
+                             "(bench.maintenance_synthetic) and measure check and prune on it; dtstore only")
+    parser.add_argument("--smaller", type=int, default=0, metavar="CHUNKS",
+                        help="with --synthetic: first the same at CHUNKS chunks (same chunks per snapshot)")
+    parser.add_argument("--window", type=int, default=0,
+                        help="with --synthetic: chunks each snapshot refers to (default: 2 x new per snapshot)")
+    parser.add_argument("--blobs-per-pack", type=int, default=64, help="with --synthetic (64: 16 MiB of 256 KiB)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --synthetic and --workdir: keep built histories and use them again")
     args = parser.parse_args(argv)
+    if isinstance(args.dtstore_chunker, str):
+        args.dtstore_chunker = parse_chunker(args.dtstore_chunker)
+    if args.synthetic:
+        from bench.maintenance_synthetic import run_synthetic
 
+        return run_synthetic(args)
+    return run_history(args)
+
+
+def run_history(args: argparse.Namespace) -> int:
     from dtstore import FilesSource, Repository, Source, StdinSource
     from dtstore.chunking import ChunkerParams
     from dtstore.crypto.keys import CHEAP_KDF
+    from dtstore.format import DEFAULT_ZSTD_LEVEL
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dtstore-bench-maint-"))
     shutil.rmtree(work / "repos", ignore_errors=True)
@@ -259,11 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     r_env = restic_env(r_repo, r_cache)
     use_restic = not args.no_restic and shutil.which("restic") is not None
 
-    per_unit = NEW_CHUNKS_PER_RECORD if args.shape == "stdin" else NEW_CHUNKS_PER_FILE
-    changes = max(1, round(args.chunks / args.snapshots / per_unit))
+    chunker = tuple(args.dtstore_chunker)
+    small = chunker == SMALL_CHUNKER
+    per_unit = (NEW_CHUNKS_SMALL if small else NEW_CHUNKS_DEFAULT)[args.shape]
+    meta_per_snapshot = 0 if small else 1  # the night's item list: one new metadata chunk
+    changes = max(1, round((args.chunks / args.snapshots - meta_per_snapshot) / per_unit))
+    records = max(1, round(args.dump_mib * 2**20 / RECORD_SIZE))
     small_at = max(1, args.snapshots // 4)
-    repo = Repository.init(str(d_repo), PASSWORD, kdf=CHEAP_KDF, cache_dir=d_cache,
-                           chunker=ChunkerParams(256, 1024, 4096), pack_size=4 << 20)
+    repo = Repository.init(str(d_repo), PASSWORD, kdf=CHEAP_KDF, cache_dir=d_cache, zstd_level=DEFAULT_ZSTD_LEVEL,
+                           chunker=ChunkerParams(*chunker), pack_size=(4 << 20) if small else None)
     if use_restic:
         subprocess.run(["restic", "init", "-q"], env=r_env, check=True, stdout=subprocess.DEVNULL)
         cheapen_restic_key(r_repo)
@@ -279,11 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["restic", "backup", "-q", "--stdin", "--stdin-filename", "dump.sql"], input=data,
                        env=r_env, check=True, stdout=subprocess.DEVNULL)
 
+    def restic_blobs() -> int:
+        return int(restic_json(["stats", "--mode", "raw-data"], r_env).get("total_blob_count", 0)) if use_restic else 0
+
     rows: list[Row] = []
-    sizes: list[tuple[int, int, int, Row, Row]] = []
+    sizes: list[tuple[int, int, int, int, Row, Row]] = []
     t_build = time.perf_counter()
     t_dtstore = 0.0
-    nights = iter(Nights(args.seed, changes))
+    nights = iter(Nights(args.seed, changes, records))
     shutil.rmtree(work / "src", ignore_errors=True)
     tree = DirNights(work / "src" / "dump", args.seed, changes) if args.shape == "files" else None
     ids: list[str] = []
@@ -312,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                 future.result()
             pending.clear()
             chunks = repo.stats()["chunks_indexed"]
-            row = Row(f"check @ {number} snapshots, {chunks} chunks")
+            blobs = restic_blobs()
+            row = Row(f"check @ {number} snapshots")
             row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
             if use_restic:
                 row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
@@ -321,20 +384,25 @@ def main(argv: list[str] | None = None) -> int:
                                   f"dtstore-prune-dry-run-{number}")
             if use_restic:
                 dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
-            sizes.append((number, chunks, tree_bytes(d_repo), row, dry))
+            sizes.append((number, chunks, blobs, tree_bytes(d_repo), row, dry))
     build_seconds = time.perf_counter() - t_build
     restic_pool.shutdown()
     stats = repo.stats()
     repo.close()
     r_stats = restic_json(["stats", "--mode", "raw-data"], r_env) if use_restic else {}
+    counts: dict[str, tuple[int, int]] = {}
+    """operation → (dtstore chunks, restic blobs) of the repository it ran on"""
+    full = (int(stats["chunks_indexed"]), int(r_stats.get("total_blob_count", 0)))
 
     # full size: check with data, forget half, prune dry run, prune, check again
-    rows.append(sizes[-1][3])
+    rows.append(sizes[-1][4])
+    counts[rows[-1].operation] = full
     row = Row("check --read-data")
     row.dtstore = measure([*dtstore_cli, "check", "--read-data"], d_env, logs, "dtstore-check-read-data")
     if use_restic:
         row.restic = measure(["restic", "check", "--read-data"], r_env, logs, "restic-check-read-data")
     rows.append(row)
+    counts[row.operation] = full
 
     forget_d = ids[::2]
     r_ids = [s["id"] for s in sorted(restic_json(["snapshots"], r_env), key=lambda s: s["time"])] if use_restic else []
@@ -343,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if use_restic:
         row.restic = measure(["restic", "forget", *r_ids[::2]], r_env, logs, "restic-forget")
     rows.append(row)
+    counts[row.operation] = full
 
     row = Row("prune --dry-run")
     row.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
@@ -350,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if use_restic:
         row.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, "restic-prune-dry-run")
     rows.append(row)
+    counts[row.operation] = full
 
     before_d, before_r = tree_bytes(d_repo), tree_bytes(r_repo) if use_restic else 0
     row = Row("prune")
@@ -362,56 +432,100 @@ def main(argv: list[str] | None = None) -> int:
     if use_restic:
         row.note += f"; restic {before_r / 1e6:.0f} → {tree_bytes(r_repo) / 1e6:.0f} MB"
     rows.append(row)
+    counts[row.operation] = full
 
+    with Repository.open(str(d_repo), PASSWORD, cache_dir=d_cache) as reopened:
+        after = (int(reopened.stats()["chunks_indexed"]), restic_blobs())
     row = Row("check after prune")
     row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, "dtstore-check-after")
     if use_restic:
         row.restic = measure(["restic", "check"], r_env, logs, "restic-check-after")
     rows.append(row)
+    counts[row.operation] = after
 
     # --------------------------------------------------------------------------- report
     print()
+    load = os.getloadavg()
     if args.shape == "stdin":
-        print(f"Repository: {args.snapshots} snapshots of a {RECORDS * RECORD_SIZE // 1024} KiB dump on standard "
-              f"input, {changes} records of 4 KiB rewritten per snapshot; logical "
+        print(f"Repository: {args.snapshots} snapshots of a {records * RECORD_SIZE / 2**20:.1f} MiB dump on "
+              f"standard input, {changes} records of 4 KiB rewritten per snapshot; logical "
               f"{stats['logical_bytes'] / 1e9:.2f} GB.")
     else:
         print(f"Repository: {args.snapshots} snapshots of a directory of {FILES} files of {FILE_SIZE} B, "
               f"{changes} files rewritten per snapshot; logical {stats['logical_bytes'] / 1e9:.2f} GB.")
-    print(f"dtstore: {stats['chunks_indexed']} distinct chunks (chunker 256/1024/4096), {stats['packs']} packs, "
-          f"{stats['stored_bytes'] / 1e6:.0f} MB stored; its {args.snapshots} snapshots took {t_dtstore:.0f} s "
-          f"({t_dtstore / args.snapshots * 1000:.0f} ms each, in-process).")
+    print(f"dtstore: {stats['chunks_indexed']} distinct chunks (chunker {'/'.join(map(str, chunker))}), "
+          f"{stats['packs']} packs, {stats['stored_bytes'] / 1e6:.0f} MB stored; its {args.snapshots} snapshots "
+          f"took {t_dtstore:.0f} s ({t_dtstore / args.snapshots * 1000:.0f} ms each, in-process).")
     if use_restic:
         print(f"restic {restic_version()}: {r_stats.get('total_blob_count')} blobs, "
               f"{r_stats.get('total_size', 0) / 1e6:.0f} MB stored.")
-    print(f"Build (both tools, overlapping): {build_seconds:.0f} s.  Machine: {os.cpu_count()} cores.")
+    print(f"Build (both tools, overlapping): {build_seconds:.0f} s.  Machine: {os.cpu_count()} cores, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}.")
     print()
     print("Peak RSS is the process's own ru_maxrss; in brackets its peak anonymous RSS (heap, without "
-          "mapped files such as dtstore's LMDB scratch and cache), sampled every 20 ms.")
+          "mapped files such as dtstore's LMDB scratch and cache), sampled every 20 ms.  Ratio: restic / dtstore "
+          "(time: > 1 means dtstore is faster; RSS: > 1 means dtstore uses less).")
     print()
-    print("| operation | dtstore time | dtstore peak RSS (anon) | restic time | restic peak RSS (anon) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| operation | dtstore time | dtstore peak RSS (anon) | restic time | restic peak RSS (anon) "
+          "| time ratio | RSS ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         dt_time, dt_rss = fmt(row.dtstore)
         r_time, r_rss = fmt(row.restic)
-        print(f"| {row.operation} | {dt_time} | {dt_rss} | {r_time} | {r_rss} |")
+        print(f"| {row.operation} | {dt_time} | {dt_rss} | {r_time} | {r_rss} | {ratios(row)} |")
     for row in rows:
         if row.note:
             print(f"\n{row.operation}: {row.note}")
     print()
+    print("Per chunk (dtstore) and per blob (restic), of the repository each operation ran on: µs of wall time "
+          "and bytes of peak RSS (anonymous in brackets).")
+    print()
+    print("| operation | dtstore chunks | dtstore µs/chunk | dtstore B RSS/chunk (anon) | restic blobs "
+          "| restic µs/blob | restic B RSS/blob (anon) | µs ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        if row.operation.startswith("forget"):
+            continue
+        d_n, r_n = counts[row.operation]
+        print(f"| {row.operation} | {d_n} | {per_chunk(row.dtstore, d_n)} | {r_n or '–'} | "
+              f"{per_chunk(row.restic, r_n)} | {per_ratio(row, d_n, r_n)} |")
+    print()
     print("Memory against repository size (before forgetting anything):")
     print()
-    print("| snapshots | dtstore chunks | dtstore repo size | dtstore check RSS (anon) | restic check RSS (anon) "
-          "| dtstore prune --dry-run RSS (anon) | restic prune --dry-run RSS (anon) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for number, chunks, size, row, dry in sizes:
-        print(f"| {number} | {chunks} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} | {fmt(row.restic)[1]} "
-              f"| {fmt(dry.dtstore)[1]} | {fmt(dry.restic)[1]} |")
+    print("| snapshots | dtstore chunks | restic blobs | dtstore repo size | dtstore check RSS (anon) "
+          "| restic check RSS (anon) | dtstore prune --dry-run RSS (anon) | restic prune --dry-run RSS (anon) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for number, chunks, blobs, size, row, dry in sizes:
+        print(f"| {number} | {chunks} | {blobs or '–'} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} "
+              f"| {fmt(row.restic)[1]} | {fmt(dry.dtstore)[1]} | {fmt(dry.restic)[1]} |")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     else:
         print(f"\nrepositories and logs kept in {work}")
     return 0
+
+
+def ratios(row: Row) -> str:
+    """"time ratio | RSS ratio": restic / dtstore."""
+    if row.dtstore is None or row.restic is None:
+        return "– | –"
+    return (f"{row.restic.seconds / row.dtstore.seconds:.2f}× | "
+            f"{row.restic.max_rss_bytes / row.dtstore.max_rss_bytes:.2f}×")
+
+
+def per_chunk(result: Measured | None, n: int) -> str:
+    """"µs | B (anon)" per chunk or blob."""
+    if result is None or n <= 0:
+        return "– | –"
+    return (f"{result.seconds * 1e6 / n:.0f} | {result.max_rss_bytes / n:.0f} "
+            f"({result.max_anon_bytes / n:.0f})")
+
+
+def per_ratio(row: Row, d_n: int, r_n: int) -> str:
+    """restic µs/blob over dtstore µs/chunk."""
+    if row.dtstore is None or row.restic is None or d_n <= 0 or r_n <= 0:
+        return "–"
+    return f"{(row.restic.seconds / r_n) / (row.dtstore.seconds / d_n):.2f}×"
 
 
 def restic_version() -> str:

@@ -28,7 +28,7 @@ from dtstore.content.segments import read_pack_record
 from dtstore.crypto.aead import SubKey
 from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, UsageError
 from dtstore.format import BLOB_META
-from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, scan_repository
+from dtstore.maintenance.scan import MaintenanceContext, PackStat, RepositoryScan, chosen_pack, scan_repository
 from dtstore.maintenance.state import VERIFIED, load_times, save_times
 from dtstore.storage import layout
 
@@ -269,7 +269,7 @@ def healed(scan: RepositoryScan, pack_id: str, lost: set[bytes] | None) -> bool:
         return False
     pid = bytes.fromhex(pack_id)
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
-        return all(txn.get(c) not in (None, pid) for c in chunks)
+        return all(chosen_pack(txn, c) not in (None, pid) for c in chunks)
 
 
 def _open_blobs(ctx: MaintenanceContext, scan: RepositoryScan, stat: PackStat, data: bytes,
@@ -292,7 +292,7 @@ def affected(ctx: MaintenanceContext, scan: RepositoryScan, pack_id: str,
     this pack that are damaged; all of them when None)."""
     chunks = {c for c, _, _, _ in scan.blobs_of(pack_id) if lost is None or c in lost}
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
-        only_here = {c for c in chunks if txn.get(c) == bytes.fromhex(pack_id)}
+        only_here = {c for c in chunks if chosen_pack(txn, c) == bytes.fromhex(pack_id)}
     snapshots: list[str] = []
     paths: set[str] = set()
     for snap in scan.snapshots:

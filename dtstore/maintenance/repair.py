@@ -29,7 +29,7 @@ from dtstore.content.pack import BlobEntry, BlobLocation, open_blob, pack_key, p
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, UsageError
 from dtstore.format import BLOB_META
-from dtstore.maintenance.scan import MaintenanceContext, RepositoryScan
+from dtstore.maintenance.scan import MaintenanceContext, RepositoryScan, chosen_pack
 from dtstore.maintenance.state import MARKS, load_times
 from dtstore.objects.writer import ObjectWriter
 from dtstore.snapshots.manifest import Item, Snapshot, encode_item
@@ -45,7 +45,7 @@ def lost_chunks(scan: RepositoryScan, chunk_ids: Iterable[bytes]) -> set[bytes]:
     lost: set[bytes] = set()
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
         for chunk_id in set(chunk_ids):
-            pid = txn.get(chunk_id)
+            pid = chosen_pack(txn, chunk_id)
             if pid is None:
                 lost.add(chunk_id)
                 continue
@@ -321,7 +321,7 @@ def plan_pack_repair(scan: RepositoryScan, survey: BlobSurvey) -> PackRepair:
     pid = bytes.fromhex(survey.pack_id)
     here = [e.chunk_id for e in survey.good] + list(survey.bad)
     with scan.scratch.env.begin(db=scan.scratch.chosen) as txn:
-        elsewhere = {c for c in here if txn.get(c) not in (None, pid)}
+        elsewhere = {c for c in here if chosen_pack(txn, c) not in (None, pid)}
     elsewhere -= lost_chunks(scan, elsewhere)  # the counted copy elsewhere must be a good one
     for entry in survey.good:
         if entry.chunk_id in elsewhere:

@@ -18,6 +18,7 @@ import lmdb
 
 from dtstore.content.damage import DamageSet, damage_names, load_damage
 from dtstore.content.index import IndexCache
+from dtstore.content.pack import BlobEntry
 from dtstore.content.segments import decode_segment, list_packs
 from dtstore.crypto.aead import Sealer
 from dtstore.crypto.keyed_hash import ChunkHasher
@@ -29,6 +30,7 @@ from dtstore.storage.base import BlobStore
 
 _BLOB = struct.Struct(">32sQ")  # key: pack id, offset
 _BLOB_VALUE = struct.Struct("<32sII")  # chunk id, length, raw length
+_CHOSEN = struct.Struct(">32sI")  # pack id, stored length of the chunk's blob there
 
 
 @dataclass
@@ -58,6 +60,10 @@ class PackStat:
     used_bytes: int = 0
     unused_bytes: int = 0
     segments: set[str] = field(default_factory=set)
+    indexed_bytes: int = 0
+    """stored bytes of the pack's distinct index entries (the scan's own bookkeeping)"""
+    regular: bool = True
+    """listed once, with distinct offsets and chunk IDs ([P5]): the scan's fast path counted it"""
 
     @property
     def size(self) -> int:
@@ -65,7 +71,12 @@ class PackStat:
 
 
 class Scratch:
-    """A throw-away LMDB environment in a temporary directory."""
+    """A throw-away LMDB environment in a temporary directory.
+
+    ``blobs``: (pack ID, offset) → (chunk ID, length, raw length), every index entry once.
+    ``chosen``: chunk ID → (pack ID, length) of the copy counted as used (``chosen_pack``).
+    ``refs``: chunk ID → b"", every chunk a snapshot refers to.
+    """
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="dtstore-scan-"))
@@ -78,6 +89,12 @@ class Scratch:
     def close(self) -> None:
         self.env.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def chosen_pack(txn: lmdb.Transaction, chunk_id: bytes, db: lmdb._Database | None = None) -> bytes | None:
+    """The pack ID (32 bytes) of the copy of ``chunk_id`` counted as used, or None: none is indexed."""
+    value = txn.get(chunk_id, db=db)
+    return None if value is None else bytes(value[:32])
 
 
 @dataclass
@@ -120,7 +137,7 @@ class RepositoryScan:
         """Referenced, and this pack holds the copy counted as used (see ``avoid``)."""
         with self.scratch.env.begin() as txn:
             return (txn.get(chunk_id, db=self.scratch.refs) is not None
-                    and txn.get(chunk_id, db=self.scratch.chosen) == bytes.fromhex(pack_id))
+                    and chosen_pack(txn, chunk_id, self.scratch.chosen) == bytes.fromhex(pack_id))
 
 
 def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[str] = frozenset(),  # type: ignore[assignment]
@@ -148,22 +165,20 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     for name in segments:
         records, _ = decode_segment(ctx.sealer, ctx.store.get(name), name)
         with scratch.env.begin(write=True) as txn:
+            blobs, chosen = txn.cursor(db=scratch.blobs), txn.cursor(db=scratch.chosen)
             for record in records:
                 stat = packs.setdefault(record.pack_id, PackStat(record.pack_id))
+                first = not stat.indexed
                 stat.indexed = True
                 stat.kind = record.kind
                 stat.segments.add(name)
                 pid = bytes.fromhex(record.pack_id)
-                for e in record.entries:
-                    key = _BLOB.pack(pid, e.offset)
-                    if txn.get(key, db=scratch.blobs) is None:
-                        stat.blobs += 1
-                        stat.index_end = max(stat.index_end, e.offset + e.length)
-                    txn.put(key, _BLOB_VALUE.pack(e.chunk_id, e.length, e.raw_length), db=scratch.blobs)
-                    current = txn.get(e.chunk_id, db=scratch.chosen)
-                    if current is None or (rank(record.pack_id, e.chunk_id)
-                                           < rank(bytes(current).hex(), e.chunk_id)):
-                        txn.put(e.chunk_id, pid, db=scratch.chosen)
+                entries = record.entries
+                if first and stat.regular and _distinct(entries):
+                    _index_fast(blobs, chosen, stat, pid, entries, rank)
+                else:
+                    stat.regular = False
+                    _index_slow(txn, scratch, stat, pid, entries, rank)
     progress("reading snapshots")
     snapshots = ctx.snapshots.load_all()
     missing: dict[str, list[str]] = {}
@@ -171,19 +186,89 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     for snap in snapshots:
         referenced += _mark_references(ctx, scratch, snap, missing)
     progress("counting used data")
+    _count_used(scratch, packs)
+    return RepositoryScan(segments, packs, snapshots, referenced, missing, scratch, started, damage, damage_records)
+
+
+def _distinct(entries: list[BlobEntry]) -> bool:
+    return len({e.offset for e in entries}) == len(entries) == len({e.chunk_id for e in entries})
+
+
+def _index_fast(blobs: lmdb.Cursor, chosen: lmdb.Cursor, stat: PackStat, pid: bytes, entries: list[BlobEntry],
+                rank: Callable[[str, bytes], int]) -> None:
+    """A pack seen for the first time, with distinct offsets and chunk IDs: one C call per table.
+    The same result as ``_index_slow``: every key is new, and a chunk is chosen here unless another
+    pack already holds a copy that ranks at least as well."""
+    blobs.putmulti([(_BLOB.pack(pid, e.offset), _BLOB_VALUE.pack(e.chunk_id, e.length, e.raw_length))
+                    for e in entries], overwrite=False)
+    stat.blobs += len(entries)
+    stat.index_end = max(stat.index_end, max((e.offset + e.length for e in entries), default=0))
+    stat.indexed_bytes += sum(e.length for e in entries)
+    _, added = chosen.putmulti([(e.chunk_id, _CHOSEN.pack(pid, e.length)) for e in entries], overwrite=False)
+    if added == len(entries):
+        return
+    txn_get, txn_put = chosen.get, chosen.put  # copies elsewhere: compare them (rare)
+    for e in entries:
+        current = txn_get(e.chunk_id)
+        if current is not None and bytes(current[:32]) != pid \
+                and rank(stat.pack_id, e.chunk_id) < rank(bytes(current[:32]).hex(), e.chunk_id):
+            txn_put(e.chunk_id, _CHOSEN.pack(pid, e.length))
+
+
+def _index_slow(txn: lmdb.Transaction, scratch: Scratch, stat: PackStat, pid: bytes, entries: list[BlobEntry],
+                rank: Callable[[str, bytes], int]) -> None:
+    """Entry by entry: a pack listed again (several segments), or one with repeated offsets or chunk IDs."""
+    for e in entries:
+        key = _BLOB.pack(pid, e.offset)
+        if txn.get(key, db=scratch.blobs) is None:
+            stat.blobs += 1
+            stat.index_end = max(stat.index_end, e.offset + e.length)
+        txn.put(key, _BLOB_VALUE.pack(e.chunk_id, e.length, e.raw_length), db=scratch.blobs)
+        current = chosen_pack(txn, e.chunk_id, scratch.chosen)
+        if current is None or rank(stat.pack_id, e.chunk_id) < rank(current.hex(), e.chunk_id):
+            txn.put(e.chunk_id, _CHOSEN.pack(pid, e.length), db=scratch.chosen)
+
+
+def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> None:
+    """Used and unused bytes per pack.  A chunk is used in its pack when it is referenced and that
+    pack holds its counted copy: for regular packs, one merge of ``chosen`` and ``refs`` (both in
+    chunk ID order, read sequentially); the others entry by entry."""
+    by_pid = {bytes.fromhex(pack_id): stat for pack_id, stat in packs.items()}
     with scratch.env.begin() as txn:
-        cursor = txn.cursor(db=scratch.blobs)
-        for key, value in cursor:
-            pid, _ = _BLOB.unpack(key)
-            chunk_id, length, _ = _BLOB_VALUE.unpack(value)
-            stat = packs[pid.hex()]
-            used = txn.get(chunk_id, db=scratch.refs) is not None and txn.get(chunk_id, db=scratch.chosen) == pid
-            if used:
+        refs = txn.cursor(db=scratch.refs).iternext(keys=True, values=False)
+        ref = next(refs, None)
+        for chunk_id, value in txn.cursor(db=scratch.chosen):
+            while ref is not None and ref < chunk_id:
+                ref = next(refs, None)
+            if ref is None:
+                break
+            if ref != chunk_id or len(value) != _CHOSEN.size:
+                continue
+            pid, length = _CHOSEN.unpack(value)
+            stat = by_pid[pid]
+            if stat.regular:
                 stat.used_blobs += 1
                 stat.used_bytes += length
-            else:
-                stat.unused_bytes += length
-    return RepositoryScan(segments, packs, snapshots, referenced, missing, scratch, started, damage, damage_records)
+        for stat in packs.values():
+            if stat.regular:
+                stat.unused_bytes = stat.indexed_bytes - stat.used_bytes
+        irregular = [pid for pid, stat in by_pid.items() if not stat.regular]
+        cursor = txn.cursor(db=scratch.blobs)
+        for prefix in irregular:
+            stat = by_pid[prefix]
+            if not cursor.set_range(prefix):
+                continue
+            for key, value in cursor:
+                pid, _ = _BLOB.unpack(key)
+                if pid != prefix:
+                    break
+                chunk_id, length, _ = _BLOB_VALUE.unpack(value)
+                if txn.get(chunk_id, db=scratch.refs) is not None \
+                        and chosen_pack(txn, chunk_id, scratch.chosen) == pid:
+                    stat.used_blobs += 1
+                    stat.used_bytes += length
+                else:
+                    stat.unused_bytes += length
 
 
 def _mark_references(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot,
@@ -193,14 +278,17 @@ def _mark_references(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot,
     def mark(chunks: list[bytes], path: str) -> None:
         nonlocal count
         with scratch.env.begin(write=True) as txn:
-            for chunk_id in chunks:
-                if txn.get(chunk_id, db=scratch.chosen) is None:
-                    missing.setdefault(snap.id, []).append(path)
-                    break
-            for chunk_id in chunks:
-                if txn.put(chunk_id, b"", db=scratch.refs, overwrite=False):
-                    count += 1
-
+            # Is every chunk indexed?  Inserting an empty placeholder where there is none is one C
+            # call, and adds nothing when all are there (the common case); placeholders are removed.
+            _, absent = txn.cursor(db=scratch.chosen).putmulti([(c, b"") for c in chunks], overwrite=False)
+            if absent:
+                for chunk_id in chunks:
+                    value = txn.get(chunk_id, db=scratch.chosen)
+                    if value is not None and len(value) == 0:
+                        txn.delete(chunk_id, db=scratch.chosen)
+                missing.setdefault(snap.id, []).append(path)
+            _, added = txn.cursor(db=scratch.refs).putmulti([(c, b"") for c in chunks], overwrite=False)
+            count += added
     mark(snap.items_chunks, "(item list)")
     if snap.id in missing:
         return count
