@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of dtstore, restic and borg on a SQL dump and its next-night version.
+"""Side-by-side benchmark of dtstore, restic and borg on a SQL dump (or another data set) and its next version.
 
 For each tool, in the fixed order dtstore, restic, borg, in one run:
 
@@ -6,7 +6,12 @@ For each tool, in the fixed order dtstore, restic, borg, in one run:
 2. first backup of v1 at WORKDIR/src/dump.sql;
 3. second backup of v2 at the same path (new inode, size and mtime);
 4. restore of the latest snapshot to a fresh directory; the restored file is
-   compared with v2 (size and BLAKE3).
+   compared with v2 (size and BLAKE3); ``--runs`` times (default 3), the best kept;
+5. dump of that file to /dev/null, ``--runs`` times, the best kept.
+
+Before them, bench.stages measures each stage of a first backup alone on one core (on v1) and the
+bound, the stage sum over the cores; printed beside dtstore's CPU per GiB and wall time.
+``--data sysbench|pages`` uses bench.compression's other data sets instead of the SQL dump.
 
 Each command runs via Popen + os.wait4, so its own peak RSS (ru_maxrss) and CPU
 time are measured.  Before every timed command the input is read once (page
