@@ -403,6 +403,7 @@ EDIT_CLUSTERS = 20
 
 def other_v1(work: Path, data: str, size: int, seed: int) -> Dump:
     """bench.compression's data set as v1 (written once; its meta file records size and hash)."""
+    (work / "data").mkdir(parents=True, exist_ok=True)
     path = dataset(work / "data", data, size, seed)
     return _cached(path, lambda: {"set": data, "seed": seed})
 
