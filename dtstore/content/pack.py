@@ -106,10 +106,11 @@ class PackBuilder:
         return len(self._entries)
 
     def add(self, chunk_id: bytes, encoded: bytes, raw_length: int) -> BlobEntry:
-        sealed = self._key.seal(encoded, chunk_id)
-        entry = BlobEntry(chunk_id, self._size, len(sealed), raw_length)
-        self._parts.append(sealed)
-        self._size += len(sealed)
+        nonce, body = self._key.seal_parts(encoded, chunk_id)
+        length = len(nonce) + len(body)
+        entry = BlobEntry(chunk_id, self._size, length, raw_length)
+        self._parts += (nonce, body)
+        self._size += length
         self._entries.append(entry)
         return entry
 

@@ -37,8 +37,12 @@ class SubKey:
         self._aead = AESGCM(key)
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        return b"".join(self.seal_parts(plaintext, aad))
+
+    def seal_parts(self, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """``seal`` as (nonce, ciphertext ‖ tag), not joined: a pack writes the two as they are."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return nonce, self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
         if len(sealed) < NONCE_SIZE + TAG_SIZE:
