@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import sys
 from pathlib import Path
+
+import pytest
 
 import dtstore
 from bench.maintenance_synthetic import build
@@ -17,6 +20,7 @@ from dtstore import StdinSource
 from dtstore.content.segments import decode_segment
 from dtstore.content.store import ContentStore
 from dtstore.format import BLOB_DATA
+from dtstore.maintenance import scan as scan_module
 from dtstore.maintenance.scan import RepositoryScan, chosen_pack, scan_repository
 from dtstore.storage import layout
 from tests.helpers import PASSWORD, random_bytes
@@ -76,9 +80,9 @@ def scanned(repo: dtstore.Repository) -> RepositoryScan:
     return scan_repository(repo._maintenance(), dt.datetime.now(dt.UTC))
 
 
-def assert_matches(repo: dtstore.Repository) -> RepositoryScan:
+def assert_matches(repo: dtstore.Repository, scan: RepositoryScan | None = None) -> RepositoryScan:
     expected, refs, missing = reference(repo)
-    scan = scanned(repo)
+    scan = scan or scanned(repo)
     got = {pid: (s.blobs, s.index_end, s.used_blobs, s.used_bytes, s.unused_bytes)
            for pid, s in scan.packs.items() if s.indexed}
     assert got == expected
@@ -172,4 +176,38 @@ def test_synthetic_history_is_a_valid_repository(tmp_path: Path) -> None:
     plan = repo.prune(grace=dt.timedelta(0), exclusive=True)
     assert plan.delete and repo.check().ok
     assert len(repo.snapshots()) == 27
+    repo.close()
+
+
+def mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mapping of ``path`` (/proc/self/smaps)."""
+    current = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = len(fields) == 6 and fields[5] == str(path)
+        elif current and fields[0] == "Rss:":
+            return int(fields[1])
+    return 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="madvise and /proc are Linux's")
+@pytest.mark.parametrize("shed_every", [256, 1 << 30])
+def test_scratch_pages_are_shed_and_the_results_stay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    shed_every: int) -> None:
+    build(tmp_path / "repo", PASSWORD, chunks=40_000, snapshots=40, blobs_per_pack=64,
+          cache_dir=tmp_path / "cache", progress=False)
+    monkeypatch.setattr(scan_module, "SHED_EVERY", shed_every)
+    repo = open_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    scan = scanned(repo)
+    resident = mapped_kib(scan.scratch.path / "data.mdb")
+    used_kib = (int(scan.scratch.env.info()["last_pgno"]) + 1) * 4
+    if shed_every < 1 << 20:
+        assert scan.scratch.sheds > 10
+        assert resident < used_kib / 4, (resident, used_kib)
+    else:
+        assert scan.scratch.sheds == 0
+        assert resident > used_kib / 2, (resident, used_kib)
+    assert_matches(repo, scan)
+    scan.close()
     repo.close()
