@@ -260,7 +260,12 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     for snap in snapshots:
         referenced += _mark_references(ctx, scratch, snap, missing)
     progress("counting used data")
-    _count_used(scratch, packs)
+    if _count_used(scratch, packs):
+        # some referenced chunk is in no index: name the snapshots and paths (rare, so a second walk)
+        progress("finding missing data")
+        missing = {}
+        for snap in snapshots:
+            _find_missing(ctx, scratch, snap, missing)
     return RepositoryScan(segments, packs, snapshots, referenced, missing, scratch, started, damage, damage_records)
 
 
@@ -303,17 +308,20 @@ def _index_slow(txn: lmdb.Transaction, scratch: Scratch, stat: PackStat, pid: by
             txn.put(e.chunk_id, _CHOSEN.pack(pid, e.length), db=scratch.chosen)
 
 
-def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> None:
+def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> bool:
     """Used and unused bytes per pack.  A chunk is used in its pack when it is referenced and that
     pack holds its counted copy: for regular packs, one merge of ``chosen`` and ``refs`` (both in
-    chunk ID order, read sequentially); the others entry by entry."""
+    chunk ID order, read sequentially); the others entry by entry.  True if some referenced chunk
+    has no indexed copy (missing data)."""
     by_pid = {bytes.fromhex(pack_id): stat for pack_id, stat in packs.items()}
+    absent = False
     with scratch.env.begin() as txn:
         refs = txn.cursor(db=scratch.refs).iternext(keys=True, values=False)
         ref = next(refs, None)
         for chunk_id, value in txn.cursor(db=scratch.chosen):
             scratch.touched(1)
             while ref is not None and ref < chunk_id:
+                absent = True
                 ref = next(refs, None)
             if ref is None:
                 break
@@ -324,6 +332,8 @@ def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> None:
             if stat.regular:
                 stat.used_blobs += 1
                 stat.used_bytes += length
+        if ref is not None and (txn.get(ref, db=scratch.chosen) is None or next(refs, None) is not None):
+            absent = True  # references past the last indexed chunk
         for stat in packs.values():
             if stat.regular:
                 stat.unused_bytes = stat.indexed_bytes - stat.used_bytes
@@ -345,41 +355,60 @@ def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> None:
                     stat.used_bytes += length
                 else:
                     stat.unused_bytes += length
+    return absent
 
 
 def _mark_references(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot,
                      missing: dict[str, list[str]]) -> int:
+    """Add the snapshot's chunks to ``refs``; the number new there.  Only the item list is checked
+    against the index here (its chunks must be there to be read); missing data chunks are found by
+    ``_count_used`` and named by ``_find_missing``."""
     count = 0
 
-    def mark(chunks: list[bytes], path: str) -> None:
+    def mark(chunks: list[bytes]) -> None:
         nonlocal count
         step = SHED_EVERY or len(chunks) or 1
-        absent = 0
         for start in range(0, len(chunks), step):  # a file of millions of chunks: shed as it goes
             part = chunks[start : start + step]
-            with scratch.env.begin(write=True) as txn:
-                # Is every chunk indexed?  Inserting an empty placeholder where there is none is one C
-                # call, and adds nothing when all are there (the common case); placeholders are removed.
-                _, new = txn.cursor(db=scratch.chosen).putmulti([(c, b"") for c in part], overwrite=False)
-                if new:
-                    for chunk_id in part:
-                        value = txn.get(chunk_id, db=scratch.chosen)
-                        if value is not None and len(value) == 0:
-                            txn.delete(chunk_id, db=scratch.chosen)
-                absent += new
-                _, added = txn.cursor(db=scratch.refs).putmulti([(c, b"") for c in part], overwrite=False)
+            with scratch.env.begin(write=True, db=scratch.refs) as txn:
+                _, added = txn.cursor().putmulti([(c, b"") for c in part], overwrite=False)
                 count += added
             scratch.touched(len(part))
-        if absent:
-            missing.setdefault(snap.id, []).append(path)
 
-    mark(snap.items_chunks, "(item list)")
-    if snap.id in missing:
+    with scratch.env.begin(db=scratch.chosen) as txn:
+        listed = all(txn.get(c) is not None for c in snap.items_chunks)
+    mark(snap.items_chunks)
+    if not listed:
+        missing.setdefault(snap.id, []).append("(item list)")
         return count
     try:
         for item in ctx.list_items(snap):
             if item.chunks:
-                mark(item.chunks, "/" + item.name)
+                mark(item.chunks)
     except DtstoreError as exc:
         missing.setdefault(snap.id, []).append(f"(item list unreadable: {exc})")
     return count
+
+
+def _find_missing(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot, missing: dict[str, list[str]]) -> None:
+    """The snapshot's paths (in item order) with a chunk in no index, ``(item list)`` if its item
+    list is not indexed, or why its item list could not be read."""
+    def absent(chunks: list[bytes]) -> bool:
+        with scratch.env.begin(db=scratch.chosen) as txn:
+            found = True
+            for chunk_id in chunks:
+                if txn.get(chunk_id) is None:
+                    found = False
+                    break
+        scratch.touched(len(chunks))
+        return not found
+
+    if absent(snap.items_chunks):
+        missing.setdefault(snap.id, []).append("(item list)")
+        return
+    try:
+        for item in ctx.list_items(snap):
+            if item.chunks and absent(item.chunks):
+                missing.setdefault(snap.id, []).append("/" + item.name)
+    except DtstoreError as exc:
+        missing.setdefault(snap.id, []).append(f"(item list unreadable: {exc})")

@@ -17,7 +17,7 @@ import pytest
 import dtstore
 from bench.maintenance_synthetic import build
 from dtstore import StdinSource
-from dtstore.content.segments import decode_segment
+from dtstore.content.segments import decode_segment, encode_segment
 from dtstore.content.store import ContentStore
 from dtstore.format import BLOB_DATA
 from dtstore.maintenance import scan as scan_module
@@ -211,3 +211,40 @@ def test_scratch_pages_are_shed_and_the_results_stay(tmp_path: Path, monkeypatch
     assert_matches(repo, scan)
     scan.close()
     repo.close()
+
+
+def test_missing_data_chunk_with_its_item_list_indexed(tmp_path: Path) -> None:
+    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    backup(repo, random_bytes(300_000, seed=5), "a.dump")
+    backup(repo, random_bytes(300_000, seed=6), "b.dump")
+    # drop one data pack from the index: its chunks are in no index, the item lists still are
+    ctx = repo._maintenance()
+    names = [i.name for i in ctx.store.list(layout.INDEX)]
+    records = [r for name in names for r in decode_segment(ctx.sealer, ctx.store.get(name), name)[0]]
+    dropped = next(r for r in records if r.kind == BLOB_DATA)
+    ctx.store.put(layout.index_name("e" * 32),
+                  encode_segment(ctx.sealer, [r for r in records if r is not dropped], supersedes=names))
+    for name in names:
+        ctx.store.delete(name)
+    repo.close()
+    repo = open_repo(str(tmp_path / "repo"), tmp_path / "cache2")
+    scan = assert_matches(repo)
+    assert [paths for paths in scan.missing.values()] == [["/a.dump"]] or \
+        [paths for paths in scan.missing.values()] == [["/b.dump"]]
+    scan.close()
+    repo.close()
+
+
+@pytest.mark.parametrize(("refs", "absent"), [([b"\x10"], False), ([b"\x10", b"\xff"], True),
+                                             ([b"\x00", b"\x10"], True), ([b"\x08"], True), ([], False)])
+def test_count_used_tells_references_in_no_index(refs: list[bytes], absent: bool) -> None:
+    scratch = scan_module.Scratch()
+    pid = b"\x01" * 32
+    with scratch.env.begin(write=True) as txn:
+        txn.put(b"\x10" * 32, scan_module._CHOSEN.pack(pid, 100), db=scratch.chosen)
+        for ref in refs:
+            txn.put(ref * 32, b"", db=scratch.refs)
+    stat = scan_module.PackStat(pid.hex(), indexed=True, indexed_bytes=100)
+    assert scan_module._count_used(scratch, {pid.hex(): stat}) is absent
+    assert (stat.used_bytes, stat.unused_bytes) == ((100, 0) if b"\x10" in refs else (0, 100))
+    scratch.close()
