@@ -325,14 +325,17 @@ def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> bool:
                 ref = next(refs, None)
             if ref is None:
                 break
-            if ref != chunk_id or len(value) != _CHOSEN.size:
+            if ref != chunk_id:
+                continue
+            ref = next(refs, None)  # matched: what is left behind from here on is in no index
+            if len(value) != _CHOSEN.size:
                 continue
             pid, length = _CHOSEN.unpack(value)
             stat = by_pid[pid]
             if stat.regular:
                 stat.used_blobs += 1
                 stat.used_bytes += length
-        if ref is not None and (txn.get(ref, db=scratch.chosen) is None or next(refs, None) is not None):
+        if ref is not None:
             absent = True  # references past the last indexed chunk
         for stat in packs.values():
             if stat.regular:

@@ -235,16 +235,20 @@ def test_missing_data_chunk_with_its_item_list_indexed(tmp_path: Path) -> None:
     repo.close()
 
 
-@pytest.mark.parametrize(("refs", "absent"), [([b"\x10"], False), ([b"\x10", b"\xff"], True),
-                                             ([b"\x00", b"\x10"], True), ([b"\x08"], True), ([], False)])
+@pytest.mark.parametrize(("refs", "absent"), [
+    ([b"\x10"], False), ([b"\x10", b"\x20"], False), ([b"\x20"], False), ([b"\x10", b"\xff"], True),
+    ([b"\x00", b"\x10"], True), ([b"\x08"], True), ([b"\x10", b"\x18", b"\x20"], True),
+    ([b"\x20", b"\x21"], True), ([], False)])
 def test_count_used_tells_references_in_no_index(refs: list[bytes], absent: bool) -> None:
     scratch = scan_module.Scratch()
     pid = b"\x01" * 32
     with scratch.env.begin(write=True) as txn:
-        txn.put(b"\x10" * 32, scan_module._CHOSEN.pack(pid, 100), db=scratch.chosen)
+        for chunk in (b"\x10", b"\x20"):
+            txn.put(chunk * 32, scan_module._CHOSEN.pack(pid, 100), db=scratch.chosen)
         for ref in refs:
             txn.put(ref * 32, b"", db=scratch.refs)
-    stat = scan_module.PackStat(pid.hex(), indexed=True, indexed_bytes=100)
+    stat = scan_module.PackStat(pid.hex(), indexed=True, indexed_bytes=200)
     assert scan_module._count_used(scratch, {pid.hex(): stat}) is absent
-    assert (stat.used_bytes, stat.unused_bytes) == ((100, 0) if b"\x10" in refs else (0, 100))
+    used = 100 * sum(1 for c in (b"\x10", b"\x20") if c in refs)
+    assert (stat.used_bytes, stat.unused_bytes) == (used, 200 - used)
     scratch.close()
