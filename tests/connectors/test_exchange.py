@@ -294,13 +294,13 @@ def test_no_truncation_when_the_upload_fails(sim: SimServer, tmp_path: Path, s3_
                                              flaky_proxy_factory: Any) -> None:
     import functools
 
-    import dtstore.repository as repository_module
+    import dtstore.unlocking as unlocking_module
     from dtstore.storage.wrappers import RetryingStore
 
     host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
     proxy = flaky_proxy_factory(host, int(port))
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url())
-    monkeypatch.setattr(repository_module, "RetryingStore",
+    monkeypatch.setattr(unlocking_module, "RetryingStore",
                         functools.partial(RetryingStore, sleep=lambda _: None, attempts=2))
     import botocore.retries.standard
     import s3fs

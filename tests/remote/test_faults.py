@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 import dtstore
-import dtstore.repository as repository_module
+import dtstore.unlocking as unlocking_module
 from dtstore.chunking import ChunkerParams
 from dtstore.cli.main import main as cli_main
 from dtstore.errors import StorageAuthError, StorageError, StorageUnavailable
@@ -70,7 +70,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     import s3fs
 
     asked: list[float] = []
-    monkeypatch.setattr(repository_module, "RetryingStore", functools.partial(RetryingStore, sleep=asked.append))
+    monkeypatch.setattr(unlocking_module, "RetryingStore", functools.partial(RetryingStore, sleep=asked.append))
     monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
     monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     return asked
@@ -202,7 +202,7 @@ def test_remote_down_mid_snapshot_then_rerun_uploads_only_the_rest(
     # the link goes down while the snapshot uploads (slowly: 512 KiB/s), and stays down; giving up
     # after 3 attempts instead of 6 saves time here (each new attempt connects anew); the CLI process
     # below runs with the defaults
-    monkeypatch.setattr(repository_module, "RetryingStore",
+    monkeypatch.setattr(unlocking_module, "RetryingStore",
                         functools.partial(RetryingStore, sleep=fast_retries.append, attempts=3))
     src = _tree(tmp_path / "src", 4, [768 * KIB, 768 * KIB])
     failure: list[BaseException] = []
@@ -368,7 +368,7 @@ def test_cli_limit_upload_reaches_the_store(tmp_path: Path, monkeypatch: pytest.
             rates.append(bytes_per_second)
             super().__init__(inner, bytes_per_second, **kwargs)
 
-    monkeypatch.setattr(repository_module, "RateLimitedStore", Recording)
+    monkeypatch.setattr(unlocking_module, "RateLimitedStore", Recording)
     # as a global option and as an option of the sub-command
     assert cli_main(["--limit-upload", "100000", "snapshot", "--repo", str(repo_dir), str(src)]) == 0
     assert cli_main(["snapshot", "--repo", str(repo_dir), "--limit-upload", "2048", str(src)]) == 0
