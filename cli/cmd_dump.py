@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from typing import Any
 
 from dtstore.cli._repo import open_repo
 from dtstore.cli._select import SNAPSHOT_HELP, add_filter_options, snapshot_filter
 from dtstore.cli.output import Output
-from dtstore.objects.reader import ObjectStream
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -24,11 +22,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     with open_repo(args) as repo:
         snap = repo.get_snapshot(args.snapshot, snapshot_filter(args))
-        with repo.open_item(snap, args.path) as stream:
-            raw = getattr(stream, "raw", None)
-            if isinstance(raw, ObjectStream):  # nothing read yet: whole chunks straight to stdout
-                raw.copy_to(sys.stdout.buffer)
-            else:
-                shutil.copyfileobj(stream, sys.stdout.buffer, 1 << 20)
+        repo.dump(snap, args.path, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     return 0
