@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --synthetic: chunks each snapshot refers to (default: 2 x new per snapshot)")
     parser.add_argument("--blobs-per-pack", type=int, default=64, help="with --synthetic (64: 16 MiB of 256 KiB)")
     parser.add_argument("--reuse", action="store_true",
-                        help="with --synthetic and --workdir: keep built histories and use them again")
+                        help="with --workdir: keep the built history (a copy in WORKDIR/built; with --synthetic: "
+                             "the built histories) and measure on a fresh copy of it next time, without building")
     args = parser.parse_args(argv)
     if isinstance(args.dtstore_chunker, str):
         args.dtstore_chunker = parse_chunker(args.dtstore_chunker)
@@ -301,6 +302,9 @@ def run_history(args: argparse.Namespace) -> int:
     from dtstore.format import DEFAULT_ZSTD_LEVEL
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dtstore-bench-maint-"))
+    built, record = work / "built", work / "built" / "built.json"
+    if args.reuse and args.workdir is not None and record.exists():
+        return measure_history(args, work, json.loads(record.read_text()))
     shutil.rmtree(work / "repos", ignore_errors=True)
     shutil.rmtree(work / "cache", ignore_errors=True)
     logs = work / "logs"
@@ -341,7 +345,6 @@ def run_history(args: argparse.Namespace) -> int:
     def restic_blobs() -> int:
         return int(restic_json(["stats", "--mode", "raw-data"], r_env).get("total_blob_count", 0)) if use_restic else 0
 
-    rows: list[Row] = []
     sizes: list[tuple[int, int, int, int, Row, Row]] = []
     t_build = time.perf_counter()
     t_dtstore = 0.0
@@ -387,8 +390,72 @@ def run_history(args: argparse.Namespace) -> int:
             sizes.append((number, chunks, blobs, tree_bytes(d_repo), row, dry))
     build_seconds = time.perf_counter() - t_build
     restic_pool.shutdown()
-    stats = repo.stats()
     repo.close()
+    doc = {"ids": ids, "build_seconds": build_seconds, "t_dtstore": t_dtstore, "changes": changes,
+           "records": records, "chunker": list(chunker), "use_restic": use_restic,
+           "sizes": [[number, chunks, blobs, size, _measured_doc(row), _measured_doc(dry)]
+                     for number, chunks, blobs, size, row, dry in sizes]}
+    if args.reuse and args.workdir is not None:  # a pristine copy of the history, for the next run
+        shutil.rmtree(built, ignore_errors=True)
+        for part in ("repos", "cache"):
+            shutil.copytree(work / part, built / part, symlinks=True)
+        record.write_text(json.dumps(doc))
+    return measure_history(args, work, doc, fresh=True)
+
+
+def _measured_doc(row: Row) -> list[Any]:
+    return [None if m is None else [m.seconds, m.max_rss_bytes, m.max_anon_bytes, m.log]
+            for m in (row.dtstore, row.restic)]
+
+
+def _row_of(name: str, doc: list[Any]) -> Row:
+    d, r = (None if m is None else Measured(*m) for m in doc)
+    return Row(name, d, r)
+
+
+def measure_history(args: argparse.Namespace, work: Path, doc: dict[str, Any], fresh: bool = False) -> int:
+    """Measure the operations on the built history (``fresh``: the one just built; otherwise a new
+    copy of WORKDIR/built, whose check and prune --dry-run at full size are measured again)."""
+    from dtstore import Repository
+
+    logs = work / "logs"
+    d_repo, r_repo = work / "repos" / "dtstore", work / "repos" / "restic"
+    d_cache, r_cache = work / "cache" / "dtstore", work / "cache" / "restic"
+    d_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "DTSTORE_"))}
+    d_env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(d_cache), DTSTORE_REPOSITORY=str(d_repo))
+    dtstore_cli = [sys.executable, "-m", "dtstore.cli", "--json", "--quiet"]
+    r_env = restic_env(r_repo, r_cache)
+    use_restic = bool(doc["use_restic"]) and not args.no_restic
+    ids: list[str] = doc["ids"]
+    build_seconds, t_dtstore = float(doc["build_seconds"]), float(doc["t_dtstore"])
+    changes, records, chunker = int(doc["changes"]), int(doc["records"]), tuple(doc["chunker"])
+    sizes: list[tuple[int, int, int, int, Row, Row]] = [
+        (number, chunks, blobs, size, _row_of(f"check @ {number} snapshots", row), _row_of("prune --dry-run", dry))
+        for number, chunks, blobs, size, row, dry in doc["sizes"]]
+    if not fresh:
+        for part in ("repos", "cache", "logs"):
+            shutil.rmtree(work / part, ignore_errors=True)
+        for part in ("repos", "cache"):
+            shutil.copytree(work / "built" / part, work / part, symlinks=True)
+        logs.mkdir(parents=True)
+        number, chunks, blobs, size, row, dry = sizes[-1]
+        row = Row(row.operation)
+        row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
+        if use_restic:
+            row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
+        dry = Row("prune --dry-run")
+        dry.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
+                              f"dtstore-prune-dry-run-{number}")
+        if use_restic:
+            dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
+        sizes = [(n, c, b, s, ro, dr) for n, c, b, s, ro, dr in sizes[:-1]] + [(number, chunks, blobs, size, row, dry)]
+
+    def restic_blobs() -> int:
+        return int(restic_json(["stats", "--mode", "raw-data"], r_env).get("total_blob_count", 0)) if use_restic else 0
+
+    rows: list[Row] = []
+    with Repository.open(str(d_repo), PASSWORD, cache_dir=d_cache) as opened:
+        stats = opened.stats()
     r_stats = restic_json(["stats", "--mode", "raw-data"], r_env) if use_restic else {}
     counts: dict[str, tuple[int, int]] = {}
     """operation → (dtstore chunks, restic blobs) of the repository it ran on"""
@@ -447,20 +514,21 @@ def run_history(args: argparse.Namespace) -> int:
     print()
     load = os.getloadavg()
     if args.shape == "stdin":
-        print(f"Repository: {args.snapshots} snapshots of a {records * RECORD_SIZE / 2**20:.1f} MiB dump on "
+        print(f"Repository: {len(ids)} snapshots of a {records * RECORD_SIZE / 2**20:.1f} MiB dump on "
               f"standard input, {changes} records of 4 KiB rewritten per snapshot; logical "
               f"{stats['logical_bytes'] / 1e9:.2f} GB.")
     else:
-        print(f"Repository: {args.snapshots} snapshots of a directory of {FILES} files of {FILE_SIZE} B, "
+        print(f"Repository: {len(ids)} snapshots of a directory of {FILES} files of {FILE_SIZE} B, "
               f"{changes} files rewritten per snapshot; logical {stats['logical_bytes'] / 1e9:.2f} GB.")
     print(f"dtstore: {stats['chunks_indexed']} distinct chunks (chunker {'/'.join(map(str, chunker))}), "
-          f"{stats['packs']} packs, {stats['stored_bytes'] / 1e6:.0f} MB stored; its {args.snapshots} snapshots "
-          f"took {t_dtstore:.0f} s ({t_dtstore / args.snapshots * 1000:.0f} ms each, in-process).")
+          f"{stats['packs']} packs, {stats['stored_bytes'] / 1e6:.0f} MB stored; its {len(ids)} snapshots "
+          f"took {t_dtstore:.0f} s ({t_dtstore / len(ids) * 1000:.0f} ms each, in-process).")
     if use_restic:
         print(f"restic {restic_version()}: {r_stats.get('total_blob_count')} blobs, "
               f"{r_stats.get('total_size', 0) / 1e6:.0f} MB stored.")
-    print(f"Build (both tools, overlapping): {build_seconds:.0f} s.  Machine: {os.cpu_count()} cores, load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}.")
+    reused = "" if fresh else " (earlier; measured on a copy of it)"
+    print(f"Build (both tools, overlapping): {build_seconds:.0f} s{reused}.  Machine: {os.cpu_count()} cores, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}.")
     print()
     print("Peak RSS is the process's own ru_maxrss; in brackets its peak anonymous RSS (heap, without "
           "mapped files such as dtstore's LMDB scratch and cache), sampled every 20 ms.  Ratio: restic / dtstore "
