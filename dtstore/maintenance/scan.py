@@ -13,7 +13,9 @@ import shutil
 import struct
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from dtstore.errors import DtstoreError
 from dtstore.snapshots.manifest import Item, Snapshot
 from dtstore.snapshots.store import SnapshotStore
 from dtstore.storage import layout
-from dtstore.storage.base import BlobStore
+from dtstore.storage.base import BlobInfo, BlobStore
 
 _BLOB = struct.Struct(">32sQ")  # key: pack id, offset
 _BLOB_VALUE = struct.Struct("<32sII")  # chunk id, length, raw length
@@ -234,9 +236,10 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
         bad = stat is None or stat.listed_size is None or damage.is_bad(pack_id, chunk_id)
         return 2 * bad + (pack_id in avoid)
     progress("reading the index")
-    segments = sorted(info.name for info in ctx.store.list(layout.INDEX))
-    for name in segments:
-        records, _ = decode_segment(ctx.sealer, ctx.store.get(name), name)
+    listed_segments = sorted(ctx.store.list(layout.INDEX), key=lambda info: info.name)
+    segments = [info.name for info in listed_segments]
+    for name, sealed in _fetch_ahead(ctx.store, listed_segments):
+        records, _ = decode_segment(ctx.sealer, sealed, name)
         with scratch.env.begin(write=True) as txn:
             blobs, chosen = txn.cursor(db=scratch.blobs), txn.cursor(db=scratch.chosen)
             for record in records:
@@ -256,9 +259,14 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     progress("reading snapshots")
     snapshots = ctx.snapshots.load_all()
     missing: dict[str, list[str]] = {}
-    referenced = 0
-    for snap in snapshots:
-        referenced += _mark_references(ctx, scratch, snap, missing)
+    marker = _Marker(scratch)
+    try:
+        for snap, read in _read_ahead(ctx, scratch, snapshots):
+            _mark_references(ctx, scratch, marker, snap, missing, read)
+        marker.commit()
+    finally:
+        marker.abort()
+    referenced = marker.added
     progress("counting used data")
     if _count_used(scratch, packs):
         # some referenced chunk is in no index: name the snapshots and paths (rare, so a second walk)
@@ -361,36 +369,175 @@ def _count_used(scratch: Scratch, packs: dict[str, PackStat]) -> bool:
     return absent
 
 
-def _mark_references(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot,
-                     missing: dict[str, list[str]]) -> int:
-    """Add the snapshot's chunks to ``refs``; the number new there.  Only the item list is checked
-    against the index here (its chunks must be there to be read); missing data chunks are found by
-    ``_count_used`` and named by ``_find_missing``."""
-    count = 0
+FETCH_AHEAD_BYTES = 64 << 20
+"""segment bytes ``_fetch_ahead`` holds in flight at most (besides the one being decoded)"""
 
-    def mark(chunks: list[bytes]) -> None:
-        nonlocal count
+
+def _workers(store: BlobStore) -> int:
+    """Requests the scan keeps in flight: 0 on a local store (a read there costs microseconds, and
+    threads only contend for the interpreter), else the store's connections."""
+    capabilities = getattr(store, "capabilities", None)
+    if capabilities is None or capabilities.local:
+        return 0
+    return max(1, int(capabilities.connections))
+
+
+def _fetch_ahead(store: BlobStore, infos: list[BlobInfo]) -> Iterator[tuple[str, bytes]]:
+    """(name, content) of each object in order, downloaded up to the store's connections at a time
+    and at most ``FETCH_AHEAD_BYTES`` ahead (by listed size); one by one on a local store."""
+    workers = _workers(store)
+    if workers <= 1 or len(infos) < 2:
+        for info in infos:
+            yield info.name, store.get(info.name)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="dtstore-scan") as pool:
+        pending: deque[tuple[BlobInfo, Future[bytes]]] = deque()
+        ahead, in_flight = 0, 0
+        try:
+            for _ in infos:
+                while ahead < len(infos) and (not pending or (len(pending) < 2 * workers
+                                                              and in_flight + infos[ahead].size <= FETCH_AHEAD_BYTES)):
+                    pending.append((infos[ahead], pool.submit(store.get, infos[ahead].name)))
+                    in_flight += infos[ahead].size
+                    ahead += 1
+                info, future = pending.popleft()
+                in_flight -= info.size
+                yield info.name, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+READ_AHEAD_ITEM_CHUNKS = 4
+"""a snapshot whose item list has at most this many chunks (metadata chunks are at most 256 KiB:
+1 MiB of item stream) is read ahead in a worker thread, several at a time; a larger one is read in
+the scan's own thread, item by item, so memory stays bounded"""
+
+
+@dataclass
+class _ItemChunks:
+    """One snapshot's item list as read ahead: the chunk lists of its items, in order."""
+
+    listed: bool
+    """every chunk of the item list is indexed (otherwise it was not read)"""
+    chunks: list[list[bytes]] = field(default_factory=list)
+    error: DtstoreError | None = None
+    """why the item list could not be read (after the items in ``chunks``)"""
+
+
+def _read_ahead(ctx: MaintenanceContext, scratch: Scratch,
+                snapshots: list[Snapshot]) -> Iterator[tuple[Snapshot, _ItemChunks | None]]:
+    """The snapshots in order, each with its item list read ahead (None: too large, or alone: read
+    it in this thread).  Up to twice the store's connections small item lists are read at once: one
+    by one, most of their time is waiting for a range read.  Not on a local store (``_workers``)."""
+    workers = _workers(ctx.store)
+
+    def read(snap: Snapshot) -> _ItemChunks:
+        with scratch.env.begin(db=scratch.chosen) as txn:
+            if not all(txn.get(c) is not None for c in snap.items_chunks):
+                return _ItemChunks(False)
+        found = _ItemChunks(True)
+        try:
+            for item in ctx.list_items(snap):
+                if item.chunks:
+                    found.chunks.append(item.chunks)
+        except DtstoreError as exc:
+            found.error = exc
+        return found
+
+    small = [len(snap.items_chunks) <= READ_AHEAD_ITEM_CHUNKS for snap in snapshots]
+    if workers <= 1 or sum(small) < 2:
+        yield from ((snap, None) for snap in snapshots)
+        return
+    window = 2 * workers
+    with ThreadPoolExecutor(workers, thread_name_prefix="dtstore-scan") as pool:
+        pending: deque[Future[_ItemChunks]] = deque()
+        ahead = 0  # the next snapshot to submit
+
+        def fill(upto: int) -> None:
+            nonlocal ahead
+            while ahead < min(upto, len(snapshots)):
+                if small[ahead]:
+                    pending.append(pool.submit(read, snapshots[ahead]))
+                ahead += 1
+
+        try:
+            for number, snap in enumerate(snapshots):
+                fill(number + window)
+                yield snap, pending.popleft().result() if small[number] else None
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+COMMIT_EVERY = 16384
+"""references added in one write transaction of ``refs``, at most (a transaction per chunk list cost
+more than the inserts themselves when snapshots are small)"""
+
+
+class _Marker:
+    """Adds referenced chunk IDs to ``refs``: one write transaction for many chunk lists, committed
+    every ``COMMIT_EVERY`` entries and at the end (``commit``)."""
+
+    def __init__(self, scratch: Scratch) -> None:
+        self._scratch = scratch
+        self._txn: lmdb.Transaction | None = None
+        self._cursor: lmdb.Cursor | None = None
+        self._pending = 0
+        self.added = 0
+        """chunk IDs new in ``refs``"""
+
+    def mark(self, chunks: list[bytes]) -> None:
         step = SHED_EVERY or len(chunks) or 1
         for start in range(0, len(chunks), step):  # a file of millions of chunks: shed as it goes
             part = chunks[start : start + step]
-            with scratch.env.begin(write=True, db=scratch.refs) as txn:
-                _, added = txn.cursor().putmulti([(c, b"") for c in part], overwrite=False)
-                count += added
-            scratch.touched(len(part))
+            if self._cursor is None:
+                self._txn = self._scratch.env.begin(write=True, db=self._scratch.refs)
+                self._cursor = self._txn.cursor()
+            _, added = self._cursor.putmulti([(c, b"") for c in part], overwrite=False)
+            self.added += added
+            self._pending += len(part)
+            if self._pending >= COMMIT_EVERY:
+                self.commit()
+            self._scratch.touched(len(part))
 
-    with scratch.env.begin(db=scratch.chosen) as txn:
-        listed = all(txn.get(c) is not None for c in snap.items_chunks)
-    mark(snap.items_chunks)
+    def commit(self) -> None:
+        if self._txn is not None:
+            self._txn.commit()
+        self._txn, self._cursor, self._pending = None, None, 0
+
+    def abort(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+        self._txn, self._cursor, self._pending = None, None, 0
+
+
+def _mark_references(ctx: MaintenanceContext, scratch: Scratch, marker: _Marker, snap: Snapshot,
+                     missing: dict[str, list[str]], read: _ItemChunks | None = None) -> None:
+    """Add the snapshot's chunks to ``refs`` (through ``marker``).  Only the item list is checked
+    against the index here (its chunks must be there to be read); missing data chunks are found by
+    ``_count_used`` and named by ``_find_missing``.  ``read``: the item list as read ahead."""
+    if read is None:
+        with scratch.env.begin(db=scratch.chosen) as txn:
+            listed = all(txn.get(c) is not None for c in snap.items_chunks)
+    else:
+        listed = read.listed
+    marker.mark(snap.items_chunks)
     if not listed:
         missing.setdefault(snap.id, []).append("(item list)")
-        return count
+        return
+    if read is not None:
+        for chunks in read.chunks:
+            marker.mark(chunks)
+        if read.error is not None:
+            missing.setdefault(snap.id, []).append(f"(item list unreadable: {read.error})")
+        return
     try:
         for item in ctx.list_items(snap):
             if item.chunks:
-                mark(item.chunks)
+                marker.mark(item.chunks)
     except DtstoreError as exc:
         missing.setdefault(snap.id, []).append(f"(item list unreadable: {exc})")
-    return count
 
 
 def _find_missing(ctx: MaintenanceContext, scratch: Scratch, snap: Snapshot, missing: dict[str, list[str]]) -> None:
