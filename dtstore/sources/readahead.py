@@ -16,8 +16,9 @@ from typing import BinaryIO
 
 from dtstore.sources.base import FileIdentity
 
-READ_AHEAD_BYTES = 16 << 20
-"""what is read before the key is known: a few blocks of the pipeline, freed as they are consumed"""
+READ_AHEAD_BYTES = 4 << 20
+"""what is read before the key is known: one block of the pipeline.  More saves nothing measurable
+(reading is ~0.2 s/GiB) and adds to the peak RSS, which the KDF's 64 MiB already sets."""
 
 
 class ReadAhead:
