@@ -259,6 +259,21 @@ def parse_chunker(text: str) -> tuple[int, int, int]:
     return lo, avg, hi
 
 
+
+def check_and_dry_run(operation: str, number: int, dtstore_cli: list[str], d_env: dict[str, str],
+                      r_env: dict[str, str], logs: Path, use_restic: bool) -> tuple[Row, Row]:
+    """``check`` and ``prune --dry-run`` of both tools at ``number`` snapshots."""
+    row = Row(operation)
+    row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
+    if use_restic:
+        row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
+    dry = Row("prune --dry-run")
+    dry.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
+                          f"dtstore-prune-dry-run-{number}")
+    if use_restic:
+        dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
+    return row, dry
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=1000)
@@ -378,15 +393,8 @@ def run_history(args: argparse.Namespace) -> int:
             pending.clear()
             chunks = repo.stats()["chunks_indexed"]
             blobs = restic_blobs()
-            row = Row(f"check @ {number} snapshots")
-            row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
-            if use_restic:
-                row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
-            dry = Row("prune --dry-run")
-            dry.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
-                                  f"dtstore-prune-dry-run-{number}")
-            if use_restic:
-                dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
+            row, dry = check_and_dry_run(f"check @ {number} snapshots", number, dtstore_cli, d_env, r_env, logs,
+                                         use_restic)
             sizes.append((number, chunks, blobs, tree_bytes(d_repo), row, dry))
     build_seconds = time.perf_counter() - t_build
     restic_pool.shutdown()
@@ -439,15 +447,7 @@ def measure_history(args: argparse.Namespace, work: Path, doc: dict[str, Any], f
             shutil.copytree(work / "built" / part, work / part, symlinks=True)
         logs.mkdir(parents=True)
         number, chunks, blobs, size, row, dry = sizes[-1]
-        row = Row(row.operation)
-        row.dtstore = measure([*dtstore_cli, "check"], d_env, logs, f"dtstore-check-{number}")
-        if use_restic:
-            row.restic = measure(["restic", "check"], r_env, logs, f"restic-check-{number}")
-        dry = Row("prune --dry-run")
-        dry.dtstore = measure([*dtstore_cli, "prune", "--dry-run", "--grace", "0", "--exclusive"], d_env, logs,
-                              f"dtstore-prune-dry-run-{number}")
-        if use_restic:
-            dry.restic = measure(["restic", "prune", "--dry-run"], r_env, logs, f"restic-prune-dry-run-{number}")
+        row, dry = check_and_dry_run(row.operation, number, dtstore_cli, d_env, r_env, logs, use_restic)
         sizes = [(n, c, b, s, ro, dr) for n, c, b, s, ro, dr in sizes[:-1]] + [(number, chunks, blobs, size, row, dry)]
 
     def restic_blobs() -> int:
