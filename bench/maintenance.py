@@ -260,6 +260,26 @@ def parse_chunker(text: str) -> tuple[int, int, int]:
 
 
 
+def tool_settings(work: Path) -> tuple[Path, Path, Path, dict[str, str], dict[str, str], list[str]]:
+    """Both tools' repositories under ``work``, dtstore's cache, their environments and dtstore's
+    command line."""
+    d_repo, r_repo = work / "repos" / "dtstore", work / "repos" / "restic"
+    d_cache, r_cache = work / "cache" / "dtstore", work / "cache" / "restic"
+    d_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "DTSTORE_"))}
+    d_env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(d_cache), DTSTORE_REPOSITORY=str(d_repo))
+    dtstore_cli = [sys.executable, "-m", "dtstore.cli", "--json", "--quiet"]
+    return d_repo, r_repo, d_cache, d_env, restic_env(r_repo, r_cache), dtstore_cli
+
+
+def finish(args: argparse.Namespace, work: Path) -> int:
+    """Remove a temporary work directory, or say where a chosen one keeps the repositories."""
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"\nrepositories and logs kept in {work}")
+    return 0
+
+
 def check_and_dry_run(operation: str, number: int, dtstore_cli: list[str], d_env: dict[str, str],
                       r_env: dict[str, str], logs: Path, use_restic: bool) -> tuple[Row, Row]:
     """``check`` and ``prune --dry-run`` of both tools at ``number`` snapshots."""
@@ -325,12 +345,7 @@ def run_history(args: argparse.Namespace) -> int:
     logs = work / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
-    d_repo, r_repo = work / "repos" / "dtstore", work / "repos" / "restic"
-    d_cache, r_cache = work / "cache" / "dtstore", work / "cache" / "restic"
-    d_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "DTSTORE_"))}
-    d_env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(d_cache), DTSTORE_REPOSITORY=str(d_repo))
-    dtstore_cli = [sys.executable, "-m", "dtstore.cli", "--json", "--quiet"]
-    r_env = restic_env(r_repo, r_cache)
+    d_repo, r_repo, d_cache, d_env, r_env, dtstore_cli = tool_settings(work)
     use_restic = not args.no_restic and shutil.which("restic") is not None
 
     chunker = tuple(args.dtstore_chunker)
@@ -427,12 +442,7 @@ def measure_history(args: argparse.Namespace, work: Path, doc: dict[str, Any], f
     from dtstore import Repository
 
     logs = work / "logs"
-    d_repo, r_repo = work / "repos" / "dtstore", work / "repos" / "restic"
-    d_cache, r_cache = work / "cache" / "dtstore", work / "cache" / "restic"
-    d_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "DTSTORE_"))}
-    d_env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(d_cache), DTSTORE_REPOSITORY=str(d_repo))
-    dtstore_cli = [sys.executable, "-m", "dtstore.cli", "--json", "--quiet"]
-    r_env = restic_env(r_repo, r_cache)
+    d_repo, r_repo, d_cache, d_env, r_env, dtstore_cli = tool_settings(work)
     use_restic = bool(doc["use_restic"]) and not args.no_restic
     ids: list[str] = doc["ids"]
     build_seconds, t_dtstore = float(doc["build_seconds"]), float(doc["t_dtstore"])
@@ -566,11 +576,7 @@ def measure_history(args: argparse.Namespace, work: Path, doc: dict[str, Any], f
     for number, chunks, blobs, size, row, dry in sizes:
         print(f"| {number} | {chunks} | {blobs or '–'} | {size / 1e6:.0f} MB | {fmt(row.dtstore)[1]} "
               f"| {fmt(row.restic)[1]} | {fmt(dry.dtstore)[1]} | {fmt(dry.restic)[1]} |")
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"\nrepositories and logs kept in {work}")
-    return 0
+    return finish(args, work)
 
 
 def ratios(row: Row) -> str:

@@ -168,7 +168,7 @@ def _put_pack(store: object, builder: PackBuilder) -> PackRecord:
 
 def run_synthetic(args: argparse.Namespace) -> int:
     """``bench.maintenance --synthetic``: build (or reuse) each history, then measure dtstore on it."""
-    from bench.maintenance import PASSWORD, Measured, fmt, json_summary, measure
+    from bench.maintenance import PASSWORD, Measured, finish, fmt, json_summary, measure
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dtstore-bench-synth-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -240,8 +240,4 @@ def run_synthetic(args: argparse.Namespace) -> int:
             a, b = s_runs[name], b_runs[name]
             print(f"| {name} | {b.seconds / a.seconds:.2f} | {b.max_rss_bytes / a.max_rss_bytes:.2f} "
                   f"| {b.max_anon_bytes / max(1, a.max_anon_bytes):.2f} |")
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"\nrepositories and logs kept in {work}")
-    return 0
+    return finish(args, work)
