@@ -137,6 +137,7 @@ class Repository:
         self._snapshots = SnapshotStore(store, self._sealer, manifest_copies, backup_role=self.role == ROLE_BACKUP)
         self._refreshed = False
         self._reader_pool: ThreadPoolExecutor | None = None
+        self._content_reader: ContentReader | None = None
         self._damage_lock = threading.Lock()
         self._recorded = DamageSet()
         """damage this object has written to the repository's records"""
@@ -223,8 +224,14 @@ class Repository:
             self.refresh_index()
 
     def _reader(self) -> ContentReader:
+        """One reader per repository and sealer: its pack keys (a header read each) are kept
+        between calls, so reading every snapshot's item list does not fetch them again."""
         self._ensure_index()
-        return ContentReader(self.store, self._cache, self._sealer, self._hasher, on_damage=self._note_damage)
+        reader = self._content_reader
+        if reader is None or reader.sealer is not self._sealer:
+            reader = self._content_reader = ContentReader(self.store, self._cache, self._sealer, self._hasher,
+                                                          on_damage=self._note_damage)
+        return reader
 
     def _note_damage(self, pack_id: str, chunk_id: bytes | None) -> None:
         found = DamageSet(packs={pack_id}) if chunk_id is None else DamageSet(blobs={(pack_id, chunk_id)})

@@ -195,7 +195,7 @@ class ContentReader:
                  on_damage: DamageCallback | None = None) -> None:
         self.store = store
         self.cache = cache
-        self._sealer = sealer
+        self.sealer = sealer
         self.hasher = hasher
         self._keys: dict[str, SubKey] = {}
         self._lock = threading.Lock()
@@ -228,7 +228,7 @@ class ContentReader:
             except BlobNotFound:
                 raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
                                      "but not in storage") from None
-            key = pack_key(self._sealer, header, location.pack_id)
+            key = pack_key(self.sealer, header, location.pack_id)
             with self._lock:
                 if len(self._keys) > 4096:
                     self._keys.clear()
