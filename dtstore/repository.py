@@ -21,7 +21,8 @@ from dtstore.chunking import Chunker, ChunkerParams
 from dtstore.config import RepoConfig, open_config, seal_config
 from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.index import IndexCache
-from dtstore.content.segments import adopt_orphan_packs, list_packs, refresh_cache
+from dtstore.content.journal import RunJournal
+from dtstore.content.segments import adopt_left_over_packs, list_packs, refresh_cache
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.crypto.aead import Sealer, hkdf
 from dtstore.crypto.keyed_hash import ChunkHasher
@@ -404,10 +405,10 @@ class Repository:
             check_not_exclusively_locked(self.store, self._sealer, default_host(), append_only=self.append_only)
             marked = frozenset(load_times(self.store, self._sealer, MARKS).packs)
             self.refresh_index()
-            adopt_orphan_packs(self.store, self._sealer, self._cache, skip=marked.__contains__)
+            adopt_left_over_packs(self.store, self._sealer, self._cache, skip=marked.__contains__)
             content = ContentStore(self.store, self._cache, self._sealer, self._hasher,
                                    zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
-                                   excluded_packs=marked)
+                                   excluded_packs=marked, journal=RunJournal(self._cache.path))
             writer = ObjectWriter(content, self._workers)
             refresher = _IndexRefresher(self.refresh_index, INDEX_REFRESH_SECONDS)
             try:
@@ -459,7 +460,7 @@ class Repository:
             check_not_exclusively_locked(target.store, target._sealer, host, append_only=target.append_only)
             marked = frozenset(load_times(target.store, target._sealer, MARKS).packs)
             target.refresh_index()
-            adopt_orphan_packs(target.store, target._sealer, target._cache, skip=marked.__contains__)
+            adopt_left_over_packs(target.store, target._sealer, target._cache, skip=marked.__contains__)
             present: dict[str, Snapshot] = {}
             for existing in target.snapshots():
                 present.setdefault(copy_key(existing), existing)
@@ -476,7 +477,8 @@ class Repository:
                     else:
                         content = ContentStore(target.store, target._cache, target._sealer, target._hasher,
                                                zstd_level=target.config.zstd_level,
-                                               pack_size=target.config.pack_size, excluded_packs=marked)
+                                               pack_size=target.config.pack_size, excluded_packs=marked,
+                                               journal=RunJournal(target._cache.path))
                         parent = present.get(keys.get(snap.parent, snap.parent)) if snap.parent else None
                         try:
                             manifest, read, present_chunks = copier.copy(snap, content, parent.id if parent else None)

@@ -16,6 +16,7 @@ import msgpack
 
 from dtstore.content.damage import damage_names, load_damage
 from dtstore.content.index import IndexCache
+from dtstore.content.journal import journal_known, left_over, start_journal
 from dtstore.content.pack import (
     HEADER_SIZE,
     TRAILER_LENGTH_SIZE,
@@ -151,20 +152,64 @@ def adopt_orphan_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
                        skip: Callable[[str], bool] = lambda _: False) -> int:
     """Index packs that exist but no segment lists (left by an interrupted writer), so they are reused.
 
-    Unreadable orphans are left alone for ``check`` and ``prune`` to report.
+    Lists every pack.  Unreadable orphans are left alone for ``check`` and ``prune`` to report.
     """
     known = cache.known_packs()
     orphans = [info for pid, info in list_packs(store).items() if pid not in known and not skip(pid)]
+    return _adopt(store, sealer, cache, orphans)[0]
+
+
+def adopt_left_over_packs(store: BlobStore, sealer: Sealer, cache: IndexCache,
+                          skip: Callable[[str], bool] = lambda _: False, *, list_all: bool = False) -> int:
+    """Adopt this host's orphans: the packs its write journal (``dtstore.content.journal``) names.
+
+    Lists every pack instead when the cache has no journal yet (new or deleted cache), when a
+    journal cannot be read whole, or with ``list_all``.  Journals of live writers are left alone;
+    the others are deleted once their packs are indexed (or found absent or unreadable).
+    """
+    listing = list_all or not journal_known(cache.path)
+    # the dead writers' journals are taken (locked) before any listing, so all they name is in it
+    found = left_over(cache.path)
+    try:
+        if listing or not found.complete:
+            adopted = adopt_orphan_packs(store, sealer, cache, skip)
+            start_journal(cache.path)
+            found.discard()
+            return adopted
+        known = cache.known_packs() if found.pack_names else set()
+        orphans: list[BlobInfo] = []
+        for name in sorted(found.pack_names):
+            pid = layout.pack_id_of(name)
+            if pid in known or skip(pid):
+                continue
+            try:
+                orphans.append(BlobInfo(name, store.size(name)))
+            except BlobNotFound:
+                continue  # its put never completed (or a prune deleted it)
+        adopted, retry = _adopt(store, sealer, cache, orphans)
+        if not retry:
+            found.discard()
+        return adopted
+    finally:
+        found.release()
+
+
+def _adopt(store: BlobStore, sealer: Sealer, cache: IndexCache, orphans: list[BlobInfo]) -> tuple[int, bool]:
+    """(packs adopted, whether some pack could not be read for a reason that may pass)."""
     records: list[PackRecord] = []
+    retry = False
     for info in orphans:
         name = info.name
         try:
             record = read_pack_record(store, sealer, name, info.size)
-        except (IntegrityError, StorageError, AdminKeyRequired):
+        except (IntegrityError, AdminKeyRequired, BlobNotFound):
+            continue
+        except StorageError:
+            retry = True
             continue
         expected_meta = name.startswith(layout.META_PACKS + "/")
         if (record.kind == BLOB_META) == expected_meta:
             records.append(record)
     if records:
         write_segment(store, sealer, cache, records)
-    return len(records)
+    return len(records), retry

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from dtstore import compression
 from dtstore.content.index import IndexCache
+from dtstore.content.journal import RunJournal
 from dtstore.content.pack import (
     HEADER_SIZE,
     BlobLocation,
@@ -51,8 +52,11 @@ class ContentStore:
 
     def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher, *,
                  zstd_level: int, pack_size: int, excluded_packs: frozenset[str] = frozenset(),
-                 on_pack: Callable[[str, int], None] | None = None) -> None:
+                 on_pack: Callable[[str, int], None] | None = None, journal: RunJournal | None = None) -> None:
+        """``journal``: this host's write journal, which names each pack before its put starts and
+        is cleared once every pack is indexed (so the next writer adopts by name, not by listing)."""
         self._store = store
+        self._journal = journal
         self._cache = cache
         self._sealer = sealer
         self.hasher = hasher
@@ -125,7 +129,10 @@ class ContentStore:
         future.add_done_callback(self._upload_done)
 
     def _upload_pack(self, pack: FinishedPack) -> None:
-        put_parts(self._store, layout.pack_name(pack.pack_id, pack.kind == BLOB_META), pack.parts)
+        name = layout.pack_name(pack.pack_id, pack.kind == BLOB_META)
+        if self._journal is not None:
+            self._journal.record(name)  # durable before the put starts: a crash leaves it named
+        put_parts(self._store, name, pack.parts)
         record = PackRecord(pack.pack_id, pack.kind, pack.size, pack.entries)
         with self._lock:
             self.stats.packs += 1
@@ -177,9 +184,16 @@ class ContentStore:
                 future.exception()
         self._raise_upload_error()
         self._write_segment()
+        if self._journal is not None:
+            with self._lock:
+                settled = not self._inflight and not self._unindexed
+            if settled:
+                self._journal.all_indexed()
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=True)
+        if self._journal is not None:
+            self._journal.close()
 
 
 DamageCallback = Callable[[str, "bytes | None"], None]
