@@ -203,3 +203,27 @@ def test_torn_last_line_is_ignored_and_garbage_forces_listing(tmp_path: Path) ->
     found = left_over(cache)
     assert not found.complete
     found.release()
+
+
+def test_copy_target_adopts_a_failed_copy_by_name(tmp_path: Path) -> None:
+    src_dir, cache, data, payload = _setup(tmp_path)
+    dst_dir, dst_cache = tmp_path / "target", tmp_path / "target-cache"
+    with init_repo(str(dst_dir), dst_cache, chunker=CHUNKER, pack_size=PACK_SIZE):
+        pass
+    with Repository.open(str(src_dir), PASSWORD, cache_dir=cache) as src:
+        src.snapshot([FilesSource([str(data)])])
+        with Repository.open(FailingSegmentsStore(dst_dir), PASSWORD, cache_dir=dst_cache) as dst, \
+                pytest.raises(StorageError, match="simulated failure"):
+            src.copy_to(dst)
+        orphans = {p.name for p in repo_objects(dst_dir, "data")}
+        assert len(orphans) >= SEGMENT_EVERY_PACKS
+        assert len(_journals(dst_cache)) == 1
+        store = CountingStore(dst_dir)
+        with Repository.open(store, PASSWORD, cache_dir=dst_cache) as dst:
+            [result] = src.copy_to(dst)
+            assert orphans <= _indexed_packs(dst, dst_dir)
+            assert result.chunks_reused > 0
+            with dst.open_item(dst.get_snapshot("latest"), str(data / "big.bin")) as stream:
+                assert stream.read() == payload
+        assert store.pack_lists() == 0, store.lists
+        assert _journals(dst_cache) == []
