@@ -10,6 +10,7 @@ from typing import Any
 from dtstore import Repository, Snapshot, clock
 from dtstore.cli._repo import open_repo
 from dtstore.cli.output import Output
+from dtstore.connectors import points
 from dtstore.connectors.forgetting import ChainEffect, plan_named, plan_policy
 from dtstore.errors import IntegrityError, UnsupportedFormat, UsageError
 from dtstore.snapshots.retention import (
@@ -89,11 +90,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
                          "snapshots need")
     group_by = parse_group_by(args.group_by)
     with open_repo(args) as repo:
-        everything = repo.snapshots()
         if args.snapshots:
             named, damaged = _named(repo, args.snapshots)
-            planned = plan_named(everything, named, damaged)
+            planned = plan_named(_chain_context(repo, named), named, damaged)
         else:
+            everything = repo.snapshots()
             chosen = [s for s in everything
                       if (not args.host or s.host == args.host)
                       and all(t in s.tags for t in args.tag)
@@ -153,6 +154,16 @@ def _named(repo: Repository, refs: list[str]) -> tuple[dict[str, Snapshot], list
         except (IntegrityError, UnsupportedFormat):
             damaged.append(snap_id)
     return named, damaged
+
+
+def _chain_context(repo: Repository, named: dict[str, Snapshot]) -> list[Snapshot]:
+    """The snapshots ``plan_named`` needs to see: every snapshot if a named one is of a connector
+    source with restore chains (its chain may run through any other), else the named ones alone
+    (only those sources' windows are shown, and other kinds have none): a removal by ID then reads
+    no other manifest."""
+    if any(s.source_kind in points.CHAIN_MODULES for s in named.values()):
+        return repo.snapshots()
+    return list(named.values())
 
 
 def _report(plan: dict[GroupKey, list[Decision]], policy: RetentionPolicy, out: Output, *, explicit: bool) -> None:

@@ -16,8 +16,9 @@ is a full.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
@@ -111,11 +112,35 @@ class SnapshotStore:
                 self.unreadable[snapshot_id] = str(exc)
                 return None
 
-        with ThreadPoolExecutor(8) as pool:
-            snapshots = [s for s in pool.map(load, readable) if s is not None]
+        # Reads from a local folder or the host's cache take microseconds, and threads would only
+        # contend for the interpreter (8 threads on 2 cores: ~5x slower for 1,000 manifests); so
+        # only downloads from a remote store run in parallel.
+        far = [i for i in readable if not self._near(i)] if self._remote() else []
+        downloads = set(far)
+        found = {i: load(i) for i in readable if i not in downloads}
+        if far:
+            with ThreadPoolExecutor(min(8, len(far))) as pool:
+                found.update(zip(far, pool.map(load, far), strict=True))
+        snapshots = [s for s in found.values() if s is not None]
         if listed:
             self._forget_local_except(set(wanted))
         return sorted(snapshots, key=lambda s: (s.time, s.id))
+
+    def _remote(self) -> bool:
+        capabilities = getattr(self._store, "capabilities", None)
+        return capabilities is not None and not capabilities.local
+
+    def _near(self, snapshot_id: str) -> bool:
+        """``load`` reads no remote object for it: loaded already, a backup key's own copy, or a
+        local copy exists (one that does not verify is fetched again, in this thread)."""
+        if snapshot_id in self._loaded or self._backup_role:
+            return True
+        if self._local is None:
+            return False
+        try:
+            return self._local.exists(layout.snapshot_name(snapshot_id))
+        except DtstoreError:
+            return False
 
     def delete(self, snapshot_id: str) -> None:
         self._store.delete(layout.snapshot_name(snapshot_id))
@@ -187,9 +212,30 @@ class SnapshotStore:
             if not snapshots:
                 raise SnapshotNotFound("the repository has no snapshots yet")
             return snapshots[-1].id
-        matches = [i for i in ids if i.startswith(ref.lower())]
-        if not matches:
-            raise SnapshotNotFound(f"no snapshot matches {ref!r}")
-        if len(matches) > 1:
-            raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more of the ID")
-        return matches[0]
+        return _unique(ref, [i for i in ids if i.startswith(ref.lower())])
+
+    def resolve_ids(self, refs: Sequence[str]) -> list[str]:
+        """``resolve_id`` of each reference, with one listing; a prefix is looked up in the sorted
+        listing (forget of 500 IDs among 1,000 snapshots: 500,000 comparisons otherwise)."""
+        ids = self.ids()
+        ordered = sorted(ids)
+        resolved = []
+        for ref in refs:
+            if not ref or ref == "latest":
+                resolved.append(self.resolve_id(ref, ids))
+                continue
+            prefix = ref.lower()
+            start = end = bisect.bisect_left(ordered, prefix)
+            while end < len(ordered) and ordered[end].startswith(prefix):
+                end += 1
+            resolved.append(_unique(ref, ordered[start:end]))
+        return resolved
+
+
+def _unique(ref: str, matches: list[str]) -> str:
+    """The one snapshot ID that ``ref`` names, given the IDs that start with it."""
+    if not matches:
+        raise SnapshotNotFound(f"no snapshot matches {ref!r}")
+    if len(matches) > 1:
+        raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more of the ID")
+    return matches[0]
