@@ -82,6 +82,8 @@ class LocalStore:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return
+        root = str(self.root)
+        strip = len(root) if root.endswith(os.sep) else len(root) + 1  # os.walk's paths start with root
         try:
             for dirpath, dirnames, filenames in os.walk(base):
                 dirnames.sort()
@@ -93,7 +95,7 @@ class LocalStore:
                         st = os.stat(full)
                     except FileNotFoundError:  # deleted since the directory was read
                         continue
-                    name = os.path.relpath(full, self.root).replace(os.sep, "/")
+                    name = full[strip:].replace(os.sep, "/")  # relpath: ~60 % of a listing's time
                     yield BlobInfo(name, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
         except OSError as exc:
             raise _translate(exc, "list", prefix, self) from exc
