@@ -8,13 +8,16 @@ put.  A journal that is not locked (its writer died, or failed) names every pack
 orphan of this host, so the next writer adopts just those instead of listing ``data/`` and
 ``meta/``.  Without a ``writes/`` directory (a new or deleted cache) nothing is known: the writer
 lists every pack, as before, and creates the directory afterwards.
+
+On Windows no journal is kept (no ``flock``, and an open file can be neither renamed nor deleted):
+``journal_known`` is always false there, so every writer lists, as dtstore did before.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,11 @@ HEADER = b"dtstore-writes 1\n"
 WRITES_DIR = "writes"
 _NAME = re.compile(r"^[0-9a-f]{32}$")
 _PACK = re.compile(r"^(data|meta)/[0-9a-f]{2}/[0-9a-f]{64}$")
+SUPPORTED = sys.platform != "win32"
+"""whether this platform keeps a journal (``flock``, and unlinking a file that is open)"""
+
+if SUPPORTED:
+    import fcntl
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,6 +53,8 @@ class RunJournal:
 
     def record(self, pack_name: str) -> None:
         """Durably note ``pack_name`` before its put starts."""
+        if not SUPPORTED:
+            return
         line = pack_name.encode() + b"\n"
         with self._lock:
             if self._fd is None:
@@ -116,11 +126,13 @@ class LeftOver:
 
 def journal_known(cache_path: Path) -> bool:
     """True once this cache has a write journal: packs of this host's failed runs are recorded."""
-    return (cache_path / WRITES_DIR).is_dir()
+    return SUPPORTED and (cache_path / WRITES_DIR).is_dir()
 
 
 def start_journal(cache_path: Path) -> None:
     """Create the journal directory (after a full listing has adopted every orphan)."""
+    if not SUPPORTED:
+        return
     path = cache_path / WRITES_DIR
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     _fsync_dir(cache_path)
@@ -132,6 +144,8 @@ def left_over(cache_path: Path) -> LeftOver:
     complete = True
     held: list[tuple[int, Path]] = []
     directory = cache_path / WRITES_DIR
+    if not SUPPORTED:
+        return LeftOver(names, False, held)
     try:
         entries = sorted(directory.iterdir())
     except FileNotFoundError:

@@ -227,3 +227,25 @@ def test_copy_target_adopts_a_failed_copy_by_name(tmp_path: Path) -> None:
                 assert stream.read() == payload
         assert store.pack_lists() == 0, store.lists
         assert _journals(dst_cache) == []
+
+
+def test_without_journal_support_every_writer_lists_and_still_adopts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows keeps no journal: each backup lists the packs, and a failed run's packs are adopted."""
+    from dtstore.content import journal
+    monkeypatch.setattr(journal, "SUPPORTED", False)
+    repo_dir, cache, data, _ = _setup(tmp_path)
+    with Repository.open(FailingSegmentsStore(repo_dir), PASSWORD, cache_dir=cache) as repo, \
+            pytest.raises(StorageError, match="simulated failure"):
+        repo.snapshot([FilesSource([str(data)])])
+    orphans = {p.name for p in repo_objects(repo_dir, "data")}
+    assert orphans and _journals(cache) == []
+    store = CountingStore(repo_dir)
+    with Repository.open(store, PASSWORD, cache_dir=cache) as repo:
+        repo.snapshot([FilesSource([str(data)])])
+        assert orphans <= _indexed_packs(repo, repo_dir)
+        assert store.pack_lists() == 2, store.lists
+        store.lists.clear()
+        repo.snapshot([FilesSource([str(data)])])
+        assert store.pack_lists() == 2, store.lists
+    assert not (next(cache.iterdir()) / WRITES_DIR).exists()
