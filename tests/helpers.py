@@ -137,3 +137,15 @@ def missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must install it: see .ci/run)")
     pytest.skip(reason)
+
+
+def mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mapping of ``path`` (/proc/self/smaps)."""
+    current = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = len(fields) == 6 and fields[5] == str(path)
+        elif current and fields[0] == "Rss:":
+            return int(fields[1])
+    return 0

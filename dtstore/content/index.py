@@ -19,37 +19,44 @@ import lmdb
 import msgpack
 
 from dtstore.content.damage import DamageSet
+from dtstore.content.mapped import MappedPages
 from dtstore.content.pack import BlobEntry, BlobLocation
 
 _LOCATION = struct.Struct("<32sBQII")
 _MAP_SIZE = 1 << 40  # address space only; LMDB files grow as needed
+RESIDENT_BUDGET = 128 << 20
+"""growth of the resident mapped pages after which the cache's are shed (``dtstore.content.mapped``):
+lookups in a cache of millions of chunks keep about this much of it resident"""
 
 
-_ENVS: dict[str, tuple[lmdb.Environment, int]] = {}
+_ENVS: dict[str, tuple[lmdb.Environment, MappedPages, int]] = {}
 _ENVS_LOCK = threading.Lock()
 
 
-def _acquire_env(path: Path) -> lmdb.Environment:
-    """LMDB allows one environment per file per process: share it between handles."""
+def _acquire_env(path: Path) -> tuple[lmdb.Environment, MappedPages]:
+    """LMDB allows one environment per file per process: share it (and its pages) between handles."""
     key = str(path.resolve())
     with _ENVS_LOCK:
-        env, users = _ENVS.get(key, (None, 0))
-        if env is None:
+        if key in _ENVS:
+            env, pages, users = _ENVS[key]
+        else:
             env = lmdb.open(key, map_size=_MAP_SIZE, max_dbs=8, subdir=True, metasync=False, sync=False,
                             lock=True, writemap=False)
-        _ENVS[key] = (env, users + 1)
-        return env
+            pages, users = MappedPages(env, Path(key) / "data.mdb"), 0
+        _ENVS[key] = (env, pages, users + 1)
+        return env, pages
 
 
 def _release_env(path: Path) -> None:
     key = str(path.resolve())
     with _ENVS_LOCK:
-        env, users = _ENVS[key]
+        env, pages, users = _ENVS[key]
         if users <= 1:
             del _ENVS[key]
+            pages.close()
             env.close()
         else:
-            _ENVS[key] = (env, users - 1)
+            _ENVS[key] = (env, pages, users - 1)
 
 
 class IndexCache:
@@ -57,7 +64,7 @@ class IndexCache:
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)
         self.path = path
-        self._env = _acquire_env(path)
+        self._env, self._pages = _acquire_env(path)
         self._chunks = self._env.open_db(b"chunks")
         self._segments = self._env.open_db(b"segments")
         self._packs = self._env.open_db(b"packs")
@@ -76,19 +83,24 @@ class IndexCache:
     def lookup(self, chunk_id: bytes) -> BlobLocation | None:
         with self._env.begin(db=self._chunks) as txn:
             raw = txn.get(chunk_id)
+        self._pages.touched(1, RESIDENT_BUDGET)
         return None if raw is None else _decode_location(raw)
 
     def lookup_many(self, chunk_ids: Iterable[bytes]) -> dict[bytes, BlobLocation]:
         found: dict[bytes, BlobLocation] = {}
+        looked_up = 0
         with self._env.begin(db=self._chunks) as txn:
             for chunk_id in chunk_ids:
                 raw = txn.get(chunk_id)
+                looked_up += 1
                 if raw is not None:
                     found[chunk_id] = _decode_location(raw)
+        self._pages.touched(looked_up, RESIDENT_BUDGET)
         return found
 
     def lookup_usable(self, chunk_id: bytes) -> BlobLocation | None:
         """The cached location, unless the damage set names it (then no good copy is known)."""
+        self._pages.touched(1, RESIDENT_BUDGET)
         with self._env.begin() as txn:
             raw = txn.get(chunk_id, db=self._chunks)
             if raw is None:
@@ -104,7 +116,9 @@ class IndexCache:
 
     def contains(self, chunk_id: bytes) -> bool:
         with self._env.begin(db=self._chunks) as txn:
-            return txn.get(chunk_id) is not None
+            found = txn.get(chunk_id) is not None
+        self._pages.touched(1, RESIDENT_BUDGET)
+        return found
 
     def chunk_count(self) -> int:
         with self._env.begin(db=self._chunks) as txn:

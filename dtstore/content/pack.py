@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import msgpack
@@ -49,8 +50,10 @@ class BlobLocation:
     raw_length: int
 
 
-@dataclass(frozen=True, slots=True)
-class BlobEntry:
+class BlobEntry(NamedTuple):
+    """One blob of a pack, as its trailer and the index segments list it (a tuple: millions are
+    decoded per check, and a tuple is built several times faster than a frozen dataclass)."""
+
     chunk_id: bytes
     offset: int
     length: int
@@ -149,7 +152,7 @@ def trailer_length(tail: bytes, pack_id: str, pack_size: int) -> int:
 def read_trailer(key: SubKey, sealed_trailer: bytes, pack_id: str) -> tuple[int, list[BlobEntry]]:
     plain = key.open(sealed_trailer, AAD_PACK_TRAILER, f"trailer of pack {pack_id}")
     doc = msgpack.unpackb(plain)
-    entries = [BlobEntry(bytes(c), int(o), int(n), int(r)) for c, o, n, r in doc["blobs"]]
+    entries = [BlobEntry(c, o, n, r) for c, o, n, r in doc["blobs"]]  # sealed: written by dtstore
     return int(doc["kind"]), entries
 
 

@@ -60,7 +60,7 @@ def decode_segment(sealer: Sealer, sealed: bytes, name: str) -> tuple[list[PackR
         raise IntegrityError(f"index segment {name} has unknown version {doc.get('version')}")
     packs = [
         PackRecord(p["id"], int(p["kind"]), int(p["size"]),
-                   [BlobEntry(bytes(c), int(o), int(n), int(r)) for c, o, n, r in p["blobs"]])
+                   [BlobEntry(c, o, n, r) for c, o, n, r in p["blobs"]])  # sealed: written by dtstore
         for p in doc["packs"]
     ]
     return packs, list(doc.get("supersedes", []))

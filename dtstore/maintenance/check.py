@@ -169,8 +169,7 @@ class CheckRun:
             except DtstoreError as exc:
                 # the index may still locate every blob: read them to name only what is lost
                 return stat, f"trailer unreadable: {exc}", self._lost_blobs(scan, stat)
-            in_index = {(c, o, n) for c, o, n, _ in scan.blobs_of(stat.pack_id)}
-            in_pack = {(e.chunk_id, e.offset, e.length) for e in record.entries}
+            in_index, in_pack = set(scan.entries_of(stat.pack_id)), set(record.entries)
             if not in_index <= in_pack:
                 return stat, f"trailer disagrees with the index ({len(in_index - in_pack)} entries differ)", None
             return stat, None, None

@@ -9,10 +9,17 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from dtstore.errors import SourceError, UnsupportedFormat
+from dtstore.errors import IntegrityError, SourceError, UnsupportedFormat
 
 MANIFEST_VERSION = 1
 CHUNK_ID_SIZE = 32
+
+
+def split_chunk_ids(raw: bytes) -> list[bytes]:
+    """The chunk IDs of a joined list (as items and manifests store them)."""
+    if len(raw) % CHUNK_ID_SIZE:
+        raise IntegrityError(f"a chunk list of {len(raw)} bytes is not whole {CHUNK_ID_SIZE}-byte chunk IDs")
+    return [raw[i : i + CHUNK_ID_SIZE] for i in range(0, len(raw), CHUNK_ID_SIZE)]
 
 
 @dataclass
@@ -52,7 +59,7 @@ class Item:
         return cls(
             path=bytes(doc["path"]), type=doc["type"], mode=int(doc["mode"]), uid=int(doc["uid"]),
             gid=int(doc["gid"]), mtime_ns=int(doc["mtime_ns"]), size=int(doc.get("size", 0)),
-            chunks=[raw[i : i + CHUNK_ID_SIZE] for i in range(0, len(raw), CHUNK_ID_SIZE)],
+            chunks=split_chunk_ids(raw),
             target=bytes(doc.get("target", b"")), extra=dict(doc.get("extra", {})),
         )
 
@@ -145,7 +152,7 @@ class Snapshot:
             source_kind=source["kind"], source_id=source["id"], paths=list(source["paths"]),
             source_metadata=dict(source["metadata"]), summary=dict(doc["summary"]),
             parent=doc.get("parent"), program_version=doc.get("program_version", ""),
-            items_chunks=[raw[i : i + CHUNK_ID_SIZE] for i in range(0, len(raw), CHUNK_ID_SIZE)],
+            items_chunks=split_chunk_ids(raw),
             items_count=int(doc["items"]["count"]), original=doc.get("original"),
         )
 

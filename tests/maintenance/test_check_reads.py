@@ -138,10 +138,10 @@ def test_check_reads_each_small_pack_once(tmp_path: Path, monkeypatch: pytest.Mo
 
 def remote(monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan as on a remote store: three requests in flight, a small byte window for segments,
-    a commit of the reference table every two entries."""
+    spills written to their files at every addition."""
     monkeypatch.setattr(scan_module, "_workers", lambda store: 3)
     monkeypatch.setattr(scan_module, "FETCH_AHEAD_BYTES", 1)
-    monkeypatch.setattr(scan_module, "COMMIT_EVERY", 2)
+    monkeypatch.setattr(scan_module, "SPILL_BUFFER", 1)
 
 
 def test_read_ahead_scan_matches_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,13 +17,14 @@ import pytest
 import dtstore
 from bench.maintenance_synthetic import build
 from dtstore import StdinSource
+from dtstore.content import mapped as mapped_module
 from dtstore.content.segments import decode_segment, encode_segment
 from dtstore.content.store import ContentStore
 from dtstore.format import BLOB_DATA
 from dtstore.maintenance import scan as scan_module
 from dtstore.maintenance.scan import RepositoryScan, chosen_pack, scan_repository
 from dtstore.storage import layout
-from tests.helpers import PASSWORD, random_bytes
+from tests.helpers import PASSWORD, mapped_kib, random_bytes
 from tests.maintenance.common import make_repo, open_repo
 
 
@@ -179,30 +180,19 @@ def test_synthetic_history_is_a_valid_repository(tmp_path: Path) -> None:
     repo.close()
 
 
-def mapped_kib(path: Path) -> int:
-    """Resident KiB of this process's mapping of ``path`` (/proc/self/smaps)."""
-    current = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
-            current = len(fields) == 6 and fields[5] == str(path)
-        elif current and fields[0] == "Rss:":
-            return int(fields[1])
-    return 0
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="madvise and /proc are Linux's")
-@pytest.mark.parametrize("shed_every", [256, 1 << 30])
+@pytest.mark.parametrize("budget", [1, 0])
 def test_scratch_pages_are_shed_and_the_results_stay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    shed_every: int) -> None:
+                                                    budget: int) -> None:
     build(tmp_path / "repo", PASSWORD, chunks=40_000, snapshots=40, blobs_per_pack=64,
           cache_dir=tmp_path / "cache", progress=False)
-    monkeypatch.setattr(scan_module, "SHED_EVERY", shed_every)
+    monkeypatch.setattr(scan_module, "RESIDENT_BUDGET", budget)  # 1: shed at every look
+    monkeypatch.setattr(mapped_module, "CHECK_EVERY", 1)
     repo = open_repo(str(tmp_path / "repo"), tmp_path / "cache")
     scan = scanned(repo)
     resident = mapped_kib(scan.scratch.path / "data.mdb")
     used_kib = (int(scan.scratch.env.info()["last_pgno"]) + 1) * 4
-    if shed_every < 1 << 20:
+    if budget:
         assert scan.scratch.sheds > 10
         assert resident < used_kib / 4, (resident, used_kib)
     else:
@@ -238,17 +228,33 @@ def test_missing_data_chunk_with_its_item_list_indexed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("refs", "absent"), [
     ([b"\x10"], False), ([b"\x10", b"\x20"], False), ([b"\x20"], False), ([b"\x10", b"\xff"], True),
     ([b"\x00", b"\x10"], True), ([b"\x08"], True), ([b"\x10", b"\x18", b"\x20"], True),
-    ([b"\x20", b"\x21"], True), ([], False)])
-def test_count_used_tells_references_in_no_index(refs: list[bytes], absent: bool) -> None:
+    ([b"\x20", b"\x21"], True), ([b"\x10", b"\x10", b"\x20"], False), ([], False)])
+def test_write_references_tells_references_in_no_index(refs: list[bytes], absent: bool) -> None:
     scratch = scan_module.Scratch()
     pid = b"\x01" * 32
     with scratch.env.begin(write=True) as txn:
         for chunk in (b"\x10", b"\x20"):
             txn.put(chunk * 32, scan_module._CHOSEN.pack(pid, 100), db=scratch.chosen)
-        for ref in refs:
-            txn.put(ref * 32, b"", db=scratch.refs)
+    spill = scan_module.Spill(scratch.path, "refs", 32)
+    spill.add([ref * 32 for ref in refs])
     stat = scan_module.PackStat(pid.hex(), indexed=True, indexed_bytes=200)
-    assert scan_module._count_used(scratch, {pid.hex(): stat}) is absent
+    assert scan_module._write_references(scratch, spill, {pid.hex(): stat}) == (len(set(refs)), absent)
     used = 100 * sum(1 for c in (b"\x10", b"\x20") if c in refs)
     assert (stat.used_bytes, stat.unused_bytes) == (used, 200 - used)
+    with scratch.env.begin(db=scratch.refs) as txn:
+        assert [key for key, _ in txn.cursor()] == sorted({ref * 32 for ref in refs})
     scratch.close()
+
+
+@pytest.mark.parametrize("buffer", [1 << 30, 100])
+def test_spill_gives_every_record_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer: int) -> None:
+    monkeypatch.setattr(scan_module, "SPILL_BUFFER", buffer)  # 100: to the files after every add
+    spill = scan_module.Spill(tmp_path, "t", 8)
+    records = [bytes([n % 256, n // 256]) + b"abcdef" for n in range(3000)]
+    for start in range(0, len(records), 70):
+        spill.add(records[start : start + 70])
+    assert spill.records == 3000
+    assert any(tmp_path.iterdir()) is (buffer == 100)
+    out = [record for part in spill.partitions() for record in sorted(part)]
+    assert out == sorted(records)
+    assert not any(tmp_path.iterdir())  # the files go as they are read
