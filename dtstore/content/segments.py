@@ -8,8 +8,9 @@ A segment is a sealed msgpack document ``{"version": 1, "packs": [{"id", "kind",
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import msgpack
@@ -117,8 +118,15 @@ def _refresh_once(store: BlobStore, sealer: Sealer, cache: IndexCache, workers: 
     def load(name: str) -> tuple[str, list[PackRecord]]:
         return name, decode_segment(sealer, store.get(name), name)[0]
 
-    with ThreadPoolExecutor(max(1, min(workers, len(missing)))) as pool:
-        for name, packs in pool.map(load, missing):
+    threads = max(1, min(workers, len(missing)))
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future[tuple[str, list[PackRecord]]]] = deque()
+        for number in range(len(missing)):
+            # at most twice the threads decoded ahead: after a prune, segments hold 100,000 entries
+            # each, and all of them decoded at once held gigabytes (10 million chunks: 1.8 GiB)
+            while len(pending) < 2 * threads and number + len(pending) < len(missing):
+                pending.append(pool.submit(load, missing[number + len(pending)]))
+            name, packs = pending.popleft().result()
             cache.add_segment(name, [(p.pack_id, p.kind, p.entries) for p in packs])
     return len(missing)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from dtstore import clock
 from dtstore.content.damage import compact_damage
-from dtstore.content.pack import BlobEntry, BlobLocation
+from dtstore.content.pack import BlobLocation
 from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
 from dtstore.content.store import ContentReader, ContentStore
 from dtstore.errors import IntegrityError, RepositoryLocked, UsageError
@@ -225,7 +225,7 @@ class PruneRun:
         doomed = set(plan.delete)
         # a generator: one segment's worth of entries in memory at a time, however large the index
         survivors = (PackRecord(pack_id, stat.kind, stat.size,
-                                [BlobEntry(c, o, n, r) for c, o, n, r in scan.blobs_of(pack_id)])
+                                scan.entries_of(pack_id))
                      for pack_id, stat in sorted(scan.packs.items()) if stat.indexed and pack_id not in doomed)
         old = set(scan.segments)
         for batch in _batches(survivors):

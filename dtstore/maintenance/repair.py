@@ -276,7 +276,7 @@ def survey_pack(ctx: MaintenanceContext, scan: RepositoryScan, pack_id: str) -> 
     stat = scan.packs[pack_id]
     kind = stat.kind if stat.kind >= 0 else 0
     survey = BlobSurvey(pack_id, kind)
-    entries = {e.offset: e for e in (BlobEntry(c, o, n, r) for c, o, n, r in scan.blobs_of(pack_id))}
+    entries = {e.offset: e for e in scan.entries_of(pack_id)}
     name = stat.name or layout.pack_name(pack_id, kind == BLOB_META)
     try:
         data = ctx.store.get(name)
