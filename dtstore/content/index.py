@@ -147,6 +147,7 @@ class IndexCache:
                     txn.put(e.chunk_id, value, db=self._chunks, overwrite=not bad)
             txn.put(name.encode(), b"", db=self._segments)
         self._env.sync()
+        self._pages.touched(sum(len(entries) for _, _, entries in packs), RESIDENT_BUDGET)
 
     def reset(self) -> None:
         with self._env.begin(write=True) as txn:
