@@ -177,9 +177,19 @@ def scan_repository(ctx: MaintenanceContext, started: dt.datetime, avoid: set[st
     ``avoid`` are marked packs.  When a chunk has copies in several packs, the one counted as used
     (``chosen``) is, in this order of preference: a copy the damage set does not name, in a pack that
     exists; outside ``avoid``; the one read first.  So deleting marked packs never loses the only
-    copy, and a damaged copy whose content was stored again (self-healing) is garbage.
+    copy, and a damaged copy whose content was stored again (self-healing) is garbage.  The scratch
+    (tables and spill files, gigabytes at 10 million chunks) is removed if the scan fails.
     """
     scratch = Scratch()
+    try:
+        return _scan(ctx, scratch, started, avoid, progress)
+    except BaseException:
+        scratch.close()
+        raise
+
+
+def _scan(ctx: MaintenanceContext, scratch: Scratch, started: dt.datetime, avoid: set[str],
+          progress: Callable[[str], None]) -> RepositoryScan:
     packs: dict[str, PackStat] = {}
     for pack_id, info in list_packs(ctx.store).items():
         packs[pack_id] = PackStat(pack_id, listed_size=info.size, name=info.name, modified=info.modified)

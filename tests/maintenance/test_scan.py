@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from dtstore import StdinSource
 from dtstore.content import mapped as mapped_module
 from dtstore.content.segments import decode_segment, encode_segment
 from dtstore.content.store import ContentStore
+from dtstore.errors import IntegrityError
 from dtstore.format import BLOB_DATA
 from dtstore.maintenance import scan as scan_module
 from dtstore.maintenance.scan import RepositoryScan, chosen_pack, scan_repository
@@ -258,3 +260,20 @@ def test_spill_gives_every_record_back_in_order(tmp_path: Path, monkeypatch: pyt
     out = [record for part in spill.partitions() for record in sorted(part)]
     assert out == sorted(records)
     assert not any(tmp_path.iterdir())  # the files go as they are read
+
+
+def test_a_failed_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    backup(repo, random_bytes(300_000, seed=7))
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+
+    def corrupt(*args: object) -> None:
+        raise IntegrityError("index segment x is damaged")
+
+    monkeypatch.setattr(scan_module, "_write_references", corrupt)  # after the index was spilled
+    with pytest.raises(IntegrityError):
+        scanned(repo)
+    assert list(scratch_root.iterdir()) == []
+    repo.close()
