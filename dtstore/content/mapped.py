@@ -27,6 +27,7 @@ LOOKUP_BYTES = 128 << 10
 maps 64 KiB around a faulted page, readahead and large folios more)"""
 CHECK_EVERY = 8 << 20
 """guessed bytes mapped between two looks at the process's resident file pages (``/proc/self/statm``)"""
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if sys.platform == "linux" else 4096
 _madvise: Callable[[int, int, int], int] | None = None
 _madvise_loaded = False
 _load_lock = threading.Lock()
@@ -61,8 +62,6 @@ def file_resident() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
 
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if sys.platform == "linux" else 4096
 
 
 def find_mapping(path: Path) -> tuple[int, int] | None:

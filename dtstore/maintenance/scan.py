@@ -293,7 +293,7 @@ RECENT_REFERENCES = 1 << 19
 class _References:
     """The chunk IDs snapshots refer to, spilled for ``refs``; an ID added recently is not spilled
     again.  Consecutive snapshots of a source share most of their chunks (that is deduplication), so
-    this shrinks the spill, its files and its sorting by about the number of snapshots."""
+    this shrinks the spill, its files and its sorting by that share (half in the synthetic history)."""
 
     def __init__(self, spill: Spill) -> None:
         self.spill = spill
