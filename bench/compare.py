@@ -44,6 +44,7 @@ from typing import Any
 import blake3
 
 from bench import gen_dump
+from bench.bytecode import compile_dtstore, installed_like
 from bench.compression import dataset
 from bench.stages import measure_stages, stage_table
 
@@ -365,11 +366,12 @@ class Dtstore(Tool):
         rc, out = capture([self.command, "--help"], self.env(ws))
         if rc != 0:
             return None
+        compile_dtstore(self.env(ws))
         rc, out = capture([self.command, "--version"], self.env(ws))
         return out.splitlines()[0] if rc == 0 and out else "dtstore (version unknown)"
 
     def env(self, ws: Workspace) -> dict[str, str]:
-        env = base_env(ws)
+        env = installed_like(base_env(ws), ws.root)
         env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(ws.cache / "dtstore"))
         return env
 

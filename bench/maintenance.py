@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bytecode import compile_dtstore, installed_like
 from bench.compare import _read_rusage, _rusage_wrapper, tree_bytes
 
 PASSWORD = "bench-password-not-secret"
@@ -269,24 +270,9 @@ def tool_settings(work: Path) -> tuple[Path, Path, Path, dict[str, str], dict[st
     d_cache, r_cache = work / "cache" / "dtstore", work / "cache" / "restic"
     d_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "DTSTORE_"))}
     d_env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(d_cache), DTSTORE_REPOSITORY=str(d_repo))
-    # dtstore as installed runs from compiled bytecode (pip compiles it; restic is a binary): with
-    # PYTHONDONTWRITEBYTECODE set, every command would compile ~50 modules first (~0.1 s).  The
-    # bytecode goes under the work directory, never into the checkout (``compile_dtstore``).
-    d_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    d_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    installed_like(d_env, work)
     dtstore_cli = [sys.executable, "-m", "dtstore.cli", "--json", "--quiet"]
     return d_repo, r_repo, d_cache, d_env, restic_env(r_repo, r_cache), dtstore_cli
-
-
-def compile_dtstore(d_env: dict[str, str]) -> None:
-    """Compile dtstore's modules into the work directory's bytecode cache once, before measuring."""
-    import dtstore
-    import dtstore.cli
-    import dtstore.connectors
-
-    dirs = [str(Path(m.__file__ or "").parent) for m in (dtstore, dtstore.cli, dtstore.connectors)]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], env=d_env, check=True,
-                   stdout=subprocess.DEVNULL)
 
 
 def finish(args: argparse.Namespace, work: Path) -> int:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gen_dump
+from bench.bytecode import compile_dtstore, installed_like
 
 MB = 1e6
 PUT_OBJECT = 32 << 20
@@ -229,7 +230,7 @@ def child_env(work: Path, tool: str, extra: dict[str, str]) -> dict[str, str]:
     cache = work / "cache" / f"{tool}-{uuid.uuid4().hex[:8]}"
     env.update(extra, DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(cache / "dtstore"),
                RESTIC_PASSWORD=PASSWORD, RESTIC_CACHE_DIR=str(cache / "restic"), XDG_CACHE_HOME=str(cache))
-    return env
+    return installed_like(env, work)
 
 
 def dtstore_init(url: str, env: dict[str, str]) -> None:
@@ -314,6 +315,7 @@ def bench_target(kind: str, server: S3Target | SFTPTarget, dump: Path, work: Pat
     extra = server.env()
     url = f"s3://{server.bucket}/dtstore" if isinstance(server, S3Target) else server.url("dtstore")
     env = child_env(work, "dtstore", extra)
+    compile_dtstore(env)
     dtstore_init(url, env)  # outside the timing, like restic's init; the CLI's start-up is inside
     warm(dump)
     seconds, load, (ok, out) = timed(lambda: dtstore_snapshot(url, dump, env, logs / f"dtstore-{kind}.log"))

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.bytecode import compile_dtstore, installed_like
+
 PASSWORD = "bench-password-not-secret"
 SOURCE_BYTES = 256 << 20
 
@@ -38,8 +40,9 @@ def dtstore_command() -> str:
 
 
 def child_env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DTSTORE_")}
+    env = installed_like({k: v for k, v in os.environ.items() if not k.startswith("DTSTORE_")}, cache.parent)
     env.update(DTSTORE_PASSWORD=PASSWORD, DTSTORE_CACHE_DIR=str(cache))
+    compile_dtstore(env)
     return env
 
 

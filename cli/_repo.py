@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
-import subprocess
 import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dtstore.errors import UsageError
 
 if TYPE_CHECKING:
     from dtstore import Repository
+    from dtstore.unlocking import Unlocking
 
 
 def repo_url(args: argparse.Namespace) -> str:
@@ -30,12 +32,13 @@ def password(*, confirm: bool = False, prefix: str = "DTSTORE_", label: str = "r
     path = os.environ.get(f"{prefix}PASSWORD_FILE")
     if path:
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().rstrip("\r\n")
+            return _read_password_file(path)
         except OSError as exc:
             raise UsageError(f"cannot read {prefix}PASSWORD_FILE {path}: {exc.strerror}") from None
     command = os.environ.get(f"{prefix}PASSWORD_COMMAND")
     if command:
+        import subprocess
+
         done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise UsageError(f"{prefix}PASSWORD_COMMAND exited with status {done.returncode}")
@@ -47,7 +50,27 @@ def password(*, confirm: bool = False, prefix: str = "DTSTORE_", label: str = "r
     raise UsageError(f"no password: set {prefix}PASSWORD_FILE, {prefix}PASSWORD_COMMAND or {prefix}PASSWORD")
 
 
+def _read_password_file(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read().rstrip("\r\n")
+
+
+def _password_without_asking() -> str | None:
+    """The password if a file or a variable gives it: nothing that prompts or runs a command."""
+    path = os.environ.get("DTSTORE_PASSWORD_FILE")
+    if path:
+        try:
+            return _read_password_file(path)
+        except OSError:
+            return None  # password() reports it where the command asks
+    if os.environ.get("DTSTORE_PASSWORD_COMMAND"):
+        return None
+    return os.environ.get("DTSTORE_PASSWORD")
+
+
 def prompt(label: str, *, confirm: bool) -> str:
+    import getpass
+
     first = getpass.getpass(label)
     if confirm and getpass.getpass("again: ") != first:
         raise UsageError("the passwords do not match")
@@ -57,10 +80,95 @@ def prompt(label: str, *, confirm: bool) -> str:
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    """The KDF starts first and runs while the rest of the library is imported (issue 18 §3)."""
-    from dtstore.unlocking import Unlocking
+    """The KDF starts first and runs while the rest of the library is imported (issue 18 §3): at the
+    start of the process if ``unlock_early`` could tell the repository and the password from the
+    command line and the environment, else here."""
+    url, secret, limit = repo_url(args), password().encode("utf-8"), getattr(args, "limit_upload", None)
+    unlocking = _claim_early(url, secret, limit)
+    if unlocking is None:
+        from dtstore.unlocking import Unlocking
 
-    unlocking = Unlocking(repo_url(args), password().encode("utf-8"), getattr(args, "limit_upload", None))
+        unlocking = Unlocking(url, secret, limit)
     from dtstore import Repository
 
     return Repository.opened(unlocking)
+
+
+@dataclass
+class _EarlyUnlock:
+    url: str
+    password: bytes
+    limit_upload: float | None
+    done: threading.Event = field(default_factory=threading.Event)
+    unlocking: Unlocking | None = None
+    """None until ``done``, and after it if opening failed (``open_repo`` then opens again and reports why)"""
+
+    def run(self) -> None:
+        try:
+            from dtstore.unlocking import Unlocking
+
+            self.unlocking = Unlocking(self.url, self.password, self.limit_upload)
+        except BaseException:  # the command's own open_repo opens again and reports it where it belongs
+            self.unlocking = None
+        finally:
+            self.done.set()
+
+    def matches(self, url: str, secret: bytes, limit: float | None) -> bool:
+        return self.url == url and self.password == secret and self.limit_upload == limit
+
+
+_early: _EarlyUnlock | None = None
+_early_lock = threading.Lock()
+
+
+class _OptionsOnly(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)
+
+
+def _repository_options(argv: Sequence[str]) -> tuple[str | None, float | None]:
+    """``--repo`` and ``--limit-upload`` wherever they stand, before the command's parser exists."""
+    scan = _OptionsOnly(add_help=False, allow_abbrev=False)
+    scan.add_argument("--repo", "-r")
+    scan.add_argument("--limit-upload", type=float)
+    try:
+        known, _ = scan.parse_known_args(list(argv))
+    except ValueError:
+        return None, None
+    return known.repo, known.limit_upload
+
+
+def unlock_early(argv: Sequence[str]) -> None:
+    """Start opening the repository (reading its config and key slots, then the KDF) on a thread,
+    before the command's modules are imported.  Only when the command line and the environment name
+    the repository and the password without asking; ``open_repo`` takes the result only if its own
+    repository, password and upload limit are the same, so a wrong guess costs CPU, nothing else."""
+    global _early
+    if "-h" in argv or "--help" in argv:
+        return
+    url, limit = _repository_options(argv)
+    url = url or os.environ.get("DTSTORE_REPOSITORY")
+    secret = _password_without_asking()
+    if not url or secret is None:
+        return
+    early = _EarlyUnlock(url, secret.encode("utf-8"), limit)
+    with _early_lock:
+        _early = early
+    threading.Thread(target=early.run, name="dtstore-open", daemon=True).start()
+
+
+def _claim_early(url: str, secret: bytes, limit: float | None) -> Unlocking | None:
+    global _early
+    with _early_lock:
+        early, _early = _early, None
+    if early is None:
+        return None
+    early.done.wait()
+    return early.unlocking if early.matches(url, secret, limit) else None
+
+
+def discard_early() -> None:
+    """Forget an early opening no command claimed (``main`` may run again in the same process)."""
+    global _early
+    with _early_lock:
+        _early = None

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from dtstore import __version__
-from dtstore.cli import helptext
+from dtstore.cli import _repo, helptext
 from dtstore.cli.output import Output
 from dtstore.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, DtstoreError
 
@@ -29,6 +29,13 @@ COMMAND_NAMES: tuple[str, ...] = (
 """in the order ``--help`` lists them; each is ``dtstore.cli.cmd_<name>`` (``-`` as ``_``)"""
 
 GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--repo", "-r", "--limit-upload"})
+
+REPOSITORY_COMMANDS = frozenset({
+    "snapshot", "snapshots", "ls", "restore", "dump", "forget", "prune", "check", "repair", "unlock", "key",
+    "index", "stats", "diff", "find", "tag", "restore-points", "copy", "mount", "wal-push", "wal-fetch", "domino",
+})
+"""the commands that open the repository of ``--repo`` with its password (``_repo.open_repo``): for
+these the opening starts before the command's modules load"""
 
 
 def command_module(name: str) -> ModuleType:
@@ -120,12 +127,22 @@ def _tune_malloc(tuning: MallocTuning) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = _command_word(arguments)
+    if command in REPOSITORY_COMMANDS:
+        _repo.unlock_early(arguments)
     # asyncio reports failures inside aiohttp's own tasks (an S3 connection cut mid-request) as "Task
     # exception was never retrieved" plus a traceback on stderr; the same failure reaches dtstore as a
     # StorageError, which is retried and, if it persists, reported in one line
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_word(arguments))
+    try:
+        return _run(arguments, command)
+    finally:
+        _repo.discard_early()
+
+
+def _run(arguments: list[str], command: str | None) -> int:
+    parser = build_parser(command)
     args = parser.parse_args(arguments)
     _tune_malloc(READING if args.command in READING_COMMANDS else WRITING)
     out = Output(as_json=args.json, quiet=args.quiet, utc=args.utc)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pyfastcdc import FastCDC
+
+Digest = Callable[[memoryview], bytes]
+"""a function of a chunk's bytes (its keyed hash), worked out where the chunk is cut, while the chunk
+is still in the CPU's cache"""
+
+Cuts = tuple[list[int], list[bytes | None] | None]
+"""a block's own cut ends, and the digest of each of its own chunks (None where none was taken)"""
 
 
 @dataclass(frozen=True)
@@ -64,16 +71,31 @@ class Chunker:
         byte, as soon as it is read, in parallel with other work; the calling thread then only cuts
         from the previous block's tail until that chain of cuts meets one of the block's own (from
         a common cut point on, both continue alike), usually within a chunk or two (see _stitch)."""
+        for batch in self._blocks(stream, ring, reader, cutter, None):
+            yield [view for view, _ in batch]
+
+    def digested_batches(self, stream: BinaryIO, ring: list[bytearray], reader: Executor, cutter: Executor,
+                         digest: Digest) -> Iterator[list[tuple[memoryview, bytes | None]]]:
+        """``batches``, each chunk with its ``digest`` when the cutter could take it: the cutter
+        hashes each of the block's own chunks right after cutting it (one pass over memory instead
+        of two), and every chunk where the block's own cuts agree with the true ones keeps it; the
+        first one or two of a block, cut from the previous block's tail, come with None."""
+        return self._blocks(stream, ring, reader, cutter, digest)
+
+    def _blocks(self, stream: BinaryIO, ring: list[bytearray], reader: Executor | None, cutter: Executor | None,
+                digest: Digest | None) -> Iterator[list[tuple[memoryview, bytes | None]]]:
         room = self.params.max_size
         block_size = len(ring[0]) - room
 
-        def read(turn: int) -> tuple[int, Future[list[int]] | None]:
+        def read(turn: int) -> tuple[int, Future[Cuts] | None]:
             block = memoryview(ring[turn % len(ring)])[room:]
             filled = _read_into(stream, block)
-            own_cuts = cutter.submit(self.cut_ends, block[:filled]) if cutter is not None and filled else None
+            own_cuts = None
+            if cutter is not None and filled:
+                own_cuts = cutter.submit(self._own_cuts, block[:filled], digest, turn == 0, filled < block_size)
             return filled, own_cuts
 
-        pending: Future[tuple[int, Future[list[int]] | None]] | None = None
+        pending: Future[tuple[int, Future[Cuts] | None]] | None = None
         carry: memoryview | bytes = b""
         try:
             for turn in itertools.count():
@@ -85,16 +107,33 @@ class Chunker:
                 buf[start:room] = carry
                 if start == end:
                     return
-                ends = self._stitch(buf, start, room, end, own_cuts.result() if own_cuts is not None else None)
-                views = [buf[a:b] for a, b in itertools.pairwise([start, *ends])]
-                carry = b"" if at_end else views.pop()
-                if views:
-                    yield views
+                own_ends, digests = own_cuts.result() if own_cuts is not None else (None, None)
+                ends = self._stitch(buf, start, room, end, own_ends)
+                known = _digests_by_span(room, own_ends, digests)
+                batch = [(buf[a:b], known.get((a, b))) for a, b in itertools.pairwise([start, *ends])]
+                carry = b"" if at_end else batch.pop()[0]
+                if batch:
+                    yield batch
                 if at_end:
                     return
         finally:
             if pending is not None and not pending.cancel():
                 wait([pending])  # never leave a read running into a buffer the next stream reuses
+
+    def _own_cuts(self, block: memoryview, digest: Digest | None, first: bool, last: bool) -> Cuts:
+        """The block cut from its first byte and, with ``digest``, each chunk hashed as it is cut.
+        The block's first chunk is a true one only in the stream's first block, its last only in the
+        stream's last (elsewhere it is forced by the block's end): those are not hashed."""
+        if digest is None:
+            return self.cut_ends(block), None
+        ends: list[int] = []
+        digests: list[bytes | None] = []
+        for chunk in self._cdc.cut_buf(block):
+            start, end = chunk.offset, chunk.offset + chunk.length
+            ends.append(end)
+            true_start, true_end = first or start > 0, last or end < len(block)
+            digests.append(digest(block[start:end]) if true_start and true_end else None)
+        return ends, digests
 
     def cut_ends(self, data: bytes | memoryview) -> list[int]:
         """The end offsets of the chunks ``data`` is cut into (the last one is ``len(data)``)."""
@@ -118,6 +157,15 @@ class Chunker:
                 ends.extend(room + e for e in own_cuts or () if room + e > ends[-1])
                 break
         return ends
+
+
+def _digests_by_span(room: int, own_ends: list[int] | None,
+                     digests: list[bytes | None] | None) -> dict[tuple[int, int], bytes]:
+    """(start, end) in the buffer → digest, for the block's own chunks that were hashed."""
+    if own_ends is None or digests is None:
+        return {}
+    spans = itertools.pairwise([room, *(room + e for e in own_ends)])
+    return {span: d for span, d in zip(spans, digests, strict=True) if d is not None}
 
 
 def _read_into(stream: BinaryIO, view: memoryview) -> int:

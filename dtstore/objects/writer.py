@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -15,7 +15,10 @@ from dtstore.chunking import Chunker
 class ChunkWriter(Protocol):
     """The part of the content store this layer needs."""
 
-    def put(self, data: bytes | memoryview, kind: int) -> bytes: ...
+    @property
+    def hasher(self) -> Callable[[bytes | memoryview], bytes]: ...
+
+    def put_with_id(self, chunk_id: bytes, data: bytes | memoryview, kind: int) -> None: ...
 
 
 @dataclass
@@ -40,16 +43,18 @@ class ObjectWriter:
     def write(self, chunks: Iterator[bytes], kind: int,
               on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
         """Small objects (item lists): one chunk per task."""
-        return self._write_batches(([chunk] for chunk in chunks), kind, on_bytes, self._window)
+        return self._write_batches(([(chunk, None)] for chunk in chunks), kind, on_bytes, self._window)
 
     def write_stream(self, stream: BinaryIO, chunker: Chunker, kind: int,
                      on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
-        """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path."""
+        """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path.
+        Most chunk IDs are computed by the task that cuts the block (Chunker.digested_batches)."""
         window = self._workers + 1
-        batches = chunker.batches(stream, self._ring(chunker, window + 3), self._reader, self._pool)
+        batches = chunker.digested_batches(stream, self._ring(chunker, window + 3), self._reader, self._pool,
+                                           self._content.hasher)
         return self._write_batches(batches, kind, on_bytes, window)
 
-    def _write_batches(self, batches: Iterator[list[bytes]] | Iterator[list[memoryview]], kind: int,
+    def _write_batches(self, batches: Iterator[Sequence[tuple[memoryview | bytes, bytes | None]]], kind: int,
                        on_bytes: Callable[[int], None] | None, window: int) -> ObjectRef:
         """Store batches on the pool, at most ``window`` in flight, and collect the IDs in order."""
         ids: list[bytes] = []
@@ -57,7 +62,7 @@ class ObjectWriter:
         inflight: deque[tuple[Future[list[bytes]], int]] = deque()
         try:
             for batch in batches:
-                nbytes = sum(len(v) for v in batch)
+                nbytes = sum(len(v) for v, _ in batch)
                 inflight.append((self._pool.submit(self._put_batch, batch, kind), nbytes))
                 size += nbytes
                 while len(inflight) > window:
@@ -79,8 +84,14 @@ class ObjectWriter:
             self._rings = {key: chunker.ring(buffers)}
         return self._rings[key]
 
-    def _put_batch(self, batch: list[bytes] | list[memoryview], kind: int) -> list[bytes]:
-        return [self._content.put(view, kind) for view in batch]
+    def _put_batch(self, batch: Sequence[tuple[memoryview | bytes, bytes | None]], kind: int) -> list[bytes]:
+        content = self._content
+        ids: list[bytes] = []
+        for view, digest in batch:
+            chunk_id = digest if digest is not None else content.hasher(view)
+            content.put_with_id(chunk_id, view, kind)
+            ids.append(chunk_id)
+        return ids
 
     @staticmethod
     def _collect(inflight: deque[tuple[Future[list[bytes]], int]],

@@ -452,3 +452,40 @@ def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed
             if len(held) > buffers - 2:
                 held.popleft()
     assert batched == expected
+
+
+@FAST
+@given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
+       seed=st.integers(min_value=1, max_value=2**62), step=st.integers(min_value=1, max_value=100_000))
+def test_digested_batches_carry_the_digest_of_exactly_their_chunk(data: bytes, block: int, seed: int,
+                                                                   step: int) -> None:
+    """A digest taken by the cutter is kept only for a chunk whose bytes it was taken of."""
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
+    hasher = ChunkHasher(bytes(range(32)))
+    expected = list(chunker.chunks(io.BytesIO(data)))
+    ring = chunker.ring(4, block_size=block)
+    got: list[bytes] = []
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
+        for batch in chunker.digested_batches(ShortReads(data, step), ring, reader, cutter, hasher):
+            for view, digest in batch:
+                assert digest is None or digest == hasher(view)
+                got.append(bytes(view))
+    assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["random", "text"])
+def test_the_cutter_hashes_most_chunks(kind: str) -> None:
+    """Only the chunks cut from a block's tail (a chunk or two per block) are left to hash later."""
+    rng = random.Random(5)
+    data = {"random": rng.randbytes(3_000_000),
+            "text": b"".join(b"INSERT INTO t VALUES (%d,'%s');\n" % (i, rng.choice([b"ab", b"cd", b"efg"]) * 9)
+                             for i in range(70_000))}[kind]
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), 99)
+    hasher = ChunkHasher(bytes(32))
+    ring = chunker.ring(4, block_size=200_000)
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
+        digests = [d for batch in chunker.digested_batches(io.BytesIO(data), ring, reader, cutter, hasher)
+                   for _, d in batch]
+    blocks = len(data) // 200_000 + 1
+    assert len(digests) > 300
+    assert sum(d is None for d in digests) <= 3 * blocks

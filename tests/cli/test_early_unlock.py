@@ -1,0 +1,81 @@
+"""The repository's KDF starts before the command's modules load (``_repo.unlock_early``), and a
+command only ever takes that early opening when it is of its own repository, password and limit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dtstore.cli import _repo
+from dtstore.cli.main import COMMAND_NAMES, REPOSITORY_COMMANDS
+from dtstore.errors import RepositoryNotFound, WrongPassword
+from tests.cli.conftest import Result
+from tests.helpers import PASSWORD
+
+CLI_DIR = Path(_repo.__file__).parent
+
+
+def test_early_opening_is_taken_for_the_same_repository_and_password(repo_dir: Path) -> None:
+    _repo.unlock_early(["snapshots", "--repo", str(repo_dir)])
+    unlocking = _repo._claim_early(str(repo_dir), PASSWORD.encode(), None)
+    assert unlocking is not None
+    assert unlocking.result().store is unlocking.store
+    assert _repo._claim_early(str(repo_dir), PASSWORD.encode(), None) is None, "taken once only"
+
+
+@pytest.mark.parametrize(("url_of", "secret", "limit"), [
+    (lambda r: str(r), b"another password", None),
+    (lambda r: str(r) + "-other", PASSWORD.encode(), None),
+    (lambda r: str(r), PASSWORD.encode(), 100.0),
+])
+def test_early_opening_of_anything_else_is_not_taken(repo_dir: Path, url_of: Callable[[Path], str],
+                                                     secret: bytes, limit: float | None) -> None:
+    _repo.unlock_early(["check", "-r", str(repo_dir)])
+    assert _repo._claim_early(url_of(repo_dir), secret, limit) is None
+
+
+def test_repository_from_the_environment_and_options_after_the_command(repo_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DTSTORE_REPOSITORY", str(repo_dir))
+    _repo.unlock_early(["prune", "--dry-run", "--limit-upload=50"])
+    assert _repo._claim_early(str(repo_dir), PASSWORD.encode(), 50.0) is not None
+
+
+def test_nothing_starts_without_a_password_that_needs_no_asking(repo_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password command is run once, by the command itself; a prompt is never shown early."""
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("DTSTORE_PASSWORD_COMMAND", f"touch {marker}; echo {PASSWORD}")
+    _repo.unlock_early(["snapshots", "--repo", str(repo_dir)])
+    assert _repo._early is None
+    assert not marker.exists()
+    monkeypatch.delenv("DTSTORE_PASSWORD_COMMAND")
+    monkeypatch.delenv("DTSTORE_PASSWORD")
+    _repo.unlock_early(["snapshots", "--repo", str(repo_dir)])
+    assert _repo._early is None
+
+
+def test_help_starts_nothing(repo_dir: Path) -> None:
+    _repo.unlock_early(["snapshots", "--repo", str(repo_dir), "--help"])
+    assert _repo._early is None
+
+
+def test_errors_are_reported_by_the_command_as_before(cli: Callable[..., Result], repo_dir: Path,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = cli("snapshots", "--repo", str(tmp_path / "nothing"))
+    assert missing.code == RepositoryNotFound.exit_code
+    assert "there is no dtstore repository" in missing.err
+    monkeypatch.setenv("DTSTORE_PASSWORD", "wrong")
+    wrong = cli("snapshots", "--repo", str(repo_dir))
+    assert wrong.code == WrongPassword.exit_code
+    assert _repo._early is None, "main forgets an opening nobody took"
+
+
+def test_repository_commands_are_the_ones_that_open_the_repository() -> None:
+    """The list main.py keeps by hand (it must be known before a command's module is imported)."""
+    opening = {name for name in COMMAND_NAMES
+               if re.search(r"\bopen_repo\(args\)", (CLI_DIR / f"cmd_{name.replace('-', '_')}.py").read_text())}
+    assert opening == REPOSITORY_COMMANDS
