@@ -35,6 +35,9 @@ from dtstore.storage.base import BlobStore, put_parts
 
 SEGMENT_EVERY_PACKS = 4
 SEGMENT_EVERY_SECONDS = 60.0
+HEAD_WITH_BLOB = 64 << 10
+"""a blob at most this far into a pack whose key is not known yet is read with the pack's header, in one
+range read (check and prune read every snapshot's item list, mostly the first blob of a small pack)"""
 
 
 @dataclass
@@ -231,8 +234,7 @@ class ContentReader:
         return found
 
     def pack_key(self, location: BlobLocation) -> SubKey:
-        with self._lock:
-            key = self._keys.get(location.pack_id)
+        key = self._known_key(location.pack_id)
         if key is None:
             name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
             try:
@@ -242,11 +244,19 @@ class ContentReader:
             except BlobNotFound:
                 raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
                                      "but not in storage") from None
-            key = pack_key(self.sealer, header, location.pack_id)
-            with self._lock:
-                if len(self._keys) > 4096:
-                    self._keys.clear()
-                self._keys[location.pack_id] = key
+            key = self._remember_key(location.pack_id, header)
+        return key
+
+    def _known_key(self, pack_id: str) -> SubKey | None:
+        with self._lock:
+            return self._keys.get(pack_id)
+
+    def _remember_key(self, pack_id: str, header: bytes) -> SubKey:
+        key = pack_key(self.sealer, header, pack_id)
+        with self._lock:
+            if len(self._keys) > 4096:
+                self._keys.clear()
+            self._keys[pack_id] = key
         return key
 
     def open(self, chunk_id: bytes, location: BlobLocation, sealed: bytes | memoryview) -> bytes:
@@ -256,13 +266,34 @@ class ContentReader:
     def get(self, chunk_id: bytes) -> bytes:
         location = self.locate(chunk_id)
         name = layout.pack_name(location.pack_id, location.kind == BLOB_META)
+        key = self._known_key(location.pack_id)
+        if key is None and HEADER_SIZE <= location.offset <= HEAD_WITH_BLOB:
+            # a pack's first blobs (an item list, most often) come with the header in one read
+            head = self._read_blob(name, chunk_id, location, 0, location.offset + location.length)
+            header = head[:min(header_size(head), location.offset)]
+            key = self._key_or_damage(location, lambda: self._remember_key(location.pack_id, header))
+            sealed = head[location.offset:]
+        else:
+            key = key or self._key_or_damage(location, lambda: self.pack_key(location))
+            sealed = self._read_blob(name, chunk_id, location, location.offset, location.length)
         try:
-            key = self.pack_key(location)
+            return open_blob(key, sealed, chunk_id, location.raw_length, location.pack_id, self.hasher)
+        except IntegrityError:
+            self._damage(location.pack_id, chunk_id)
+            raise
+
+    def _key_or_damage(self, location: BlobLocation, find: Callable[[], SubKey]) -> SubKey:
+        try:
+            return find()
         except IntegrityError:
             self._damage(location.pack_id, None)
             raise
+
+    def _read_blob(self, name: str, chunk_id: bytes, location: BlobLocation, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` of the blob's pack, which ``location`` needs; a pack that
+        is missing or too short is damage."""
         try:
-            sealed = self.store.get_range(name, location.offset, location.length)
+            return self.store.get_range(name, offset, length)
         except BlobNotFound:
             self._damage(location.pack_id, None)
             raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
@@ -273,11 +304,6 @@ class ContentReader:
                 raise
             self._damage(location.pack_id, chunk_id)
             raise IntegrityError(past_end) from exc
-        try:
-            return open_blob(key, sealed, chunk_id, location.raw_length, location.pack_id, self.hasher)
-        except IntegrityError:
-            self._damage(location.pack_id, chunk_id)
-            raise
 
     def _damage(self, pack_id: str, chunk_id: bytes | None) -> None:
         if self._on_damage is not None:

@@ -319,3 +319,31 @@ def test_small_repo_params_spread_data_over_several_packs(repo: Repository, repo
     assert len(repo_objects(repo_dir, "meta")) == 1
     assert sum(len(d) for d in FILES.values()) > SMALL_PACK
     assert SMALL_CHUNKER_ARGS[2] < len(FILES[VICTIM])
+
+
+def test_an_item_list_is_read_with_its_pack_header_in_one_range_read(
+        repo: Repository, repo_dir: Path, cache: Path, snap: dtstore.Snapshot,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[tuple[str, int, int]] = []
+    real = LocalStore.get_range
+
+    def counted(self: LocalStore, name: str, offset: int, length: int) -> bytes:
+        reads.append((name, offset, length))
+        return real(self, name, offset, length)
+
+    with _reopen(repo, repo_dir, cache) as repo2:
+        snap2 = repo2.get_snapshot(snap.id)
+        monkeypatch.setattr(LocalStore, "get_range", counted)
+        items = list(repo2.list_items(snap2))
+    assert len(items) == len(FILES) + 1  # the files and their directory
+    assert [(name.split("/")[0], offset) for name, offset, _ in reads] == [("meta", 0)]
+
+
+def test_a_damaged_pack_header_read_with_its_first_blob_is_a_clear_error(
+        repo: Repository, repo_dir: Path, cache: Path, snap: dtstore.Snapshot) -> None:
+    (meta_pack,) = repo_objects(repo_dir, "meta")
+    flip_byte(meta_pack, 2)
+    with _reopen(repo, repo_dir, cache) as repo2:
+        snap2 = repo2.get_snapshot(snap.id)
+        with pytest.raises(IntegrityError, match="does not start with the dtstore pack magic"):
+            list(repo2.list_items(snap2))
