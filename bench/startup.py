@@ -61,14 +61,19 @@ def first_read(trace: Path, source: Path) -> tuple[float, float]:
     lines = trace.read_text().splitlines()
     start = float(lines[0].split()[1])
     fd: str | None = None
+    opening: str | None = None  # the thread whose openat of the source strace shows as unfinished
     for line in lines:
         fields = line.split(None, 2)
         if len(fields) < 3:
             continue
-        call = fields[2]
+        pid, call = fields[0], fields[2]
         if fd is None and f'"{source}"' in call and call.startswith("openat("):
             m = re.search(r"= (\d+)$", call)
             fd = m.group(1) if m else None
+            opening = pid if call.endswith("<unfinished ...>") else None
+        elif opening == pid and call.startswith("<... openat resumed>"):
+            m = re.search(r"= (\d+)$", call)
+            fd, opening = (m.group(1) if m else None), None
         elif fd is not None and call.startswith(f"read({fd},"):
             return float(fields[1]) - start, float(lines[-1].split()[1]) - start
     raise SystemExit(f"no read of {source} in {trace}")

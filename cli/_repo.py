@@ -116,8 +116,17 @@ class _EarlyUnlock:
     def matches(self, url: str, secret: bytes, limit: float | None) -> bool:
         return self.url == url and self.password == secret and self.limit_upload == limit
 
+    def wait(self) -> None:
+        """Until the opening and its KDF are over.  A thread still inside them when the interpreter
+        exits is stopped in native code (an import, the KDF), which aborts the process."""
+        self.done.wait()
+        if self.unlocking is not None:
+            self.unlocking.wait()
+
 
 _early: _EarlyUnlock | None = None
+_unclaimed: list[_EarlyUnlock] = []
+"""early openings of another repository, password or limit than the command's own, still running"""
 _early_lock = threading.Lock()
 
 
@@ -164,11 +173,20 @@ def _claim_early(url: str, secret: bytes, limit: float | None) -> Unlocking | No
     if early is None:
         return None
     early.done.wait()
-    return early.unlocking if early.matches(url, secret, limit) else None
+    if early.matches(url, secret, limit):
+        return early.unlocking
+    with _early_lock:
+        _unclaimed.append(early)
+    return None
 
 
 def discard_early() -> None:
-    """Forget an early opening no command claimed (``main`` may run again in the same process)."""
+    """Wait for early openings no command took, and forget them (``main`` may run again in the same
+    process).  A usage error found after the opening started waits for its KDF (~0.3 s)."""
     global _early
     with _early_lock:
+        left = [_early, *_unclaimed] if _early is not None else list(_unclaimed)
         _early = None
+        _unclaimed.clear()
+    for early in left:
+        early.wait()

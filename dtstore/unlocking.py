@@ -61,6 +61,10 @@ class Unlocking:
         finally:
             self._password = b""
 
+    def wait(self) -> None:
+        """Until the KDF is over, whatever its outcome (``result`` tells it)."""
+        self._thread.join()
+
     def result(self) -> Unlocked:
         self._thread.join()
         if self._error is not None:

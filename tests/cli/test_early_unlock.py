@@ -4,14 +4,19 @@ command only ever takes that early opening when it is of its own repository, pas
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from dtstore import unlocking
 from dtstore.cli import _repo
 from dtstore.cli.main import COMMAND_NAMES, REPOSITORY_COMMANDS
-from dtstore.errors import RepositoryNotFound, WrongPassword
+from dtstore.crypto.keys import BackupKey, KeySlotInfo, MasterKey
+from dtstore.errors import RepositoryNotFound, UsageError, WrongPassword
+from dtstore.storage.base import BlobStore
 from tests.cli.conftest import Result
 from tests.helpers import PASSWORD
 
@@ -72,6 +77,30 @@ def test_errors_are_reported_by_the_command_as_before(cli: Callable[..., Result]
     wrong = cli("snapshots", "--repo", str(repo_dir))
     assert wrong.code == WrongPassword.exit_code
     assert _repo._early is None, "main forgets an opening nobody took"
+
+
+def test_no_opening_is_left_running_when_a_command_fails_before_opening(
+        cli: Callable[..., Result], repo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread still importing or in the KDF when the interpreter exits aborts the process (exit
+    134, "FATAL: exception not rethrown") instead of the command's own error."""
+    real_unlock = unlocking.unlock
+
+    def slow_unlock(store: BlobStore, password: bytes) -> tuple[MasterKey | BackupKey, KeySlotInfo]:
+        time.sleep(0.3)  # a KDF still running when the command has already failed
+        return real_unlock(store, password)
+
+    monkeypatch.setattr(unlocking, "unlock", slow_unlock)
+    failed = cli("snapshot", "--repo", str(repo_dir), str(tmp_path / "no-such-file"))
+    assert failed.code == UsageError.exit_code
+    running = {t.name for t in threading.enumerate()}
+    assert not running & {"dtstore-open", "dtstore-unlock"}
+
+
+def test_an_opening_of_another_repository_is_waited_for_too(repo_dir: Path, tmp_path: Path) -> None:
+    _repo.unlock_early(["check", "--repo", str(repo_dir)])
+    assert _repo._claim_early(str(tmp_path / "elsewhere"), PASSWORD.encode(), None) is None
+    _repo.discard_early()
+    assert not {t.name for t in threading.enumerate()} & {"dtstore-open", "dtstore-unlock"}
 
 
 def test_repository_commands_are_the_ones_that_open_the_repository() -> None:
