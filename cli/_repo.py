@@ -97,7 +97,7 @@ def open_repo(args: argparse.Namespace) -> Repository:
 @dataclass
 class _EarlyUnlock:
     url: str
-    password: bytes
+    password: bytes = field(repr=False)
     limit_upload: float | None
     done: threading.Event = field(default_factory=threading.Event)
     unlocking: Unlocking | None = None

@@ -25,6 +25,7 @@ CLI_DIR = Path(_repo.__file__).parent
 
 def test_early_opening_is_taken_for_the_same_repository_and_password(repo_dir: Path) -> None:
     _repo.unlock_early(["snapshots", "--repo", str(repo_dir)])
+    assert PASSWORD not in repr(_repo._early), "no password in a repr that could reach a log"
     unlocking = _repo._claim_early(str(repo_dir), PASSWORD.encode(), None)
     assert unlocking is not None
     assert unlocking.result().store is unlocking.store
