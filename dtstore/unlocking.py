@@ -66,7 +66,7 @@ class Unlocking:
         self._thread.join()
 
     def result(self) -> Unlocked:
-        self._thread.join()
+        self.wait()
         if self._error is not None:
             raise self._error
         assert self._result is not None

@@ -242,8 +242,7 @@ class ContentReader:
                 if header_size(header) > HEADER_SIZE:
                     header += self.store.get_range(name, HEADER_SIZE, header_size(header) - HEADER_SIZE)
             except BlobNotFound:
-                raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
-                                     "but not in storage") from None
+                raise _pack_missing(location.pack_id) from None
             key = self._remember_key(location.pack_id, header)
         return key
 
@@ -296,8 +295,7 @@ class ContentReader:
             return self.store.get_range(name, offset, length)
         except BlobNotFound:
             self._damage(location.pack_id, None)
-            raise IntegrityError(f"pack {location.pack_id} is missing: it is in the index, "
-                                 "but not in storage") from None
+            raise _pack_missing(location.pack_id) from None
         except StorageError as exc:
             past_end = blob_past_end(self.store, name, location)
             if past_end is None:
@@ -308,6 +306,10 @@ class ContentReader:
     def _damage(self, pack_id: str, chunk_id: bytes | None) -> None:
         if self._on_damage is not None:
             self._on_damage(pack_id, chunk_id)
+
+
+def _pack_missing(pack_id: str) -> IntegrityError:
+    return IntegrityError(f"pack {pack_id} is missing: it is in the index, but not in storage")
 
 
 def blob_past_end(store: BlobStore, name: str, location: BlobLocation) -> str | None:
