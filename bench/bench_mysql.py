@@ -139,9 +139,10 @@ def shell(script: str, extra_env: dict[str, str]) -> str:
 
 
 class Bench:
-    def __init__(self, work: Path, size: int, zstd_level: int = 3, restore: bool = True) -> None:
+    def __init__(self, work: Path, size: int, zstd_level: int | None = None, restore: bool = True) -> None:
         self.work, self.size = work, size
         self.zstd_level, self.restore = zstd_level, restore
+        self.compression = ""
         self.template = work / "template"
         self.steps: list[Step] = []
         self.source = self._server("src", 1, SOURCE_PASSWORD)
@@ -319,6 +320,7 @@ class Bench:
             str(self.work / "dtstore"), "bench", kdf=CHEAP_KDF, cache_dir=self.work / "dtstore-cache",
             zstd_level=self.zstd_level,
         )
+        self.compression = repo.config.compression.describe()
         try:
             d1 = self.dtstore_full(repo, "full #1", dump_bytes)
             r1 = self.restic_full("full #1", dump_bytes)
@@ -351,7 +353,8 @@ class Bench:
                 f"{rr.detail['checksums_match']!s:>14}",
             ]
         lines += [
-            f"dtstore (zstd level {self.zstd_level}) full #1 vs dump alone: {d1.seconds / dump.seconds:.2f}x the time "
+            f"dtstore ({self.compression}) full #1 vs dump alone: "
+            f"{d1.seconds / dump.seconds:.2f}x the time "
             f"(dtstore process CPU {d1.detail['dtstore_cpu_s']} s, dump CPU {d1.detail['dump_cpu_s']} s)",
         ]
         print("\n".join(lines), flush=True)
@@ -360,7 +363,7 @@ class Bench:
             "dump_bytes": dump_bytes,
             "machine": platform.platform(),
             "cpus": os.cpu_count(),
-            "zstd_level": self.zstd_level,
+            "compression": self.compression,
             "steps": [{**asdict(s), "mib_per_s": s.mib_per_s} for s in self.steps],
         }
 
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where servers and repositories live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--compression-level", type=int, default=3, help="zstd level of dtstore's repository")
+    parser.add_argument("--compression-level", type=int,
+                        help="a plain zstd level for dtstore's repository (default: what init gives a new one)")
     parser.add_argument("--no-restore", action="store_true", help="skip the two restores (the slowest steps)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="dtstore-bench-mysql-", dir=args.workdir))

@@ -338,7 +338,6 @@ def run_history(args: argparse.Namespace) -> int:
     from dtstore import FilesSource, Repository, Source, StdinSource
     from dtstore.chunking import ChunkerParams
     from dtstore.crypto.keys import CHEAP_KDF
-    from dtstore.format import DEFAULT_ZSTD_LEVEL
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dtstore-bench-maint-"))
     built, record = work / "built", work / "built" / "built.json"
@@ -360,7 +359,7 @@ def run_history(args: argparse.Namespace) -> int:
     changes = max(1, round((args.chunks / args.snapshots - meta_per_snapshot) / per_unit))
     records = max(1, round(args.dump_mib * 2**20 / RECORD_SIZE))
     small_at = max(1, args.snapshots // 4)
-    repo = Repository.init(str(d_repo), PASSWORD, kdf=CHEAP_KDF, cache_dir=d_cache, zstd_level=DEFAULT_ZSTD_LEVEL,
+    repo = Repository.init(str(d_repo), PASSWORD, kdf=CHEAP_KDF, cache_dir=d_cache,
                            chunker=ChunkerParams(*chunker), pack_size=(4 << 20) if small else None)
     if use_restic:
         subprocess.run(["restic", "init", "-q"], env=r_env, check=True, stdout=subprocess.DEVNULL)

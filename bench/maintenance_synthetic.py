@@ -88,7 +88,7 @@ def build(path: Path, password: str, *, chunks: int, snapshots: int, window: int
     repo = Repository.init(LocalStore(path, durable=False), password, kdf=CHEAP_KDF, cache_dir=cache_dir)
     try:
         sealer, hasher, cache, store = repo._sealer, repo._hasher, repo._cache, repo.store
-        level = repo.config.zstd_level
+        level = repo.config.compression
         meta_chunker = repo._chunker(repo.config.meta_chunker)
         ids: list[bytes] = []  # the current window's chunk IDs
         made = 0

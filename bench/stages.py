@@ -1,6 +1,6 @@
 """What each stage of a first backup costs alone, on one core, and the bound a perfect pipeline reaches.
 
-    python -m bench.stages FILE [--level 2]        # prints the table; bench.compare runs it on its data
+    python -m bench.stages FILE [--level N]        # prints the table; bench.compare runs it on its data
 
 Issue 18 §1: the stages are measured one after the other in this process, single-threaded, on the
 same bytes the backup reads, with dtstore's own code for each:
@@ -9,8 +9,8 @@ same bytes the backup reads, with dtstore's own code for each:
   read once before);
 * ``chunk``: the cut points of the repository's default chunker (``Chunker.cut_ends``, pyfastcdc);
 * ``hash``: the keyed BLAKE3 chunk ID of every chunk (``ChunkHasher``);
-* ``compress``: every chunk alone at the level (``dtstore.compression.encode``, raw if zstd does not
-  shrink it by 1/64);
+* ``compress``: every chunk alone as a new repository compresses it, or at ``--level``
+  (``dtstore.compression.encode``, raw if zstd does not shrink it by 1/64);
 * ``seal``: AES-256-GCM of every encoded chunk under a pack key (``SubKey.seal``);
 * ``pack``: 16 MiB packs hashed (the pack ID) and written from their parts with
   ``LocalStore.put_parts`` (temporary file, writev, fsync, rename) to a scratch directory on the
@@ -112,19 +112,19 @@ def _tune_malloc() -> None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX
 
 
-def measure_stages(path: Path, level: int = fmt.DEFAULT_ZSTD_LEVEL,
+def measure_stages(path: Path, setting: compression.Zstd = compression.DEFAULT,
                    scratch_parent: Path | None = None, rounds: int = 2) -> dict[str, Any]:
     """CPU seconds per GiB of each stage on ``path``, their sum, and the bound on this machine's cores:
     the least of ``rounds`` runs per stage (writes that land while the kernel flushes earlier ones
     cost more; the stage alone is the cheaper figure)."""
-    runs = [_measure_once(path, level, scratch_parent) for _ in range(rounds)]
+    runs = [_measure_once(path, setting, scratch_parent) for _ in range(rounds)]
     best = {name: min(r["cpu_s_per_gib"][name] for r in runs) for name in STAGES}
     total = round(sum(best.values()), 3)
     return {**runs[0], "cpu_s_per_gib": best, "sum_s_per_gib": total,
             "bound_s_per_gib": round(total / runs[0]["cores"], 3), "rounds": rounds}
 
 
-def _measure_once(path: Path, level: int, scratch_parent: Path | None) -> dict[str, Any]:
+def _measure_once(path: Path, setting: compression.Zstd, scratch_parent: Path | None) -> dict[str, Any]:
     """Hashing, compression, sealing and pack writing go a pack's worth at a time, so only one pack's
     buffers are alive at once, as in a backup."""
     _tune_malloc()
@@ -148,7 +148,7 @@ def _measure_once(path: Path, level: int, scratch_parent: Path | None) -> dict[s
         for group in _groups(chunks, fmt.DEFAULT_PACK_SIZE):
             spent, ids = _timed(lambda g=group: [hasher(c) for c in g])  # type: ignore[misc]
             seconds["hash"] += spent
-            spent, encoded = _timed(lambda g=group: [compression.encode(c, level) for c in g])  # type: ignore[misc]
+            spent, encoded = _timed(lambda g=group: [compression.encode(c, setting) for c in g])  # type: ignore[misc]
             seconds["compress"] += spent
             spent, sealed = _timed(lambda e=encoded, i=ids: [key.seal_parts(b, c) for b, c in zip(e, i, strict=True)])  # type: ignore[misc]
             seconds["seal"] += spent
@@ -166,7 +166,7 @@ def _measure_once(path: Path, level: int, scratch_parent: Path | None) -> dict[s
     total = round(sum(per_gib.values()), 3)
     cores = os.cpu_count() or 1
     return {
-        "bytes": len(data), "chunks": len(chunks), "packs": packs, "level": level,
+        "bytes": len(data), "chunks": len(chunks), "packs": packs, "compression": setting.describe(),
         "stored_bytes": stored,
         "cpu_s_per_gib": per_gib, "sum_s_per_gib": total,
         "cores": cores, "bound_s_per_gib": round(total / cores, 3),
@@ -187,9 +187,10 @@ def stage_table(costs: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path)
-    ap.add_argument("--level", type=int, default=fmt.DEFAULT_ZSTD_LEVEL)
+    ap.add_argument("--level", type=int, help="a plain zstd level (default: what init gives a new repository)")
     args = ap.parse_args()
-    print(stage_table(measure_stages(args.file, args.level, args.file.parent)))
+    setting = compression.DEFAULT if args.level is None else compression.Zstd.of(args.level)
+    print(stage_table(measure_stages(args.file, setting, args.file.parent)))
 
 
 if __name__ == "__main__":

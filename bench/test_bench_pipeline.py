@@ -70,16 +70,17 @@ def test_keyed_hash(benchmark: Any, chunks: list[bytes]) -> None:
     _throughput(benchmark, sum(map(len, chunks)), lambda: [hasher(c) for c in chunks])
 
 
-@pytest.mark.parametrize("level", [1, 3])
-def test_compress(benchmark: Any, chunks: list[bytes], level: int) -> None:
-    _throughput(benchmark, sum(map(len, chunks)), lambda: [compression.encode(c, level) for c in chunks])
+@pytest.mark.parametrize("setting", [compression.Zstd(1), compression.Zstd(3), compression.DEFAULT],
+                         ids=["1", "3", "default"])
+def test_compress(benchmark: Any, chunks: list[bytes], setting: compression.Zstd) -> None:
+    _throughput(benchmark, sum(map(len, chunks)), lambda: [compression.encode(c, setting) for c in chunks])
 
 
 def test_seal_and_pack(benchmark: Any, chunks: list[bytes]) -> None:
     master = MasterKey.generate()
     sealer = master.sealer()
     hasher = ChunkHasher(master.id_key)
-    encoded = [(hasher(c), compression.encode(c, 3), len(c)) for c in chunks]
+    encoded = [(hasher(c), compression.encode(c, compression.DEFAULT), len(c)) for c in chunks]
 
     def pack() -> None:
         builder = PackBuilder(sealer, BLOB_DATA)
@@ -100,7 +101,7 @@ def test_whole_path_single_thread(benchmark: Any, data: bytes) -> None:
     def run() -> None:
         builder = PackBuilder(sealer, BLOB_DATA)
         for chunk in chunker.chunks(io.BytesIO(data)):
-            builder.add(hasher(chunk), compression.encode(chunk, 3), len(chunk))
+            builder.add(hasher(chunk), compression.encode(chunk, compression.DEFAULT), len(chunk))
         builder.finish().pack_id  # noqa: B018
 
     _throughput(benchmark, len(data), run)

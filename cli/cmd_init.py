@@ -10,14 +10,15 @@ from dtstore import Repository
 from dtstore.cli._repo import password, repo_url
 from dtstore.cli.cmd_prune import parse_grace
 from dtstore.cli.output import Output
-from dtstore.format import DEFAULT_ZSTD_LEVEL
+from dtstore.compression import DEFAULT as DEFAULT_COMPRESSION
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create a new repository")
-    p.add_argument("--compression-level", type=int, default=DEFAULT_ZSTD_LEVEL, metavar="N",
-                   help=f"zstd level for every chunk, 0 (none) to 22; fixed for the repository's life "
-                        f"(default {DEFAULT_ZSTD_LEVEL}; 1 is faster and stores ~2-3 %% more)")
+    p.add_argument("--compression-level", type=int, metavar="N",
+                   help=f"zstd level N, as zstd defines it, for every chunk, 0 (none) to 22; fixed for the "
+                        f"repository's life (default: {DEFAULT_COMPRESSION.describe()}: about level 1's speed, "
+                        f"within 2 %% of level 3's size)")
     p.add_argument("--copy-chunker-from", metavar="URL",
                    help="take the chunker parameters and chunk keys of the repository at URL (its password from "
                         "DTSTORE_FROM_PASSWORD_FILE, DTSTORE_FROM_PASSWORD_COMMAND or DTSTORE_FROM_PASSWORD), so equal "
@@ -48,9 +49,11 @@ def run(args: argparse.Namespace, out: Output) -> int:
             out.emit({"type": "summary", "repository_id": repo.config.repository_id,
                       "location": repo.store.describe(), "key_roles": repo.config.key_roles,
                       "retention_seconds": repo.config.retention[1] if repo.config.retention else None,
-                      "chunker_from": source.config.repository_id if source else None})
+                      "chunker_from": source.config.repository_id if source else None,
+                      "compression": repo.config.compression.describe()})
         else:
             out.line(f"created repository {repo.config.repository_id} at {repo.store.describe()}")
+            out.line(f"compression: {repo.config.compression.describe()}")
             if source is not None:
                 out.line(f"chunker parameters and chunk keys copied from repository {source.config.repository_id}")
     return 0

@@ -11,6 +11,8 @@ import msgpack
 from dtstore import clock
 from dtstore import format as fmt
 from dtstore.chunking import ChunkerParams
+from dtstore.compression import DEFAULT as DEFAULT_COMPRESSION
+from dtstore.compression import PARAMETER_NAMES, Zstd
 from dtstore.crypto.aead import Sealer
 from dtstore.crypto.keys import ChunkKeys
 from dtstore.errors import UnsupportedFormat, UsageError
@@ -21,7 +23,7 @@ class RepoConfig:
     repository_id: str
     chunker: ChunkerParams
     meta_chunker: ChunkerParams
-    zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL
+    compression: Zstd = DEFAULT_COMPRESSION
     pack_size: int = fmt.DEFAULT_PACK_SIZE
     features: tuple[str, ...] = ()
     created: str = field(default_factory=lambda: clock.now().isoformat())
@@ -33,6 +35,10 @@ class RepoConfig:
     """S3 Object Lock (mode, seconds) every writer puts on packs, segments and manifests (spec §17.1)"""
 
     @property
+    def zstd_level(self) -> int:
+        return self.compression.level
+
+    @property
     def key_roles(self) -> bool:
         return fmt.FEATURE_KEY_ROLES in self.features
 
@@ -41,26 +47,26 @@ class RepoConfig:
         cannot derive them), the data public key is added."""
         features = tuple(dict.fromkeys((*self.features, fmt.FEATURE_CHUNK_KEYS, fmt.FEATURE_KEY_ROLES)))
         return RepoConfig(repository_id=self.repository_id, chunker=self.chunker, meta_chunker=self.meta_chunker,
-                          zstd_level=self.zstd_level, pack_size=self.pack_size, features=features,
+                          compression=self.compression, pack_size=self.pack_size, features=features,
                           created=self.created, chunk_keys=self.chunk_keys or chunk_keys,
                           data_public_key=public_key, retention=self.retention)
 
     @classmethod
-    def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int = fmt.DEFAULT_ZSTD_LEVEL,
+    def new(cls, *, chunker: ChunkerParams | None = None, zstd_level: int | None = None,
             pack_size: int = fmt.DEFAULT_PACK_SIZE, meta_chunker: ChunkerParams | None = None,
             chunk_keys: ChunkKeys | None = None) -> RepoConfig:
+        """``zstd_level``: that zstd level as zstd defines it; None: the tuned default (format.py)."""
         for params in (chunker, meta_chunker):
             if params is not None:
                 validate_chunker(params)
-        if not 0 <= zstd_level <= 22:
-            raise UsageError("the zstd level must be between 0 (no compression) and 22")
+        compression = DEFAULT_COMPRESSION if zstd_level is None else Zstd.of(zstd_level)
         if not 64 * 1024 <= pack_size <= 1 << 30:
             raise UsageError("the pack size must be between 64 KiB and 1 GiB")
         return cls(
             repository_id=os.urandom(16).hex(),
             chunker=chunker or ChunkerParams(fmt.DEFAULT_CHUNK_MIN, fmt.DEFAULT_CHUNK_AVG, fmt.DEFAULT_CHUNK_MAX),
             meta_chunker=meta_chunker or ChunkerParams(fmt.META_CHUNK_MIN, fmt.META_CHUNK_AVG, fmt.META_CHUNK_MAX),
-            zstd_level=zstd_level, pack_size=pack_size, chunk_keys=chunk_keys,
+            compression=compression, pack_size=pack_size, chunk_keys=chunk_keys,
             features=(fmt.FEATURE_CHUNK_KEYS,) if chunk_keys is not None else (),
         )
 
@@ -71,7 +77,7 @@ class RepoConfig:
             "features": list(self.features),
             "chunker": self.chunker.to_dict(),
             "meta_chunker": self.meta_chunker.to_dict(),
-            "compression": {"algorithm": "zstd", "level": self.zstd_level},
+            "compression": _compression_doc(self.compression),
             "pack_size": self.pack_size,
             "created": self.created,
         }
@@ -98,8 +104,6 @@ class RepoConfig:
                 raise UnsupportedFormat(f"unknown chunker {d.get('algorithm')!r}")
             return ChunkerParams(int(d["min"]), int(d["avg"]), int(d["max"]))
 
-        if doc["compression"]["algorithm"] != "zstd":
-            raise UnsupportedFormat(f"unknown compression {doc['compression']['algorithm']!r}")
         features = tuple(doc.get("features", []))
         chunk_keys = None
         if fmt.FEATURE_CHUNK_KEYS in features:
@@ -119,11 +123,33 @@ class RepoConfig:
         retention = (str(kept["mode"]), int(kept["seconds"])) if isinstance(kept, dict) else None
         return cls(
             repository_id=doc["repository_id"], chunker=params(doc["chunker"]),
-            meta_chunker=params(doc["meta_chunker"]), zstd_level=int(doc["compression"]["level"]),
+            meta_chunker=params(doc["meta_chunker"]), compression=_compression_of(doc["compression"]),
             pack_size=int(doc["pack_size"]), features=features,
             created=doc.get("created", ""), chunk_keys=chunk_keys, data_public_key=public,
             retention=retention,
         )
+
+
+def _compression_doc(setting: Zstd) -> dict[str, Any]:
+    doc: dict[str, Any] = {"algorithm": "zstd", "level": setting.level}
+    if setting.parameters:
+        doc["parameters"] = dict(setting.parameters)
+    return doc
+
+
+def _compression_of(doc: dict[str, Any]) -> Zstd:
+    """The config's compression map.  ``parameters`` only guide writers, so a parameter this
+    dtstore does not know is left out rather than refused (it writes without it)."""
+    if doc.get("algorithm") != "zstd":
+        raise UnsupportedFormat(f"unknown compression {doc.get('algorithm')!r}")
+    given = doc.get("parameters") or {}
+    if not isinstance(given, dict) or not all(isinstance(v, int) for v in given.values()):
+        raise UnsupportedFormat(f"the config's zstd parameters are not a map of integers: {given!r}")
+    known = {str(name): value for name, value in given.items() if name in PARAMETER_NAMES}
+    try:
+        return Zstd.of(int(doc["level"]), known)
+    except UsageError as exc:
+        raise UnsupportedFormat(f"the config's compression cannot be used here: {exc}") from None
 
 
 def validate_chunker(params: ChunkerParams) -> None:

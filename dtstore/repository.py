@@ -146,7 +146,7 @@ class Repository:
     # lifecycle ------------------------------------------------------------------------------
     @classmethod
     def init(cls, url: str | BlobStore, password: str | bytes, *, kdf: ScryptParams | None = None,
-             chunker: ChunkerParams | None = None, zstd_level: int = 3, pack_size: int | None = None,
+             chunker: ChunkerParams | None = None, zstd_level: int | None = None, pack_size: int | None = None,
              cache_dir: str | os.PathLike[str] | None = None, limit_upload_kib: float | None = None,
              copy_chunker_from: Repository | None = None, key_roles: bool = False,
              retention: tuple[str, dt.timedelta] | None = None) -> Repository:
@@ -415,7 +415,7 @@ class Repository:
             self.refresh_index()
             adopt_left_over_packs(self.store, self._sealer, self._cache, skip=marked.__contains__)
             content = ContentStore(self.store, self._cache, self._sealer, self._hasher,
-                                   zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+                                   compression=self.config.compression, pack_size=self.config.pack_size,
                                    excluded_packs=marked, journal=RunJournal(self._cache.path))
             writer = ObjectWriter(content, self._workers)
             refresher = _IndexRefresher(self.refresh_index, INDEX_REFRESH_SECONDS)
@@ -484,7 +484,7 @@ class Repository:
                         result = CopyResult(snap, found, skipped=True)
                     else:
                         content = ContentStore(target.store, target._cache, target._sealer, target._hasher,
-                                               zstd_level=target.config.zstd_level,
+                                               compression=target.config.compression,
                                                pack_size=target.config.pack_size, excluded_packs=marked,
                                                journal=RunJournal(target._cache.path))
                         parent = present.get(keys.get(snap.parent, snap.parent)) if snap.parent else None
@@ -548,7 +548,7 @@ class Repository:
         with hold_lock(self.store, self._sealer, ctx.host, kind):
             if exclusive:
                 refuse_live_writers(ctx)
-            run = PruneRun(ctx, zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+            run = PruneRun(ctx, compression=self.config.compression, pack_size=self.config.pack_size,
                            progress=progress)
             plan = latest = self._prune_once(run, grace, max_unused, dry_run)
             if not dry_run:
@@ -621,7 +621,7 @@ class Repository:
                 if not dry_run and repairs:
                     execute_snapshot_repairs(ctx, repairs, {s.id: s for s in wanted},
                                              chunker=self._chunker(self.config.meta_chunker),
-                                             zstd_level=self.config.zstd_level, pack_size=self.config.pack_size,
+                                             compression=self.config.compression, pack_size=self.config.pack_size,
                                              forget=forget, progress=progress)
             finally:
                 scan.close()
@@ -645,7 +645,7 @@ class Repository:
                     surveys[pack_id] = survey_pack(ctx, scan, pack_id)
                 repairs = [plan_pack_repair(scan, survey) for survey in surveys.values()]
                 if not dry_run and repairs:
-                    execute_pack_repairs(ctx, scan, repairs, surveys, zstd_level=self.config.zstd_level,
+                    execute_pack_repairs(ctx, scan, repairs, surveys, compression=self.config.compression,
                                          pack_size=self.config.pack_size, progress=progress)
             finally:
                 scan.close()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from dtstore import compression
+from dtstore.compression import Zstd, encode
 from dtstore.content.index import IndexCache
 from dtstore.content.journal import RunJournal
 from dtstore.content.pack import (
@@ -54,7 +54,7 @@ class ContentStore:
     """Thread-safe ``put``; call ``flush`` before anything refers to the returned IDs durably."""
 
     def __init__(self, store: BlobStore, cache: IndexCache, sealer: Sealer, hasher: ChunkHasher, *,
-                 zstd_level: int, pack_size: int, excluded_packs: frozenset[str] = frozenset(),
+                 compression: Zstd, pack_size: int, excluded_packs: frozenset[str] = frozenset(),
                  on_pack: Callable[[str, int], None] | None = None, journal: RunJournal | None = None) -> None:
         """``journal``: this host's write journal, which names each pack before its put starts and
         is cleared once every pack is indexed (so the next writer adopts by name, not by listing)."""
@@ -63,7 +63,7 @@ class ContentStore:
         self._cache = cache
         self._sealer = sealer
         self.hasher = hasher
-        self._level = zstd_level
+        self._compression = compression
         self._pack_size = pack_size
         self._excluded = excluded_packs
         self._on_pack = on_pack
@@ -105,7 +105,7 @@ class ContentStore:
                 self.stats.chunks_reused += 1
                 self.stats.bytes_reused += len(data)
             return
-        encoded = compression.encode(data, self._level)
+        encoded = encode(data, self._compression)
         with self._lock:
             builder = self._builders.get(kind)
             if builder is None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dtstore import clock
+from dtstore.compression import Zstd
 from dtstore.content.damage import compact_damage
 from dtstore.content.pack import BlobLocation
 from dtstore.content.segments import PackRecord, encode_segment, new_segment_name
@@ -149,10 +150,10 @@ def damaged_in_use(scan: RepositoryScan, pack_id: str) -> bool:
 
 
 class PruneRun:
-    def __init__(self, ctx: MaintenanceContext, *, zstd_level: int, pack_size: int,
+    def __init__(self, ctx: MaintenanceContext, *, compression: Zstd, pack_size: int,
                  progress: Callable[[str], None]) -> None:
         self._ctx = ctx
-        self._level = zstd_level
+        self._compression = compression
         self._pack_size = pack_size
         self._progress = progress
 
@@ -200,7 +201,7 @@ class PruneRun:
         ctx = self._ctx
         reader = ContentReader(ctx.store, ctx.cache, ctx.sealer, ctx.hasher)
         # never deduplicate against a pack that is going away (repacked now, marked or being deleted)
-        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=self._level,
+        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, compression=self._compression,
                                pack_size=self._pack_size,
                                excluded_packs=frozenset(plan.repack) | frozenset(marks.packs))
         try:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from dtstore import __version__
 from dtstore.chunking import Chunker
+from dtstore.compression import Zstd
 from dtstore.content.damage import DamageSet, write_damage
 from dtstore.content.pack import BlobEntry, BlobLocation, open_blob, pack_key, parse_pack
 from dtstore.content.store import ContentReader, ContentStore
@@ -177,7 +178,7 @@ def _first_unreadable(reader: ContentReader, chunks: Sequence[bytes]) -> int | N
 
 
 def execute_snapshot_repairs(ctx: MaintenanceContext, repairs: list[SnapshotRepair], snapshots: dict[str, Snapshot],
-                             *, chunker: Chunker, zstd_level: int, pack_size: int, forget: bool,
+                             *, chunker: Chunker, compression: Zstd, pack_size: int, forget: bool,
                              progress: Callable[[str], None]) -> None:
     """Store each replacement's item list, then commit its manifest; with ``forget``, delete the
     original once its replacement exists (or when nothing of it can be read)."""
@@ -185,7 +186,7 @@ def execute_snapshot_repairs(ctx: MaintenanceContext, repairs: list[SnapshotRepa
     refs: dict[str, tuple[list[bytes], int]] = {}
     if writable:
         marked = frozenset(load_times(ctx.store, ctx.sealer, MARKS).packs)
-        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=zstd_level,
+        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, compression=compression,
                                pack_size=pack_size, excluded_packs=marked)
         writer = ObjectWriter(content, 2)
         try:
@@ -336,7 +337,7 @@ def plan_pack_repair(scan: RepositoryScan, survey: BlobSurvey) -> PackRepair:
 
 
 def execute_pack_repairs(ctx: MaintenanceContext, scan: RepositoryScan, repairs: list[PackRepair],
-                         surveys: dict[str, BlobSurvey], *, zstd_level: int, pack_size: int,
+                         surveys: dict[str, BlobSurvey], *, compression: Zstd, pack_size: int,
                          progress: Callable[[str], None]) -> None:
     """Copy the planned blobs into new packs and index them, then record every repaired pack as a
     whole in the damage set (after the copies are indexed, so no reader is left without one)."""
@@ -345,7 +346,7 @@ def execute_pack_repairs(ctx: MaintenanceContext, scan: RepositoryScan, repairs:
         marked = frozenset(load_times(ctx.store, ctx.sealer, MARKS).packs)
         # never deduplicate against the packs being repaired: their chunks must land elsewhere
         avoid = frozenset(r.pack_id for r in repairs) | marked
-        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=zstd_level,
+        content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, compression=compression,
                                pack_size=pack_size, excluded_packs=avoid)
         reader = ContentReader(ctx.store, ctx.cache, ctx.sealer, ctx.hasher)
         try:

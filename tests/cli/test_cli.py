@@ -17,6 +17,8 @@ import pytest
 
 import dtstore.sources.files as files_module
 from dtstore import Repository
+from dtstore.compression import DEFAULT as DEFAULT_COMPRESSION
+from dtstore.compression import Zstd
 from tests.cli.conftest import Result, run_dtstore
 from tests.helpers import (
     NON_UTF8_NAME,
@@ -101,17 +103,22 @@ def test_init_compression_level_is_kept_in_the_config_and_used(cli: Cli, env: di
                    for i in range(30000)).encode()
     (tmp_path / "dump.sql").write_bytes(data)
     stored = {}
-    for level in (0, 1, 19):
+    for level in (None, 0, 1, 19):
         repo = tmp_path / f"level-{level}"
-        assert cli("init", "--repo", str(repo), "--compression-level", str(level)).code == 0
+        chosen = () if level is None else ("--compression-level", str(level))
+        made = cli("init", "--repo", str(repo), *chosen)
+        assert made.code == 0
+        expected = DEFAULT_COMPRESSION if level is None else Zstd(level)
+        assert f"compression: {expected.describe()}" in made.out
         assert cli("snapshot", "--repo", str(repo), str(tmp_path / "dump.sql")).code == 0
         with Repository.open(str(repo), PASSWORD) as opened:
-            assert opened.config.zstd_level == level
+            assert opened.config.compression == expected
         stored[level] = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
         dumped = run_dtstore("dump", "--repo", str(repo), "latest", str(tmp_path / "dump.sql"), env=env)
         assert dumped.returncode == 0, dumped.stderr
         assert dumped.stdout == data
     assert stored[0] > len(data) > stored[1] > stored[19]
+    assert stored[None] < len(data) // 2
 
 
 @pytest.mark.parametrize("level", ["23", "-1", "fast"])

@@ -153,13 +153,14 @@ def test_local_edit_changes_only_nearby_chunks(seed: int, size: int, where: floa
 # compression ----------------------------------------------------------------------------------
 
 @FAST
-@given(data=payloads, level=st.sampled_from([0, 1, 3, 9]))
-def test_compression_round_trip(data: bytes, level: int) -> None:
-    encoded = compression.encode(data, level)
+@given(data=payloads, setting=st.sampled_from([compression.Zstd(0), compression.Zstd(1), compression.Zstd(3),
+                                               compression.Zstd(9), compression.DEFAULT]))
+def test_compression_round_trip(data: bytes, setting: compression.Zstd) -> None:
+    encoded = compression.encode(data, setting)
     assert encoded[0] in (CODEC_RAW, CODEC_ZSTD)
     assert len(encoded) <= len(data) + 1
     assert compression.decode(encoded, len(data), "test") == data
-    if level == 0:
+    if setting.level == 0:
         assert encoded[0] == CODEC_RAW
 
 
@@ -167,13 +168,13 @@ def test_compression_round_trip(data: bytes, level: int) -> None:
 @given(size=st.integers(0, 50_000), seed=st.integers(0, 2**32))
 def test_incompressible_data_is_stored_raw(size: int, seed: int) -> None:
     data = random.Random(seed).randbytes(size)
-    encoded = compression.encode(data, 3)
+    encoded = compression.encode(data, compression.Zstd(3))
     assert encoded == bytes([CODEC_RAW]) + data
 
 
 def test_compressible_data_is_compressed() -> None:
     data = b"INSERT INTO t VALUES (1, 'abc');\n" * 1000
-    encoded = compression.encode(data, 3)
+    encoded = compression.encode(data, compression.Zstd(3))
     assert encoded[0] == CODEC_ZSTD
     assert len(encoded) < len(data) // 10
     assert compression.decode(encoded, len(data), "test") == data
@@ -198,7 +199,7 @@ def _build_pack(blobs: list[bytes], kind: int, level: int = 3) -> tuple[str, byt
     ids = []
     for data in blobs:
         chunk_id = HASHER(data)
-        builder.add(chunk_id, compression.encode(data, level), len(data))
+        builder.add(chunk_id, compression.encode(data, compression.Zstd(level)), len(data))
         ids.append(chunk_id)
     finished = builder.finish()
     assert finished.kind == kind

@@ -18,6 +18,7 @@ import pytest
 import dtstore
 from bench.maintenance_synthetic import build
 from dtstore import StdinSource
+from dtstore.compression import Zstd
 from dtstore.content import mapped as mapped_module
 from dtstore.content.segments import decode_segment, encode_segment
 from dtstore.content.store import ContentStore
@@ -131,7 +132,7 @@ def test_pack_listed_twice_and_chunk_in_two_packs(tmp_path: Path) -> None:
     chunks = [c for c, _, _, _ in scan.blobs_of(pack_id)][:3]
     scan.close()
     ctx = repo._maintenance()
-    content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, zstd_level=3, pack_size=1 << 20,
+    content = ContentStore(ctx.store, ctx.cache, ctx.sealer, ctx.hasher, compression=Zstd(3), pack_size=1 << 20,
                            excluded_packs=frozenset({pack_id}))
     reader = repo._reader()
     for chunk_id in chunks:
