@@ -7,13 +7,15 @@ from pathlib import Path
 
 from bench.compare import Dump, bound_table, other_v1, other_v2
 from bench.stages import STAGES, measure_stages
+from dtstore.compression import Zstd
 
 
 def test_stage_costs_and_bound(tmp_path: Path) -> None:
     path = tmp_path / "rows.sql"
     path.write_bytes(b"".join(b"INSERT INTO t VALUES (%d,'name %d');\n" % (i, i % 977) for i in range(200_000)))
-    costs = measure_stages(path, level=2, scratch_parent=tmp_path)
+    costs = measure_stages(path, Zstd(2), scratch_parent=tmp_path)
     assert costs["bytes"] == path.stat().st_size
+    assert costs["compression"] == "zstd level 2"
     assert costs["chunks"] > 3 and costs["packs"] >= 1
     assert costs["stored_bytes"] < costs["bytes"] / 2  # compressible rows, compressed
     assert set(costs["cpu_s_per_gib"]) == set(STAGES)
