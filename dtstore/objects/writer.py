@@ -50,7 +50,9 @@ class ObjectWriter:
         """Large streams: a block of chunks per task, so per-chunk overhead stays off the hot path.
         Most chunk IDs are computed by the task that cuts the block (Chunker.digested_batches)."""
         window = self._workers + 1
-        batches = chunker.digested_batches(stream, self._ring(chunker, window + 3), self._reader, self._pool,
+        # the ring contract (Chunker.batches): asking for the next batch, this holds ``window`` batches
+        # in flight, which ``window + 2`` buffers allow; each buffer more is 6 MiB of RSS
+        batches = chunker.digested_batches(stream, self._ring(chunker, window + 2), self._reader, self._pool,
                                            self._content.hasher)
         return self._write_batches(batches, kind, on_bytes, window)
 
