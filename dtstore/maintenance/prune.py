@@ -166,14 +166,17 @@ class PruneRun:
         # committing meanwhile would be in neither, and packs only it refers to would be deleted.
         sessions = read_sessions(ctx.store, ctx.sealer)
         scan = scan_repository(ctx, now, set(marks.packs), self._progress)
-        if ctx.snapshots.unreadable:
-            scan.close()
-            ids = ", ".join(sorted(i[:8] for i in ctx.snapshots.unreadable))
-            raise IntegrityError(f"prune refuses to run: snapshot manifest(s) {ids} cannot be read, so the data "
-                                 "they refer to cannot be told apart from garbage; run 'dtstore check', then "
-                                 "'dtstore forget ID' for each one you give up")
-        plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
-        hold_retained(ctx.store, scan, plan, now)
+        try:
+            if ctx.snapshots.unreadable:
+                ids = ", ".join(sorted(i[:8] for i in ctx.snapshots.unreadable))
+                raise IntegrityError(f"prune refuses to run: snapshot manifest(s) {ids} cannot be read, so the "
+                                     "data they refer to cannot be told apart from garbage; run 'dtstore check', "
+                                     "then 'dtstore forget ID' for each one you give up")
+            plan = plan_prune(scan, marks, sessions, now, grace=grace, max_unused=max_unused, host=ctx.host)
+            hold_retained(ctx.store, scan, plan, now)
+        except BaseException:
+            scan.close()  # the caller gets no scan to close
+            raise
         return plan, scan, marks
 
     def execute(self, plan: PrunePlan, scan: RepositoryScan, marks: PackTimes) -> None:

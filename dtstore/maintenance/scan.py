@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -101,12 +102,19 @@ class Scratch:
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="dtstore-scan-"))
-        self.env = lmdb.open(str(self.path), map_size=1 << 40, max_dbs=4, sync=False, metasync=False,
-                             writemap=False)
+        try:
+            self.env = lmdb.open(str(self.path), map_size=1 << 40, max_dbs=4, sync=False, metasync=False,
+                                 writemap=False)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self.refs = self.env.open_db(b"refs")
         self.blobs = self.env.open_db(b"blobs")
         self.chosen = self.env.open_db(b"chosen")
         self.pages = MappedPages(self.env, self.path / "data.mdb")
+        # gigabytes at scale: gone with close(), and also if a caller drops the scan without closing
+        # it or the interpreter exits first (an interrupt between two steps)
+        self._removal = weakref.finalize(self, _remove_scratch, self.pages, self.env, self.path)
 
     @property
     def sheds(self) -> int:
@@ -117,9 +125,13 @@ class Scratch:
         self.pages.touched(lookups, RESIDENT_BUDGET, streamed)
 
     def close(self) -> None:
-        self.pages.close()
-        self.env.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._removal()
+
+
+def _remove_scratch(pages: MappedPages, env: lmdb.Environment, path: Path) -> None:
+    pages.close()
+    env.close()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def chosen_pack(txn: lmdb.Transaction, chunk_id: bytes, db: lmdb._Database | None = None) -> bytes | None:

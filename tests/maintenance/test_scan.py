@@ -8,6 +8,7 @@ lost (missing data), and the synthetic history of ``bench.maintenance``."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import io
 import sys
 import tempfile
@@ -276,5 +277,49 @@ def test_a_failed_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(scan_module, "_write_references", corrupt)  # after the index was spilled
     with pytest.raises(IntegrityError):
         scanned(repo)
+    assert list(scratch_root.iterdir()) == []
+    repo.close()
+
+
+def test_a_scan_dropped_without_close_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    backup(repo, random_bytes(300_000, seed=8))
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    scan = scanned(repo)
+    assert [p.name[:13] for p in scratch_root.iterdir()] == ["dtstore-scan-"]
+    del scan
+    gc.collect()
+    assert list(scratch_root.iterdir()) == []
+    closed = scanned(repo)
+    closed.close()
+    closed.close()  # a second close is harmless
+    assert list(scratch_root.iterdir()) == []
+    repo.close()
+
+
+def test_a_prune_that_fails_after_its_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dtstore.maintenance import prune as prune_module
+
+    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
+    backup(repo, random_bytes(300_000, seed=9))
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    kept: list[RepositoryScan] = []  # held here, the scratch can only go by close()
+
+    def keep(*args: object, **kwargs: object) -> RepositoryScan:
+        kept.append(scan_repository(*args, **kwargs))  # type: ignore[arg-type]
+        return kept[-1]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise IntegrityError("retention could not be read")
+
+    monkeypatch.setattr(prune_module, "scan_repository", keep)
+    monkeypatch.setattr(prune_module, "hold_retained", refuse)
+    with pytest.raises(IntegrityError, match="retention"):
+        repo.prune(dry_run=True)
+    assert len(kept) == 1
     assert list(scratch_root.iterdir()) == []
     repo.close()
