@@ -264,12 +264,18 @@ def test_spill_gives_every_record_back_in_order(tmp_path: Path, monkeypatch: pyt
     assert not any(tmp_path.iterdir())  # the files go as they are read
 
 
-def test_a_failed_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def repo_with_own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> tuple[dtstore.Repository, Path]:
+    """A repository with one backup, and a temporary directory of its own for the scans' scratch."""
     repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
-    backup(repo, random_bytes(300_000, seed=7))
+    backup(repo, random_bytes(300_000, seed=seed))
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    return repo, scratch_root
+
+
+def test_a_failed_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, scratch_root = repo_with_own_tmp(tmp_path, monkeypatch, seed=7)
 
     def corrupt(*args: object) -> None:
         raise IntegrityError("index segment x is damaged")
@@ -282,11 +288,7 @@ def test_a_failed_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_a_scan_dropped_without_close_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
-    backup(repo, random_bytes(300_000, seed=8))
-    scratch_root = tmp_path / "tmp"
-    scratch_root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    repo, scratch_root = repo_with_own_tmp(tmp_path, monkeypatch, seed=8)
     scan = scanned(repo)
     assert [p.name[:13] for p in scratch_root.iterdir()] == ["dtstore-scan-"]
     del scan
@@ -302,11 +304,7 @@ def test_a_scan_dropped_without_close_leaves_no_scratch(tmp_path: Path, monkeypa
 def test_a_prune_that_fails_after_its_scan_leaves_no_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dtstore.maintenance import prune as prune_module
 
-    repo = make_repo(str(tmp_path / "repo"), tmp_path / "cache")
-    backup(repo, random_bytes(300_000, seed=9))
-    scratch_root = tmp_path / "tmp"
-    scratch_root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    repo, scratch_root = repo_with_own_tmp(tmp_path, monkeypatch, seed=9)
     kept: list[RepositoryScan] = []  # held here, the scratch can only go by close()
 
     def keep(*args: object, **kwargs: object) -> RepositoryScan:
