@@ -119,7 +119,11 @@ def lock_files(url: str) -> list[Path]:
 def start_prune(url: str, cache: Path, args: list[str]) -> tuple[subprocess.Popen[bytes], float]:
     """Start a CLI prune and wait until it holds its lock (the interpreter's start-up is of no
     interest).  Returns the process and the monotonic time the lock appeared."""
-    proc = subprocess.Popen(cli_args(url, "prune", *args), env=cli_env(cache),
+    env = cli_env(cache)
+    scratch = cache.parent / "prune-tmp"  # a killed prune leaves its scan's scratch here, not in /tmp
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
+    proc = subprocess.Popen(cli_args(url, "prune", *args), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not lock_files(url):
