@@ -105,13 +105,15 @@ class Scratch:
         try:
             self.env = lmdb.open(str(self.path), map_size=1 << 40, max_dbs=4, sync=False, metasync=False,
                                  writemap=False)
+            self.refs = self.env.open_db(b"refs")
+            self.blobs = self.env.open_db(b"blobs")
+            self.chosen = self.env.open_db(b"chosen")
+            self.pages = MappedPages(self.env, self.path / "data.mdb")
         except BaseException:
+            if hasattr(self, "env"):
+                self.env.close()
             shutil.rmtree(self.path, ignore_errors=True)
             raise
-        self.refs = self.env.open_db(b"refs")
-        self.blobs = self.env.open_db(b"blobs")
-        self.chosen = self.env.open_db(b"chosen")
-        self.pages = MappedPages(self.env, self.path / "data.mdb")
         # gigabytes at scale: gone with close(), and also if a caller drops the scan without closing
         # it or the interpreter exits first (an interrupt between two steps)
         self._removal = weakref.finalize(self, _remove_scratch, self.pages, self.env, self.path)
