@@ -5,8 +5,8 @@
 Issue 18 §1: the stages are measured one after the other in this process, single-threaded, on the
 same bytes the backup reads, with dtstore's own code for each:
 
-* ``read``: the file in 4 MiB ``readinto`` calls into one buffer (from the page cache: the file is
-  read once before);
+* ``read``: the file in 4 MiB ``readinto`` calls into one page-aligned buffer, as a backup reads
+  into its blocks (from the page cache: the file is read once before);
 * ``chunk``: the cut points of the repository's default chunker (``Chunker.cut_ends``, pyfastcdc);
 * ``hash``: the keyed BLAKE3 chunk ID of every chunk (``ChunkHasher``);
 * ``compress``: every chunk alone as a new repository compresses it, or at ``--level``
@@ -42,7 +42,7 @@ import blake3
 
 from dtstore import compression
 from dtstore import format as fmt
-from dtstore.chunking import Chunker, ChunkerParams
+from dtstore.chunking import Chunker, ChunkerParams, page_aligned
 from dtstore.crypto.aead import SubKey
 from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.storage.local import LocalStore
@@ -59,8 +59,8 @@ def _timed(work: Callable[[], object]) -> tuple[float, Any]:
 
 
 def _read_through(path: Path) -> int:
-    """The read stage as a backup does it: into one reused block buffer."""
-    block = bytearray(READ_BLOCK)
+    """The read stage as a backup does it: into one reused, page-aligned block buffer."""
+    block = page_aligned(READ_BLOCK)
     total = 0
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(block):
@@ -117,15 +117,21 @@ def measure_stages(path: Path, setting: compression.Zstd = compression.DEFAULT,
     """CPU seconds per GiB of each stage on ``path``, their sum, and the bound on this machine's cores:
     the least of ``rounds`` runs per stage (writes that land while the kernel flushes earlier ones
     cost more; the stage alone is the cheaper figure)."""
-    runs = [_measure_once(path, setting, scratch_parent) for _ in range(rounds)]
+    return best_stages([measure_stage_round(path, setting, scratch_parent) for _ in range(rounds)])
+
+
+def best_stages(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of ``measure_stage_round`` as one figure: each stage's least cost, their sum and bound."""
     best = {name: min(r["cpu_s_per_gib"][name] for r in runs) for name in STAGES}
     total = round(sum(best.values()), 3)
     return {**runs[0], "cpu_s_per_gib": best, "sum_s_per_gib": total,
-            "bound_s_per_gib": round(total / runs[0]["cores"], 3), "rounds": rounds}
+            "bound_s_per_gib": round(total / runs[0]["cores"], 3), "rounds": len(runs)}
 
 
-def _measure_once(path: Path, setting: compression.Zstd, scratch_parent: Path | None) -> dict[str, Any]:
-    """Hashing, compression, sealing and pack writing go a pack's worth at a time, so only one pack's
+def measure_stage_round(path: Path, setting: compression.Zstd = compression.DEFAULT,
+                        scratch_parent: Path | None = None) -> dict[str, Any]:
+    """One run of every stage (``best_stages`` combines several; bench.compare runs one per round).
+    Hashing, compression, sealing and pack writing go a pack's worth at a time, so only one pack's
     buffers are alive at once, as in a backup."""
     _tune_malloc()
     os.sync()  # earlier writes are not flushed on this run's account

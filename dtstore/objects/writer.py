@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from dtstore.chunking import Chunker
+from dtstore.chunking import Chunker, Ring
 
 
 class ChunkWriter(Protocol):
@@ -38,7 +38,7 @@ class ObjectWriter:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-chunk")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="dtstore-read")
         self._window = 2 * self._workers + 2
-        self._rings: dict[tuple[int, int], list[bytearray]] = {}
+        self._rings: dict[tuple[int, int], Ring] = {}
 
     def write(self, chunks: Iterator[bytes], kind: int,
               on_bytes: Callable[[int], None] | None = None) -> ObjectRef:
@@ -79,7 +79,7 @@ class ObjectWriter:
                     future.exception()
         return ObjectRef(ids, size)
 
-    def _ring(self, chunker: Chunker, buffers: int) -> list[bytearray]:
+    def _ring(self, chunker: Chunker, buffers: int) -> Ring:
         """One set of block buffers per writer and chunker, reused for every stream it writes."""
         key = (id(chunker), buffers)
         if self._rings.get(key) is None:
