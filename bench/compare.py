@@ -1,16 +1,19 @@
 """Side-by-side benchmark of dtstore, restic and borg on a SQL dump (or another data set) and its next version.
 
-For each tool, in the fixed order dtstore, restic, borg, in one run:
+Every step runs ``--runs`` times (default 3) and the best is kept, in interleaved rounds: each
+round runs its step for every tool in turn (fixed order dtstore, restic, borg), so a slow spell of
+the machine falls on all tools alike instead of on whichever ran during it.
 
-1. init a fresh repository under WORKDIR/repos/TOOL;
-2. first backup of v1 at WORKDIR/src/dump.sql;
-3. second backup of v2 at the same path (new inode, size and mtime);
-4. restore of the latest snapshot to a fresh directory; the restored file is
-   compared with v2 (size and BLAKE3); ``--runs`` times (default 3), the best kept;
-5. dump of that file to /dev/null, ``--runs`` times, the best kept.
+1. backup rounds, each in a fresh repository under WORKDIR/repos/TOOL: init; first backup of v1
+   at WORKDIR/src/dump.sql; second backup of v2 at the same path (new inode, size and mtime).
+   Before each, bench.stages measures each stage of a first backup alone on one core (on v1); the
+   least cost of each stage over the rounds makes the sum, and the bound is the sum over the
+   cores, printed beside dtstore's CPU per GiB and wall time;
+2. restore rounds: the latest snapshot of the last backup round to a fresh directory, compared
+   with v2 (size and BLAKE3);
+3. dump rounds: that file to /dev/null.
 
-Before them, bench.stages measures each stage of a first backup alone on one core (on v1) and the
-bound, the stage sum over the cores; printed beside dtstore's CPU per GiB and wall time.
+The KDF each repository's key was made with is reported: every command of every tool pays for it.
 ``--data sysbench|pages`` uses bench.compression's other data sets instead of the SQL dump.
 
 Each command runs via Popen + os.wait4, so its own peak RSS (ru_maxrss) and CPU
@@ -46,7 +49,7 @@ import blake3
 from bench import gen_dump
 from bench.bytecode import compile_dtstore, installed_like
 from bench.compression import dataset
-from bench.stages import measure_stages, stage_table
+from bench.stages import best_stages, measure_stage_round, stage_table
 
 TOOL_ORDER = ("dtstore", "dtstore-z1", "restic", "borg")
 DEFAULT_TOOLS = ("dtstore", "restic", "borg")
@@ -216,13 +219,15 @@ class Workspace:
     def log(self, step: str) -> Path:
         return self.root / "logs" / f"{self.tool}-{step}.log"
 
-    def fresh(self) -> None:
+    def fresh(self, logs: bool = True) -> None:
+        """No repository, cache or restore; with ``logs`` the step logs are emptied too (a later
+        round appends to them)."""
         for d in (self.repo, self.cache, self.restore):
             shutil.rmtree(d, ignore_errors=True)
         self.repo.parent.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        for step in ("init", "backup1", "backup2", "restore", "dump"):
+        for step in ("init", "backup1", "backup2", "restore", "dump") if logs else ():
             self.log(step).unlink(missing_ok=True)
 
 
@@ -257,6 +262,24 @@ class Tool(ABC):
     @abstractmethod
     def dump(self, ws: Workspace, name: str, path: Path) -> list[str]:
         """argv writing the stored file ``path`` of the latest snapshot to standard output."""
+
+    def kdf(self, ws: Workspace) -> str | None:
+        """The password KDF the repository's key was made with (every command pays for it)."""
+        return json_key_kdf(ws.repo / "keys")
+
+
+def json_key_kdf(keys: Path) -> str | None:
+    """scrypt's parameters from a JSON key file (dtstore's and restic's) in ``keys``."""
+    for path in sorted(keys.glob("*")) if keys.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        params = doc.get("kdf") if isinstance(doc.get("kdf"), dict) else doc
+        n, r, p = (params.get(k, params.get(k.upper())) for k in ("n", "r", "p"))
+        if isinstance(n, int) and n > 0:
+            return f"scrypt N=2^{n.bit_length() - 1} r={r} p={p}"
+    return None
 
 
 class Restic(Tool):
@@ -345,6 +368,24 @@ class Borg(Tool):
         if self.major >= 2:
             return ["borg", "-r", str(ws.repo), "extract", "--stdout", name, str(path).lstrip("/")]
         return ["borg", "extract", "--stdout", f"{ws.repo}::{name}", str(path).lstrip("/")]
+
+    def kdf(self, ws: Workspace) -> str | None:
+        """A repokey's KDF, from the key in the repository's config (borg 1: msgpack, base64)."""
+        import base64
+        import configparser
+
+        import msgpack
+
+        config = configparser.ConfigParser()
+        try:
+            config.read(ws.repo / "config")
+            key = msgpack.unpackb(base64.b64decode(config["repository"]["key"]), raw=True)
+        except (KeyError, ValueError, configparser.Error, msgpack.ExtraData):
+            return None
+        algorithm = key.get(b"algorithm", b"?").decode(errors="replace")
+        if algorithm == "sha256":
+            return f"PBKDF2-SHA256 {key.get(b'iterations')} iterations"
+        return algorithm
 
 
 class Dtstore(Tool):
@@ -515,6 +556,8 @@ class ToolResult:
     cache_bytes: int | None = None
     verified: bool | None = None
     input_bytes: dict[str, int] = field(default_factory=dict)
+    kdf: str | None = None
+    """the password KDF of the last round's repository"""
 
     def step(self, name: str) -> Measured | None:
         return self.steps.get(name)
@@ -545,44 +588,95 @@ def _verify(res: ToolResult, ws: Workspace, v2: Dump) -> None:
         raise StepFailed(f"RESTORE MISMATCH: {got} has {size} bytes blake3 {digest}, v2 has {v2.bytes} {v2.blake3}")
 
 
-def bench_tool(tool: Tool, work: Path, v1: Dump, v2: Dump | None, runs: int = 3) -> ToolResult:
-    """init, backup v1, then (if v2) backup v2, restore it and dump it: the best of ``runs`` of each."""
+@dataclass
+class ToolRun:
+    """One tool's workspace, environment and results across the rounds of a run."""
+
+    tool: Tool
+    ws: Workspace
+    env: dict[str, str]
+    res: ToolResult
+
+    def attempt(self, work: Callable[[], None]) -> None:
+        """Run one round's steps, unless an earlier one failed; a failure ends this tool's run."""
+        if self.res.error:
+            return
+        try:
+            work()
+        except StepFailed as e:
+            self.res.error = str(e)
+            print(f"!!! {self.tool.name}: {e}", file=sys.stderr, flush=True)
+
+
+def start_tool(tool: Tool, work: Path) -> ToolRun:
     ws = Workspace(work, tool.name)
     ws.fresh()
     res = ToolResult(tool.name, version=tool.version(ws))
     if res.version is None:
         res.available, res.error = False, "not available"
-        return res
-    env, src = tool.env(ws), work / "src" / SRC_NAME
+    return ToolRun(tool, ws, tool.env(ws), res)
+
+
+def backup_round(run: ToolRun, v1: Dump, v2: Dump | None, src: Path) -> None:
+    """A fresh repository: init, back up v1, then v2 on top; each step's best so far is kept."""
+    tool, ws, env, res = run.tool, run.ws, run.env, run.res
+    ws.fresh(logs=False)
+    _best_step(res, "init", tool.init(ws), env, ws)
+    place(v1, src, V1_MTIME)
+    warm(src)
+    _best_step(res, "backup1", tool.backup(ws, src, "v1"), env, ws)
+    res.stored_bytes, res.input_bytes["backup1"] = tree_bytes(ws.repo), v1.bytes
+    res.kdf = tool.kdf(ws)
+    if v2 is None:
+        return
+    place(v2, src, V1_MTIME + 86400)
+    warm(src)
+    _best_step(res, "backup2", tool.backup(ws, src, "v2"), env, ws)
+    res.added_bytes = tree_bytes(ws.repo) - res.stored_bytes
+    res.input_bytes["backup2"] = res.input_bytes["restore"] = res.input_bytes["dump"] = v2.bytes
+
+
+def restore_round(run: ToolRun, v2: Dump) -> None:
+    shutil.rmtree(run.ws.restore, ignore_errors=True)
+    run.ws.restore.mkdir(parents=True)
+    argv, cwd = run.tool.restore(run.ws, "v2")
+    _best_step(run.res, "restore", argv, run.env, run.ws, cwd)
+    _verify(run.res, run.ws, v2)
+    shutil.rmtree(run.ws.restore, ignore_errors=True)
+
+
+def dump_round(run: ToolRun, src: Path) -> None:
+    _best_step(run.res, "dump", run.tool.dump(run.ws, "v2", src), run.env, run.ws, discard_stdout=True)
+
+
+def bench_tools(tools: list[Tool], work: Path, v1: Dump, v2: Dump | None, runs: int = 3,
+                before_round: Callable[[int], None] | None = None) -> list[ToolResult]:
+    """Every step ``runs`` times, the best kept, in rounds: a round runs its step for each tool in
+    turn, so a slow spell of the machine falls on every tool alike instead of on whichever ran then.
+    A backup round starts from a fresh repository (init, v1, then v2); the restores and dumps read
+    the last round's.  ``before_round(r)`` runs before backup round ``r`` (the stage costs)."""
+    src = work / "src" / SRC_NAME
+    started = [start_tool(tool, work) for tool in tools]
+    live = [run for run in started if run.res.available]
     try:
-        _step(res, "init", tool.init(ws), env, ws)
-        place(v1, src, V1_MTIME)
-        warm(src)
-        _step(res, "backup1", tool.backup(ws, src, "v1"), env, ws)
-        res.stored_bytes, res.input_bytes["backup1"] = tree_bytes(ws.repo), v1.bytes
-        if v2 is None:
-            return res
-        place(v2, src, V1_MTIME + 86400)
-        warm(src)
-        _step(res, "backup2", tool.backup(ws, src, "v2"), env, ws)
-        res.added_bytes = tree_bytes(ws.repo) - res.stored_bytes
-        res.input_bytes["backup2"] = res.input_bytes["restore"] = res.input_bytes["dump"] = v2.bytes
-        for _ in range(runs):
-            shutil.rmtree(ws.restore, ignore_errors=True)
-            ws.restore.mkdir(parents=True)
-            argv, cwd = tool.restore(ws, "v2")
-            _best_step(res, "restore", argv, env, ws, cwd)
-            _verify(res, ws, v2)
-        shutil.rmtree(ws.restore, ignore_errors=True)
-        for _ in range(runs):
-            _best_step(res, "dump", tool.dump(ws, "v2", src), env, ws, discard_stdout=True)
-    except StepFailed as e:
-        res.error = str(e)
-        print(f"!!! {tool.name}: {e}", file=sys.stderr, flush=True)
+        for number in range(runs):
+            if before_round is not None:
+                before_round(number)
+            print(f"--- backup round {number + 1} of {runs}", file=sys.stderr, flush=True)
+            for run in live:
+                run.attempt(lambda r=run: backup_round(r, v1, v2, src))  # type: ignore[misc]
+        if v2 is not None:
+            for _ in range(runs):
+                for run in live:
+                    run.attempt(lambda r=run: restore_round(r, v2))  # type: ignore[misc]
+            for _ in range(runs):
+                for run in live:
+                    run.attempt(lambda r=run: dump_round(r, src))  # type: ignore[misc]
     finally:
-        res.cache_bytes = tree_bytes(ws.cache)
-        shutil.rmtree(ws.restore, ignore_errors=True)
-    return res
+        for run in live:
+            run.res.cache_bytes = tree_bytes(run.ws.cache)
+            shutil.rmtree(run.ws.restore, ignore_errors=True)
+    return [run.res for run in started]
 
 
 def _best_step(res: ToolResult, name: str, argv: list[str], env: dict[str, str], ws: Workspace,
@@ -775,17 +869,22 @@ def run_compare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     v1, v2 = versions(work, args.data, size, args.seed)
     data = {"set": args.data, "v1": v1.info, "v2": v2.info}
     print(f"data: v1 {v1.bytes / MB:,.0f} MB, v2 {v2.bytes / MB:,.0f} MB in {work / 'data'}", file=sys.stderr)
-    costs = None if args.no_stages else measure_stages(v1.path, scratch_parent=work)
-    results = []
-    for tool in make_tools(args.tools.split(","), args):
-        print(f"--- {tool.name}", file=sys.stderr, flush=True)
-        results.append(bench_tool(tool, work, v1, v2, args.runs))
+    stage_rounds: list[dict[str, Any]] = []
+
+    def stages(_round: int) -> None:
+        if not args.no_stages:
+            stage_rounds.append(measure_stage_round(v1.path, scratch_parent=work))
+
+    results = bench_tools(make_tools(args.tools.split(","), args), work, v1, v2, args.runs, stages)
+    costs = best_stages(stage_rounds) if stage_rounds else None
     rat = all_ratios(results, "dtstore")
     print(f"\n## {args.size} {DATA_TITLES[args.data]}, tools run in order {', '.join(r.tool for r in results)}"
-          f" (restore and dump: best of {args.runs})\n")
+          f" (every step: best of {args.runs} interleaved rounds)\n")
     if costs is not None:
         print(bound_table(costs, next((r for r in results if r.tool == "dtstore"), None)), "\n")
     print(main_table(results), "\n")
+    print("password KDF (every command derives the key): "
+          + "; ".join(f"{r.tool} {r.kdf or '?'}" for r in results if r.available), "\n")
     print(ratio_table("dtstore", rat), "\n")
     if any(r.tool == "dtstore-z1" for r in results):
         print(ratio_table("dtstore-z1", all_ratios(results, "dtstore-z1")), "\n")
@@ -809,7 +908,7 @@ def run_scaling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for label in args.sizes.split(","):
         v1 = dump_v1(work, gen_dump.parse_size(label), args.seed)
         for tool in make_tools(names, args):
-            r = bench_tool(tool, work, v1, None)
+            (r,) = bench_tools([tool], work, v1, None, runs=1)
             m = r.step("backup1")
             rows.append(
                 {
@@ -861,7 +960,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data", choices=sorted(DATA_TITLES), default="dump",
                     help="dump: the generator's SQL dump; sysbench: sysbench-like INSERT rows; pages: a "
                          "binary page file (SQLite), as bench.compression makes them")
-    ap.add_argument("--runs", type=int, default=3, help="restore and dump this many times, keep the best")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="rounds: every step (both backups in a fresh repository, restore, dump) this many "
+                         "times, interleaved across the tools, the best kept")
     ap.add_argument("--no-stages", action="store_true", help="skip the stage costs and the bound")
     ap.add_argument("--json", type=Path, help="write results here")
     ap.add_argument("--dtstore-cmd", help="dtstore executable (default: next to this python, else PATH)")
