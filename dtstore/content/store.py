@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,7 +28,7 @@ from dtstore.content.pack import (
 from dtstore.content.segments import PackRecord, write_segment
 from dtstore.crypto.aead import Sealer, SubKey
 from dtstore.crypto.keyed_hash import ChunkHasher
-from dtstore.errors import BlobNotFound, IntegrityError, StorageError
+from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, StorageError
 from dtstore.format import BLOB_META
 from dtstore.storage import layout
 from dtstore.storage.base import BlobStore, put_parts
@@ -38,6 +38,11 @@ SEGMENT_EVERY_SECONDS = 60.0
 HEAD_WITH_BLOB = 64 << 10
 """a blob at most this far into a pack whose key is not known yet is read with the pack's header, in one
 range read (check and prune read every snapshot's item list, mostly the first blob of a small pack)"""
+ADD_GROUP_BYTES = 1 << 20
+"""a stream's new chunks go into a pack this many bytes at a time (``put_many``): runs that long stay
+together, and a group waits in memory, compressed, only until its last chunk is"""
+RUN_BYTES = 2 << 20
+"""the most a ``ChunkRun`` reads at once: a few chunks, so several runs keep the workers busy"""
 
 
 @dataclass
@@ -95,29 +100,52 @@ class ContentStore:
         return chunk_id
 
     def put_with_id(self, chunk_id: bytes, data: bytes | memoryview, kind: int) -> None:
-        self._raise_upload_error()
+        self.put_many([(chunk_id, data)], kind)
+
+    def put_many(self, chunks: Sequence[tuple[bytes, bytes | memoryview]], kind: int) -> None:
+        """``put_with_id`` of each (ID, bytes), in order.  The new ones go into the open pack a group
+        of ADD_GROUP_BYTES at a time, so a stream's neighbours stay neighbours in the pack even while
+        other threads add theirs: a reader then fetches a run of them with one range read."""
+        group: list[tuple[bytes, bytes, int]] = []
+        grouped = 0
+        for chunk_id, data in chunks:
+            self._raise_upload_error()
+            if not self._claim(chunk_id, len(data)):
+                continue
+            group.append((chunk_id, encode(data, self._compression), len(data)))
+            grouped += len(data)
+            if grouped >= ADD_GROUP_BYTES:
+                self._add(group, kind)
+                group, grouped = [], 0
+        if group:
+            self._add(group, kind)
+
+    def _claim(self, chunk_id: bytes, size: int) -> bool:
+        """True if this chunk is new and the caller is to store it; otherwise it counts as reused."""
         with self._lock:
-            fresh = chunk_id not in self._pending and not self._cached(chunk_id)
-            if fresh:
+            if chunk_id not in self._pending and not self._cached(chunk_id):
                 self._pending.add(chunk_id)
-        if not fresh:
-            with self._lock:
-                self.stats.chunks_reused += 1
-                self.stats.bytes_reused += len(data)
-            return
-        encoded = encode(data, self._compression)
+                return True
+            self.stats.chunks_reused += 1
+            self.stats.bytes_reused += size
+            return False
+
+    def _add(self, group: list[tuple[bytes, bytes, int]], kind: int) -> None:
+        """Seal ``group`` into the open pack of its kind, in order; upload each pack it fills."""
+        finished: list[FinishedPack] = []
         with self._lock:
-            builder = self._builders.get(kind)
-            if builder is None:
-                builder = self._builders[kind] = PackBuilder(self._sealer, kind)
-            builder.add(chunk_id, encoded, len(data))
-            self.stats.chunks_new += 1
-            self.stats.bytes_new_raw += len(data)
-            finished = builder.finish() if builder.size >= self._pack_size else None
-            if finished is not None:
-                del self._builders[kind]
-        if finished is not None:
-            self._upload(finished)
+            for chunk_id, encoded, raw_length in group:
+                builder = self._builders.get(kind)
+                if builder is None:
+                    builder = self._builders[kind] = PackBuilder(self._sealer, kind)
+                builder.add(chunk_id, encoded, raw_length)
+                self.stats.chunks_new += 1
+                self.stats.bytes_new_raw += raw_length
+                if builder.size >= self._pack_size:
+                    finished.append(builder.finish())
+                    del self._builders[kind]
+        for pack in finished:
+            self._upload(pack)
 
     def _cached(self, chunk_id: bytes) -> bool:
         # a copy the damage set names is no copy: the chunk is stored afresh (self-healing)
@@ -199,6 +227,15 @@ class ContentStore:
             self._journal.close()
 
 
+@dataclass(frozen=True)
+class ChunkRun:
+    """Chunks of a stream that lie back to back in one pack: one range read fetches them all
+    (``ContentReader.read_run``).  ``locations`` is None for a chunk that no index lists."""
+
+    chunk_ids: Sequence[bytes]
+    locations: Sequence[BlobLocation] | None
+
+
 DamageCallback = Callable[[str, "bytes | None"], None]
 """(pack ID, chunk ID) of a copy that failed verification; chunk ID None: the whole pack is unusable"""
 
@@ -258,6 +295,61 @@ class ContentReader:
             self._keys[pack_id] = key
         return key
 
+    def runs(self, chunk_ids: Sequence[bytes]) -> list[ChunkRun]:
+        """The chunks in order, grouped into runs that one range read each fetches: neighbours in the
+        stream that are neighbours in a pack (a first backup writes a file's chunks so), up to
+        RUN_BYTES."""
+        found = self.cache.lookup_many(chunk_ids)
+        runs: list[ChunkRun] = []
+        ids: list[bytes] = []
+        locations: list[BlobLocation] = []
+        for chunk_id in chunk_ids:
+            location = found.get(chunk_id)
+            if locations and (location is None or not _follows(locations, location)):
+                runs.append(ChunkRun(ids, locations))
+                ids, locations = [], []
+            if location is None:
+                runs.append(ChunkRun((chunk_id,), None))
+                continue
+            ids.append(chunk_id)
+            locations.append(location)
+        if locations:
+            runs.append(ChunkRun(ids, locations))
+        return runs
+
+    def read_run(self, run: ChunkRun) -> list[bytes | DtstoreError]:
+        """Each chunk of ``run``, verified, or the error that chunk's ``get`` raises: a failure is
+        reported in its chunk's place, so a reader can first write everything before it.  A range
+        read that fails falls back to ``get`` chunk by chunk, which finds and reports damage alike."""
+        if run.locations is None:
+            return self._each(run.chunk_ids)
+        first, last = run.locations[0], run.locations[-1]
+        name = layout.pack_name(first.pack_id, first.kind == BLOB_META)
+        try:
+            key = self.pack_key(first)
+            data = memoryview(self.store.get_range(name, first.offset, last.offset + last.length - first.offset))
+        except DtstoreError:
+            return self._each(run.chunk_ids)
+        plain: list[bytes | DtstoreError] = []
+        for chunk_id, location in zip(run.chunk_ids, run.locations, strict=True):
+            start = location.offset - first.offset
+            try:
+                plain.append(open_blob(key, data[start : start + location.length], chunk_id, location.raw_length,
+                                       location.pack_id, self.hasher))
+            except IntegrityError as exc:
+                self._damage(location.pack_id, chunk_id)
+                plain.append(exc)
+        return plain
+
+    def _each(self, chunk_ids: Sequence[bytes]) -> list[bytes | DtstoreError]:
+        plain: list[bytes | DtstoreError] = []
+        for chunk_id in chunk_ids:
+            try:
+                plain.append(self.get(chunk_id))
+            except DtstoreError as exc:
+                plain.append(exc)
+        return plain
+
     def open(self, chunk_id: bytes, location: BlobLocation, sealed: bytes | memoryview) -> bytes:
         return open_blob(self.pack_key(location), sealed, chunk_id, location.raw_length,
                          location.pack_id, self.hasher)
@@ -306,6 +398,13 @@ class ContentReader:
     def _damage(self, pack_id: str, chunk_id: bytes | None) -> None:
         if self._on_damage is not None:
             self._on_damage(pack_id, chunk_id)
+
+
+def _follows(run: list[BlobLocation], location: BlobLocation) -> bool:
+    """Whether ``location`` continues ``run`` in its pack, within RUN_BYTES."""
+    last = run[-1]
+    return (location.pack_id == last.pack_id and location.offset == last.offset + last.length
+            and location.offset + location.length - run[0].offset <= RUN_BYTES)
 
 
 def _pack_missing(pack_id: str) -> IntegrityError:

@@ -18,7 +18,7 @@ class ChunkWriter(Protocol):
     @property
     def hasher(self) -> Callable[[bytes | memoryview], bytes]: ...
 
-    def put_with_id(self, chunk_id: bytes, data: bytes | memoryview, kind: int) -> None: ...
+    def put_many(self, chunks: Sequence[tuple[bytes, bytes | memoryview]], kind: int) -> None: ...
 
 
 @dataclass
@@ -87,13 +87,10 @@ class ObjectWriter:
         return self._rings[key]
 
     def _put_batch(self, batch: Sequence[tuple[memoryview | bytes, bytes | None]], kind: int) -> list[bytes]:
-        content = self._content
-        ids: list[bytes] = []
-        for view, digest in batch:
-            chunk_id = digest if digest is not None else content.hasher(view)
-            content.put_with_id(chunk_id, view, kind)
-            ids.append(chunk_id)
-        return ids
+        hasher = self._content.hasher
+        chunks = [(digest if digest is not None else hasher(view), view) for view, digest in batch]
+        self._content.put_many(chunks, kind)
+        return [chunk_id for chunk_id, _ in chunks]
 
     @staticmethod
     def _collect(inflight: deque[tuple[Future[list[bytes]], int]],

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
-from dtstore.errors import IntegrityError
+from dtstore.errors import DtstoreError, IntegrityError
 from dtstore.objects.reader import COPY_READAHEAD, ObjectStream
 
 
+@dataclass
+class _Run:
+    chunk_ids: Sequence[bytes]
+
+
 class _Chunks:
+    """Runs of three chunks, as a pack would hold them; ``bad`` fails as a damaged blob does."""
+
     def __init__(self, bad: bytes | None = None) -> None:
         self.bad = bad
         self.lock = threading.Lock()
         self.fetched: list[bytes] = []
 
-    def get(self, chunk_id: bytes) -> bytes:
+    def runs(self, chunk_ids: Sequence[bytes]) -> list[_Run]:
+        return [_Run(chunk_ids[i : i + 3]) for i in range(0, len(chunk_ids), 3)]
+
+    def read_run(self, run: _Run) -> list[bytes | DtstoreError]:
         with self.lock:
-            self.fetched.append(chunk_id)
-        if chunk_id == self.bad:
-            raise IntegrityError(f"chunk {chunk_id.hex()} does not match its ID")
-        return chunk_id * 1000
+            self.fetched.extend(run.chunk_ids)
+        return [IntegrityError(f"chunk {c.hex()} does not match its ID") if c == self.bad else c * 1000
+                for c in run.chunk_ids]
 
 
 CHUNKS = [bytes([i]) for i in range(100)]
@@ -53,4 +64,4 @@ def test_copy_to_writes_what_precedes_a_damaged_chunk_then_raises() -> None:
     with ThreadPoolExecutor(4) as pool, pytest.raises(IntegrityError, match="does not match"):
         ObjectStream(chunks, CHUNKS, pool).copy_to(out)
     assert out.getvalue() == b"".join(c * 1000 for c in CHUNKS[:40])
-    assert len(chunks.fetched) <= 41 + COPY_READAHEAD  # the read-ahead is bounded
+    assert len(chunks.fetched) <= 42 + COPY_READAHEAD + 3  # the read-ahead is bounded (runs of three)

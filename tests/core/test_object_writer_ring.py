@@ -6,7 +6,7 @@ import io
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import blake3
 
@@ -26,7 +26,11 @@ class SlowWriter:
     def hasher(self) -> Callable[[bytes | memoryview], bytes]:
         return lambda data: blake3.blake3(data).digest()
 
-    def put_with_id(self, chunk_id: bytes, data: bytes | memoryview, kind: int) -> None:
+    def put_many(self, chunks: Sequence[tuple[bytes, bytes | memoryview]], kind: int) -> None:
+        for chunk_id, data in chunks:
+            self.put_with_id(chunk_id, data)
+
+    def put_with_id(self, chunk_id: bytes, data: bytes | memoryview) -> None:
         with self._lock:
             pause = self._rng.random() < 0.01
         if pause:
