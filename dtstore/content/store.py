@@ -31,9 +31,11 @@ from dtstore.crypto.keyed_hash import ChunkHasher
 from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, StorageError
 from dtstore.format import BLOB_META
 from dtstore.storage import layout
-from dtstore.storage.base import BlobStore, put_parts
+from dtstore.storage.base import BlobStore, StagedPut, put_parts, stage_parts
 
 SEGMENT_EVERY_PACKS = 4
+STAGED_PACKS = 3
+"""packs on a local disk written but not yet fsynced: the disk catches up while the next are packed"""
 SEGMENT_EVERY_SECONDS = 60.0
 HEAD_WITH_BLOB = 64 << 10
 """a blob at most this far into a pack whose key is not known yet is read with the pack's header, in one
@@ -82,6 +84,10 @@ class ContentStore:
         connections = 1 if store.capabilities.local else store.capabilities.connections
         self._uploads = ThreadPoolExecutor(connections, thread_name_prefix="dtstore-upload")
         self._slots = threading.BoundedSemaphore(connections)
+        # a local disk: a pack's buffers go as soon as it is written; its fsync and rename follow on
+        # another thread, so compression does not stop for the disk (and the memory stays the same)
+        self._syncs = ThreadPoolExecutor(1, thread_name_prefix="dtstore-sync") if store.capabilities.local else None
+        self._staged = threading.BoundedSemaphore(STAGED_PACKS)
         self._inflight: set[Future[None]] = set()
         self._error: BaseException | None = None
         self._segment_lock = threading.Lock()
@@ -154,33 +160,62 @@ class ContentStore:
 
     def _upload(self, pack: FinishedPack) -> None:
         self._slots.acquire()
-        future = self._uploads.submit(self._upload_pack, pack)
-        with self._lock:
-            self._inflight.add(future)
-        future.add_done_callback(self._upload_done)
+        self._track(self._uploads.submit(self._upload_pack, pack), self._upload_done)
 
     def _upload_pack(self, pack: FinishedPack) -> None:
         name = layout.pack_name(pack.pack_id, pack.kind == BLOB_META)
         if self._journal is not None:
             self._journal.record(name)  # durable before the put starts: a crash leaves it named
-        put_parts(self._store, name, pack.parts)
         record = PackRecord(pack.pack_id, pack.kind, pack.size, pack.entries)
+        if self._syncs is not None:
+            self._staged.acquire()
+            try:
+                staged = stage_parts(self._store, name, pack.parts)
+            except BaseException:
+                self._staged.release()
+                raise
+            if staged is not None:
+                self._track(self._syncs.submit(self._commit, staged, record), self._commit_done)
+                return
+            self._staged.release()
+        put_parts(self._store, name, pack.parts)
+        self._uploaded(record)
+
+    def _commit(self, staged: StagedPut, record: PackRecord) -> None:
+        """Make a written pack durable and visible; only then may an index segment list it."""
+        staged.commit()
+        self._uploaded(record)
+
+    def _commit_done(self, future: Future[None]) -> None:
+        self._staged.release()
+        self._settle(future)
+
+    def _uploaded(self, record: PackRecord) -> None:
+        """A pack is stored: count it, and write the index segment when one is due."""
         with self._lock:
             self.stats.packs += 1
-            self.stats.bytes_stored += pack.size
+            self.stats.bytes_stored += record.size
             self._unindexed.append(record)
             due = (len(self._unindexed) >= SEGMENT_EVERY_PACKS
                    or time.monotonic() - self._last_segment > SEGMENT_EVERY_SECONDS)
         if self._on_pack is not None:
-            self._on_pack(pack.pack_id, pack.size)
+            self._on_pack(record.pack_id, record.size)
         if due:
             self._write_segment()
 
+    def _track(self, future: Future[None], done: Callable[[Future[None]], None]) -> None:
+        with self._lock:
+            self._inflight.add(future)
+        future.add_done_callback(done)
+
     def _upload_done(self, future: Future[None]) -> None:
         self._slots.release()
+        self._settle(future)
+
+    def _settle(self, future: Future[None]) -> None:
         with self._lock:
             self._inflight.discard(future)
-            if future.exception() is not None and self._error is None:
+            if not future.cancelled() and future.exception() is not None and self._error is None:
                 self._error = future.exception()
 
     def _raise_upload_error(self) -> None:
@@ -223,6 +258,8 @@ class ContentStore:
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True, cancel_futures=True)
+        if self._syncs is not None:
+            self._syncs.shutdown(wait=True)  # a written pack is committed or fails, never left half done
         if self._journal is not None:
             self._journal.close()
 

@@ -9,6 +9,8 @@ What dtstore relies on, proved per backend by ``tests/conformance/blobstore.py``
 * Read-after-write: an object is readable and listed as soon as ``put`` returns.
 * ``get_range`` returns exactly ``length`` bytes or raises.
 * ``delete`` is idempotent: deleting a missing object is not an error (S3 semantics).
+* An optional ``stage_parts`` (the local store's) is ``put_parts`` in two steps: written now,
+  durable and visible at ``commit`` (``stage_parts`` below).
 * Every failure is a :class:`~dtstore.errors.StorageError`; foreign exceptions never escape.
 """
 
@@ -65,3 +67,20 @@ def put_parts(store: BlobStore, name: str, parts: Sequence[bytes]) -> None:
         own(name, parts)
     else:
         store.put(name, b"".join(parts))
+
+
+class StagedPut(Protocol):
+    """A put whose bytes are written but not yet durable nor visible (``stage_parts``)."""
+
+    def commit(self) -> None:
+        """Durable and visible, as a ``put`` that returned; a StorageError is never retried."""
+
+    def abort(self) -> None: ...
+
+
+def stage_parts(store: BlobStore, name: str, parts: Sequence[bytes]) -> StagedPut | None:
+    """The first step of the store's own two-step put (a local folder: write now, fsync and rename
+    at ``commit``), or None if it has none: then use ``put_parts``."""
+    own = getattr(store, "stage_parts", None)
+    return None if own is None else own(name, parts)  # type: ignore[no-any-return]
+

@@ -22,6 +22,10 @@ class LocalStore:
         self._root = str(self.root)
         self._durable = durable
 
+    @property
+    def durable(self) -> bool:
+        return self._durable
+
     def describe(self) -> str:
         return str(self.root)
 
@@ -56,23 +60,26 @@ class LocalStore:
     def put_parts(self, name: str, parts: Sequence[bytes]) -> None:
         """One object from its parts in order, written as they are (a pack is never joined into one
         16 MiB buffer first: no copy, no page faults for it)."""
+        self.stage_parts(name, parts).commit()
+
+    def stage_parts(self, name: str, parts: Sequence[bytes]) -> StagedPut:
+        """``put_parts`` in two steps: the bytes go to a temporary file now, and ``commit`` makes
+        them durable and visible (fsync, rename, fsync of the directory).  A writer frees its buffers
+        as soon as this returns and leaves the wait for the disk to another thread."""
         path = self._path(name)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, parts)
-                if self._durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            if self._durable:
-                _fsync_dir(path.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise _translate(exc, "write", name, self) from exc
+        staged = StagedPut(self, name, fd, tmp, path)
+        try:
+            _write_all(fd, parts)
+        except OSError as exc:
+            staged.abort()
+            raise _translate(exc, "write", name, self) from exc
+        return staged
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -117,6 +124,37 @@ class LocalStore:
 
     def close(self) -> None:
         pass
+
+
+class StagedPut:
+    """An object written to its temporary file, not yet durable nor visible (``stage_parts``)."""
+
+    def __init__(self, store: LocalStore, name: str, fd: int, tmp: Path, path: Path) -> None:
+        self._store, self._name, self._fd, self._tmp, self._path = store, name, fd, tmp, path
+
+    def commit(self) -> None:
+        """fsync, rename into place, fsync the directory; on failure the temporary file is removed.
+        Never retried: after a failed fsync the kernel may have dropped the bytes, so a second one
+        proves nothing (the caller writes the object again from its source, or fails)."""
+        try:
+            try:
+                if self._store.durable:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+            os.replace(self._tmp, self._path)
+            if self._store.durable:
+                _fsync_dir(self._path.parent)
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise _translate(exc, "write", self._name, self._store) from exc
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from dtstore.errors import StorageError, StorageUnavailable
-from dtstore.storage.base import BlobInfo, BlobStore, put_parts
+from dtstore.storage.base import BlobInfo, BlobStore, StagedPut, put_parts, stage_parts
 
 T = TypeVar("T")
 
@@ -72,6 +72,10 @@ class RetryingStore:
     def put_parts(self, name: str, parts: Sequence[bytes]) -> None:
         self._retry(lambda: put_parts(self.inner, name, parts))
 
+    def stage_parts(self, name: str, parts: Sequence[bytes]) -> StagedPut | None:
+        """Writing is retried; the commit is not (StagedPut.commit)."""
+        return self._retry(lambda: stage_parts(self.inner, name, parts))
+
     def exists(self, name: str) -> bool:
         return self._retry(lambda: self.inner.exists(name))
 
@@ -125,6 +129,12 @@ class RateLimitedStore:
     def put_parts(self, name: str, parts: Sequence[bytes]) -> None:
         self._wait_turn(sum(len(p) for p in parts))
         put_parts(self.inner, name, parts)
+
+    def stage_parts(self, name: str, parts: Sequence[bytes]) -> StagedPut | None:
+        if getattr(self.inner, "stage_parts", None) is None:
+            return None  # the caller puts it with put_parts, which waits its turn
+        self._wait_turn(sum(len(p) for p in parts))
+        return stage_parts(self.inner, name, parts)
 
     def _wait_turn(self, nbytes: int) -> None:
         with self._lock:
