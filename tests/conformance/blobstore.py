@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dtstore.errors import BlobNotFound
-from dtstore.storage.base import BlobStore, put_parts
+from dtstore.storage.base import BlobStore, put_parts, stage_parts
 
 
 def check_blobstore(store: BlobStore) -> None:
@@ -27,6 +27,20 @@ def check_blobstore(store: BlobStore) -> None:
     put_parts(store, "data/cd/parts", parts)
     assert store.get("data/cd/parts") == b"".join(parts)
     store.delete("data/cd/parts")
+
+    # a two-step put, where the store has one (the wrappers pass it on or say None): the object
+    # exists only once committed; an aborted one leaves nothing, not even in a listing
+    staged = stage_parts(store, "data/ef/staged", parts[:50])
+    if staged is not None:
+        assert not store.exists("data/ef/staged")
+        assert [i.name for i in store.list("data/ef")] == []
+        staged.commit()
+        assert store.get("data/ef/staged") == b"".join(parts[:50])
+        store.delete("data/ef/staged")
+        aborted = stage_parts(store, "data/ef/aborted", parts[:5])
+        assert aborted is not None
+        aborted.abort()
+        assert not store.exists("data/ef/aborted")
 
     # overwrite is atomic and complete
     store.put("data/ab/abc", b"second")
