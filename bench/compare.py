@@ -29,6 +29,8 @@ tool dtstore) and reports peak RSS per size.
 from __future__ import annotations
 
 import argparse
+import base64
+import configparser
 import json
 import os
 import platform
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+import msgpack
 
 from bench import gen_dump
 from bench.bytecode import compile_dtstore, installed_like
@@ -371,11 +374,6 @@ class Borg(Tool):
 
     def kdf(self, ws: Workspace) -> str | None:
         """A repokey's KDF, from the key in the repository's config (borg 1: msgpack, base64)."""
-        import base64
-        import configparser
-
-        import msgpack
-
         config = configparser.ConfigParser()
         try:
             config.read(ws.repo / "config")

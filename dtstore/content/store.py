@@ -94,11 +94,7 @@ class ContentStore:
         self.stats = WriteStats()
 
     def has(self, chunk_id: bytes) -> bool:
-        if chunk_id in self._pending:
-            return True
-        # a copy the damage set names is no copy: the chunk is stored afresh (self-healing)
-        location = self._cache.lookup_usable(chunk_id)
-        return location is not None and location.pack_id not in self._excluded
+        return chunk_id in self._pending or self._cached(chunk_id)
 
     def put(self, data: bytes | memoryview, kind: int) -> bytes:
         chunk_id = self.hasher(data)

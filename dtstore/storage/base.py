@@ -83,4 +83,3 @@ def stage_parts(store: BlobStore, name: str, parts: Sequence[bytes]) -> StagedPu
     at ``commit``), or None if it has none: then use ``put_parts``."""
     own = getattr(store, "stage_parts", None)
     return None if own is None else own(name, parts)  # type: ignore[no-any-return]
-
