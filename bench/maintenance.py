@@ -9,7 +9,7 @@
 chunks (one per rewritten record, plus the night's item list).  The same bytes of every night go to
 dtstore (in this process, ``Repository.snapshot`` with a ``StdinSource`` over ``io.BytesIO``) and to
 restic (``restic backup --stdin``, in a worker thread, overlapping with dtstore's work).  Both use
-their defaults: dtstore ``format.DEFAULT_CHUNK_*`` (64 KiB / 256 KiB / 2 MiB), 16 MiB packs and the
+their defaults: dtstore ``format.DEFAULT_CHUNK_*`` (192 KiB / 384 KiB / 2 MiB), 16 MiB packs and the
 default zstd level; restic 512 KiB / 1 MiB / 8 MiB.  So both repositories hold the same snapshots of
 the same data, in as many chunks (blobs) as each tool's defaults make; a second table divides each
 figure by the repository's chunks or blobs (µs and bytes of peak RSS per chunk).  ``--shape files``

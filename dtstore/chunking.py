@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
@@ -77,33 +78,37 @@ class Chunker:
         return -(-self.params.max_size // mmap.PAGESIZE) * mmap.PAGESIZE
 
     def batches(self, stream: BinaryIO, ring: Ring, reader: Executor | None = None,
-                cutter: Executor | None = None) -> Iterator[list[memoryview]]:
+                cutter: Executor | None = None, ahead: int = 1) -> Iterator[list[memoryview]]:
         """The same chunks as ``chunks``, as views into large blocks: no copy and no allocation per
         chunk, and a whole block's chunks can go to one worker.
 
         Blocks live in ``ring`` (see ``ring()``): a caller may keep the views of the last
-        ``len(ring) - 2`` batches while it asks for the next one.  The tail of each block, whose end
-        is not a cut point, is copied just in front of the next block; cut points depend only on
-        data from a chunk's start, so the result equals cutting the whole stream at once.
+        ``len(ring) - 1 - ahead`` batches while it asks for the next one.  The tail of each block,
+        whose end is not a cut point, is copied just in front of the next block; cut points depend
+        only on data from a chunk's start, so the result equals cutting the whole stream at once.
 
-        With a ``reader`` executor the next block is read while this one is cut (reads drop the
-        GIL).  With a ``cutter`` executor as well, each block is also cut on its own, from its first
-        byte, as soon as it is read, in parallel with other work; the calling thread then only cuts
-        from the previous block's tail until that chain of cuts meets one of the block's own (from
-        a common cut point on, both continue alike), usually within a chunk or two (see _stitch)."""
-        for batch in self._blocks(stream, ring, reader, cutter, None):
+        With a ``reader`` executor the next ``ahead`` blocks are read while this one is cut (reads
+        drop the GIL; the reader must run its tasks in order, as a one-thread pool does).  With a
+        ``cutter`` executor as well, each block is also cut on its own, from its first byte, as
+        soon as it is read, in parallel with other work (``ahead`` blocks at once: a worker each);
+        the calling thread then only cuts from the previous block's tail until that chain of cuts
+        meets one of the block's own (from a common cut point on, both continue alike), usually
+        within a few chunks (see _stitch)."""
+        for batch in self._blocks(stream, ring, reader, cutter, None, ahead):
             yield [view for view, _ in batch]
 
     def digested_batches(self, stream: BinaryIO, ring: Ring, reader: Executor, cutter: Executor,
-                         digest: Digest) -> Iterator[list[tuple[memoryview, bytes | None]]]:
+                         digest: Digest, ahead: int = 1) -> Iterator[list[tuple[memoryview, bytes | None]]]:
         """``batches``, each chunk with its ``digest`` when the cutter could take it: the cutter
         hashes each of the block's own chunks right after cutting it (one pass over memory instead
         of two), and every chunk where the block's own cuts agree with the true ones keeps it; the
         first one or two of a block, cut from the previous block's tail, come with None."""
-        return self._blocks(stream, ring, reader, cutter, digest)
+        return self._blocks(stream, ring, reader, cutter, digest, ahead)
 
     def _blocks(self, stream: BinaryIO, ring: Ring, reader: Executor | None, cutter: Executor | None,
-                digest: Digest | None) -> Iterator[list[tuple[memoryview, bytes | None]]]:
+                digest: Digest | None, ahead: int) -> Iterator[list[tuple[memoryview, bytes | None]]]:
+        if not 1 <= ahead <= len(ring) - 2:
+            raise ValueError(f"a ring of {len(ring)} buffers reads 1 to {len(ring) - 2} blocks ahead, not {ahead}")
         room = self._room()
         block_size = len(ring[0]) - room
 
@@ -115,13 +120,17 @@ class Chunker:
                 own_cuts = cutter.submit(self._own_cuts, block[:filled], digest, turn == 0, filled < block_size)
             return filled, own_cuts
 
-        pending: Future[tuple[int, Future[Cuts] | None]] | None = None
+        pending: deque[Future[tuple[int, Future[Cuts] | None]]] = deque()
         carry: memoryview | bytes = b""
         try:
             for turn in itertools.count():
-                filled, own_cuts = pending.result() if pending is not None else read(turn)
+                filled, own_cuts = pending.popleft().result() if pending else read(turn)
                 at_end = filled < block_size
-                pending = None if at_end or reader is None else reader.submit(read, turn + 1)
+                if at_end:
+                    _settle(pending)
+                elif reader is not None:
+                    while len(pending) < ahead:  # the reads after turn's: turn + 1 … turn + ahead
+                        pending.append(reader.submit(read, turn + 1 + len(pending)))
                 buf = memoryview(ring[turn % len(ring)])
                 start, end = room - len(carry), room + filled
                 buf[start:room] = carry
@@ -137,8 +146,7 @@ class Chunker:
                 if at_end:
                     return
         finally:
-            if pending is not None and not pending.cancel():
-                wait([pending])  # never leave a read running into a buffer the next stream reuses
+            _settle(pending)  # never leave a read running into a buffer the next stream reuses
 
     def _own_cuts(self, block: memoryview, digest: Digest | None, first: bool, last: bool) -> Cuts:
         """The block cut from its first byte and, with ``digest``, each chunk hashed as it is cut.
@@ -177,6 +185,14 @@ class Chunker:
                 ends.extend(room + e for e in own_cuts or () if room + e > ends[-1])
                 break
         return ends
+
+
+def _settle(pending: deque[Future[tuple[int, Future[Cuts] | None]]]) -> None:
+    """Cancel the reads not started, wait for the others and for the cuts they started."""
+    started = [read for read in pending if not read.cancel()]
+    pending.clear()
+    wait(started)
+    wait([cuts for read in started if read.exception() is None and (cuts := read.result()[1]) is not None])
 
 
 def _digests_by_span(room: int, own_ends: list[int] | None,

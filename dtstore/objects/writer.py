@@ -11,6 +11,9 @@ from typing import BinaryIO, Protocol
 
 from dtstore.chunking import Chunker, Ring
 
+MAX_READ_AHEAD = 8
+"""blocks read (and cut on their own) ahead of the one being joined, at most: a worker each"""
+
 
 class ChunkWriter(Protocol):
     """The part of the content store this layer needs."""
@@ -51,9 +54,13 @@ class ObjectWriter:
         Most chunk IDs are computed by the task that cuts the block (Chunker.digested_batches)."""
         window = self._workers + 1
         # the ring contract (Chunker.batches): asking for the next batch, this holds ``window`` batches
-        # in flight, which ``window + 2`` buffers allow; each buffer more is 6 MiB of RSS
-        batches = chunker.digested_batches(stream, self._ring(chunker, window + 2), self._reader, self._pool,
-                                           self._content.hasher)
+        # in flight and reads ``ahead`` blocks ahead, which ``window + 1 + ahead`` buffers allow; each
+        # buffer more is up to 6 MiB of RSS.  A block a worker: a second backup, where nearly every
+        # chunk is known, is cutting and hashing blocks, and with one block read ahead only one worker
+        # at a time would cut (measured: 1.0 s of 1.6 s CPU per GiB on 2 cores, against 0.8)
+        ahead = min(self._workers, MAX_READ_AHEAD)
+        batches = chunker.digested_batches(stream, self._ring(chunker, window + 1 + ahead), self._reader,
+                                           self._pool, self._content.hasher, ahead)
         return self._write_batches(batches, kind, on_bytes, window)
 
     def _write_batches(self, batches: Iterator[Sequence[tuple[memoryview | bytes, bytes | None]]], kind: int,

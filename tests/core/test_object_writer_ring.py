@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import blake3
+import pytest
 
 from dtstore.chunking import Chunker, ChunkerParams
 from dtstore.objects.writer import ObjectWriter
@@ -78,3 +81,47 @@ def test_every_block_is_read_to_a_page_boundary() -> None:
         ring = chunker.ring(4, block_size=block)
         joined = b"".join(bytes(v) for batch in chunker.batches(stream, ring) for v in batch)
         assert joined == stream.getvalue()  # the room may be larger than max_size: same chunks
+
+
+class CountingReader(ThreadPoolExecutor):
+    """A one-thread reader that counts the reads it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 3])
+def test_blocks_read_ahead_never_land_in_a_held_batch(ahead: int) -> None:
+    """``ahead`` blocks are read (and cut) while the caller holds ``len(ring) - 1 - ahead`` batches:
+    none of the held ones may be overwritten, and the result is the stream's own cuts."""
+    rng = random.Random(ahead)
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed=5)
+    hold = 2
+    for _ in range(20):
+        data = rng.randbytes(rng.randrange(100_000, 400_000))
+        ring = chunker.ring(hold + 1 + ahead, block_size=rng.randrange(33_000, 60_000))
+        held: collections.deque[tuple[list[memoryview], list[bytes]]] = collections.deque()
+        got: list[bytes] = []
+        with CountingReader() as reader, ThreadPoolExecutor(ahead) as cutter:
+            for batch in chunker.batches(io.BytesIO(data), ring, reader, cutter, ahead):
+                for views, copies in held:
+                    assert [bytes(v) for v in views] == copies, "a read ahead overwrote a held batch"
+                copies = [bytes(v) for v in batch]
+                got.extend(copies)
+                held.append((batch, copies))
+                if len(held) > hold:
+                    held.popleft()
+                if len(got) == len(copies):  # the first batch: the next ``ahead`` blocks are on their way
+                    assert reader.submitted == ahead
+        assert got == list(chunker.chunks_of(data))
+
+
+def test_a_ring_too_small_for_its_reads_ahead_is_refused() -> None:
+    chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed=5)
+    with ThreadPoolExecutor(1) as reader, pytest.raises(ValueError, match="1 to 2 blocks ahead"):
+        next(chunker.batches(io.BytesIO(bytes(100_000)), chunker.ring(4, block_size=40_000), reader, None, 3))

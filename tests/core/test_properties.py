@@ -432,25 +432,27 @@ def test_blocks_cut_in_parallel_match_the_stream_on_large_inputs(kind: str) -> N
 @FAST
 @given(data=st.binary(max_size=200_000), block=st.integers(min_value=1, max_value=70_000),
        seed=st.integers(min_value=1, max_value=2**62), step=st.integers(min_value=1, max_value=100_000),
-       buffers=st.integers(min_value=3, max_value=5), read_ahead=st.booleans(), parallel_cut=st.booleans())
-def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int, step: int,
-                                                   buffers: int, read_ahead: bool, parallel_cut: bool) -> None:
-    """Also checks the ring contract: the last ``len(ring) - 2`` batches stay intact while the next
-    one is asked for, with or without a read-ahead thread and blocks cut in parallel."""
+       buffers=st.integers(min_value=3, max_value=6), read_ahead=st.booleans(), parallel_cut=st.booleans(),
+       ahead=st.integers(min_value=1, max_value=4))
+def test_block_batches_cut_exactly_like_the_stream(data: bytes, block: int, seed: int, step: int, buffers: int,
+                                                   read_ahead: bool, parallel_cut: bool, ahead: int) -> None:
+    """Also checks the ring contract: the last ``len(ring) - 1 - ahead`` batches stay intact while
+    the next one is asked for, with or without a read-ahead thread and blocks cut in parallel."""
     chunker = Chunker(ChunkerParams(1024, 4096, 16384), seed)
     expected = list(chunker.chunks(io.BytesIO(data)))
     ring = chunker.ring(buffers, block_size=block)
+    ahead = min(ahead, buffers - 2)
     held: collections.deque[tuple[list[memoryview], list[bytes]]] = collections.deque()
     batched: list[bytes] = []
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(2) as cutter:
         for batch in chunker.batches(ShortReads(data, step), ring, reader if read_ahead else None,
-                                     cutter if parallel_cut else None):
+                                     cutter if parallel_cut else None, ahead):
             for views, copies in held:
                 assert [bytes(v) for v in views] == copies, "a held batch was overwritten"
             copies = [bytes(v) for v in batch]
             batched.extend(copies)
             held.append((batch, copies))
-            if len(held) > buffers - 2:
+            if len(held) > buffers - 1 - ahead:
                 held.popleft()
     assert batched == expected
 
