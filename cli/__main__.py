@@ -1,3 +1,3 @@
-from dtstore.cli.main import main
+from dtstore.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())
