@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dtstore import early as early_work
 from dtstore.errors import UsageError
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ def unlock_early(argv: Sequence[str]) -> None:
     secret = _password_without_asking()
     if not url or secret is None:
         return
+    early_work.start_kdf(url, secret.encode("utf-8"))  # before the storage and crypto modules load
     early = _EarlyUnlock(url, secret.encode("utf-8"), limit)
     with _early_lock:
         _early = early
@@ -190,3 +192,4 @@ def discard_early() -> None:
         _unclaimed.clear()
     for early in left:
         early.wait()
+    early_work.settle()

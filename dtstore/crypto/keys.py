@@ -21,8 +21,8 @@ from typing import Any
 import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from dtstore.crypto import scrypt
 from dtstore.crypto.aead import NONCE_SIZE, Sealer, hkdf
 from dtstore.errors import UnsupportedFormat, WrongPassword
 from dtstore.format import AAD_KEY_SLOT, INFO_CHUNKER, INFO_ENC_KEY, INFO_ID_KEY, INFO_NAME_KEY
@@ -71,8 +71,8 @@ def _time_scrypt(params: ScryptParams) -> float:
 
 
 def derive_kek(password: bytes, salt: bytes, params: ScryptParams) -> bytes:
-    kdf = Scrypt(salt=salt, length=32, n=params.n, r=params.r, p=params.p)
-    return kdf.derive(password)
+    """A derivation started ahead with the same inputs is taken (``scrypt.start``)."""
+    return scrypt.derive(password, salt, params.n, params.r, params.p)
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,20 @@ command only ever takes that early opening when it is of its own repository, pas
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dtstore import unlocking
 from dtstore.cli import _repo
 from dtstore.cli.main import COMMAND_NAMES, REPOSITORY_COMMANDS
+from dtstore.crypto import scrypt
 from dtstore.crypto.keys import BackupKey, KeySlotInfo, MasterKey
 from dtstore.errors import RepositoryNotFound, UsageError, WrongPassword
 from dtstore.storage.base import BlobStore
@@ -94,14 +98,41 @@ def test_no_opening_is_left_running_when_a_command_fails_before_opening(
     failed = cli("snapshot", "--repo", str(repo_dir), str(tmp_path / "no-such-file"))
     assert failed.code == UsageError.exit_code
     running = {t.name for t in threading.enumerate()}
-    assert not running & {"dtstore-open", "dtstore-unlock"}
+    assert not running & {"dtstore-open", "dtstore-unlock", "dtstore-kdf"}
 
 
 def test_an_opening_of_another_repository_is_waited_for_too(repo_dir: Path, tmp_path: Path) -> None:
     _repo.unlock_early(["check", "--repo", str(repo_dir)])
     assert _repo._claim_early(str(tmp_path / "elsewhere"), PASSWORD.encode(), None) is None
     _repo.discard_early()
-    assert not {t.name for t in threading.enumerate()} & {"dtstore-open", "dtstore-unlock"}
+    assert not {t.name for t in threading.enumerate()} & {"dtstore-open", "dtstore-unlock", "dtstore-kdf"}
+
+
+def test_a_local_repository_s_kdf_runs_once_on_the_thread_started_first(
+        cli: Callable[..., Result], repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    real = scrypt._scrypt
+
+    def counted(*inputs: Any) -> bytes:
+        ran.append(threading.current_thread().name)
+        return real(*inputs)
+
+    monkeypatch.setattr(scrypt, "_scrypt", counted)
+    assert cli("snapshots", "--repo", str(repo_dir)).code == 0
+    assert ran == ["dtstore-kdf"]
+
+
+def test_starting_the_kdf_loads_neither_storage_nor_crypto_libraries(repo_dir: Path) -> None:
+    """It starts before them so that it runs while they import (~70 ms of a command's start)."""
+    code = ("import sys\n"
+            "from dtstore import early\n"
+            f"assert early.start_kdf({str(repo_dir)!r}, {PASSWORD.encode()!r})\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('cryptography', 'msgpack', 'lmdb')\n"
+            "               or m.startswith(('dtstore.storage.local', 'dtstore.crypto.keys', 'dtstore.unlocking')))\n"
+            "early.settle()\n"
+            "sys.exit(', '.join(heavy) or None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_repository_commands_are_the_ones_that_open_the_repository() -> None:
