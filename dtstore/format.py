@@ -63,11 +63,11 @@ AAD_OWN_SNAPSHOT = b"dtstore/v1/own-snapshot"
 # cluster of rows from dragging large unchanged neighbours along; 256 KiB chunks cost ~4k index
 # entries per GiB, which LMDB handles without effort.
 # 3 December: the minimum went from 64 KiB to 192 KiB (avg 256 → 384 KiB: the same A = avg − min,
-# so the same masks, spec §14.2).  FastCDC hashes no byte before the minimum, so cutting costs
-# 0.29–0.41 s per GiB of the dump instead of 0.52–0.56; the mean chunk went from 303 to 345 KiB
-# on the dump (321–337 KiB on sysbench rows and pages), stored bytes stayed within 0.3 % (dump
-# 302.6 → 301.7 MB), and the next night's new chunks grew from 12.0 to 12.5 MB compressed
-# (sysbench rows 7.2 → 8.7, pages 13.8 → 16.0).
+# so the same masks, spec §14.2; measured with bench.chunk_sizes).  FastCDC hashes no byte before
+# the minimum, so cutting costs 0.29–0.41 s per GiB of the dump instead of 0.52–0.56; the mean
+# chunk went from 303 to 345 KiB on the dump (321–337 KiB on sysbench rows and pages), stored
+# bytes stayed within 0.3 % (dump 302.6 → 301.7 MB), and the next night's new chunks grew from
+# 12.0 to 12.5 MB compressed (sysbench rows 7.2 → 8.7, pages 13.8 → 16.0).
 DEFAULT_CHUNK_MIN = 192 * 1024
 DEFAULT_CHUNK_AVG = 384 * 1024
 DEFAULT_CHUNK_MAX = 2 * 1024 * 1024

@@ -46,7 +46,7 @@ def start(password: bytes, salt: bytes, n: int, r: int, p: int) -> None:
 
 
 def start_for_slot(password: bytes, slot: bytes) -> bool:
-    """``start`` the derivation a key slot document (spec §5) asks for; False (and nothing started)
+    """``start`` the derivation a key slot document (spec §4.2) asks for; False (and nothing started)
     if the document is not one this can read.  Unwrapping checks the document fully later."""
     try:
         kdf = json.loads(slot)["kdf"]
