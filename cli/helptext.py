@@ -20,6 +20,7 @@ EXIT_MEANINGS = {
     16: "data integrity error",
     17: "broken log chain, or a restore target outside the archive",
     18: "needs an admin key: opened with a backup key",
+    19: "no room on the restore target: nothing was fetched",
     130: "interrupted (Ctrl-C)",
 }
 
@@ -33,7 +34,7 @@ EXIT_CODES: dict[str, tuple[int, ...]] = {
     "ls": (*_OPEN, 16),
     "find": (*_OPEN, 16),
     "diff": (*_OPEN, 16),
-    "restore": (*_OPEN, 16, 17, 130),
+    "restore": (*_OPEN, 16, 17, 19, 130),
     "dump": (*_OPEN, 16),
     "tag": (*_OPEN, 11, 16),
     "forget": (*_OPEN, 11),

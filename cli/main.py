@@ -58,7 +58,7 @@ def _command_word(argv: Sequence[str]) -> str | None:
 EPILOG = """exit status: 0 ok, 1 error, 2 usage, 3 snapshot made but some sources unreadable,
 10 no repository, 11 repository locked, 12 wrong password, 13 storage access denied,
 14 untrusted SSH host key, 15 remote unavailable, 16 data integrity error, 17 broken log chain,
-18 needs an admin key"""
+18 needs an admin key, 19 no room on the restore target"""
 
 
 class _Parser(argparse.ArgumentParser):

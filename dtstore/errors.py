@@ -16,6 +16,7 @@ The tree::
     │   └── ConnectorError (1)
     ├── ChainError (17)          a log chain has a gap, or a restore target is outside the archive
     ├── AdminKeyRequired (18)    opened with a backup key: reading stored data needs an admin key
+    ├── TargetFull (19)          the restore target has no room for the files: nothing was fetched
     └── StorageError (1)         translated once, at the storage boundary
         ├── BlobNotFound (1)
         ├── StorageAuthError (13)
@@ -109,6 +110,14 @@ class AdminKeyRequired(DtstoreError):
     exit_code = 18
 
 
+class TargetFull(DtstoreError):
+    """A restore target's filesystem refused room for the files: found before anything is fetched.
+
+    The files the restore had created are removed again."""
+
+    exit_code = 19
+
+
 class StorageError(DtstoreError):
     """A remote operation failed; ``transient`` says whether a retry may help."""
 
@@ -136,5 +145,6 @@ class StorageUnavailable(StorageError):
 ALL_ERRORS: tuple[type[DtstoreError], ...] = (
     DtstoreError, UsageError, RepositoryNotFound, RepositoryLocked, WrongPassword, RepositoryExists,
     UnsupportedFormat, SnapshotNotFound, ItemNotFound, IntegrityError, SourceError, ConnectorError,
-    ChainError, AdminKeyRequired, StorageError, BlobNotFound, StorageAuthError, HostKeyError, StorageUnavailable,
+    ChainError, AdminKeyRequired, TargetFull, StorageError, BlobNotFound, StorageAuthError, HostKeyError,
+    StorageUnavailable,
 )

@@ -10,7 +10,12 @@ is returned in ``RestoreRun.damage`` for the repository's damage records.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import os
+import shutil
+import sys
 import threading
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from dtstore.content.damage import DamageSet
 from dtstore.content.pack import BlobLocation
 from dtstore.content.store import ContentReader, blob_past_end
-from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, UsageError
+from dtstore.errors import BlobNotFound, DtstoreError, IntegrityError, TargetFull, UsageError
 from dtstore.format import BLOB_META
 from dtstore.progress import ProgressCallback, ProgressEvent
 from dtstore.snapshots.manifest import Item
@@ -210,16 +215,35 @@ class RestoreRun:
         return IntegrityError(message, paths=names, packs=packs)
 
     def _prepare_tree(self) -> None:
+        """Directories, and every file at its size with its space reserved, before anything is
+        fetched: a target without room fails now (TargetFull), and what this made of the files is
+        removed again so that the target is not left full of zeros."""
         os.makedirs(self._target, exist_ok=True)
-        number = 0
-        for item in self._plan.items:
-            path = os.path.join(self._target, item.path)
-            _make_dirs(self._target, os.path.dirname(item.path))
-            if item.type == "dir":
-                _make_dirs(self._target, item.path)
-            elif item.type == "file":
-                _replace_with_file(path, item.size)
-                number += 1
+        made: list[bytes] = []
+        try:
+            for item in self._plan.items:
+                path = os.path.join(self._target, item.path)
+                _make_dirs(self._target, os.path.dirname(item.path))
+                if item.type == "dir":
+                    _make_dirs(self._target, item.path)
+                elif item.type == "file":
+                    made.append(path)
+                    _replace_with_file(path, item.size)
+        except OSError as exc:
+            if exc.errno not in NO_ROOM:
+                raise
+            for path in made:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise self._no_room(made[-1], exc) from None
+
+    def _no_room(self, path: bytes, exc: OSError) -> TargetFull:
+        free = _free_bytes(self._target)
+        shown = f", {free:,} are free" if free is not None else ""
+        return TargetFull(f"no room in {os.fsdecode(self._target)}: the restore needs {self._plan.total_bytes:,} "
+                          f"bytes in {len(self._plan.files)} file(s){shown}, and reserving "
+                          f"{os.fsdecode(path)} failed ({exc.strerror}); nothing was fetched, and the files "
+                          "this restore had made are removed")
 
     def _restore_pack(self, pack_id: str) -> None:
         for group in self._plan.ranges(pack_id):
@@ -341,14 +365,56 @@ def _make_dirs(target: bytes, relative: bytes) -> None:
             os.mkdir(current, 0o700)
 
 
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def _replace_with_file(path: bytes, size: int) -> None:
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.ftruncate(fd, size)
+        _reserve(fd, size)
     finally:
         os.close(fd)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Give an empty file its size, with its blocks allocated where the filesystem can (Linux
+    ``fallocate``, as restic's restorer does).  Running out of room then shows before anything is
+    fetched, a file is laid out in few extents, and the writes skip the filesystem's reservation of
+    each block (ext4 delayed allocation: ~0.1 s of system time per GiB here).  Elsewhere, or on a
+    filesystem that cannot (``EOPNOTSUPP``), the file is only extended and stays sparse until written.
+    ``posix_fallocate`` is not used: where the filesystem cannot, glibc writes a byte into every block."""
+    fallocate = _fallocate()
+    if size and fallocate is not None:
+        if fallocate(fd, 0, 0, size) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code))
+    os.ftruncate(fd, size)
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``fallocate(fd, mode, offset, length)`` on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    found.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    found.restype = ctypes.c_int
+    return found  # type: ignore[no-any-return]
+
+
+def _free_bytes(path: bytes) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 WRITE_BUDGET = 8 << 20

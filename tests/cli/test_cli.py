@@ -4,7 +4,9 @@ output and exit codes."""
 from __future__ import annotations
 
 import builtins
+import ctypes
 import datetime as dt
+import errno
 import json
 import os
 import random
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import dtstore.restore as restore_module
 import dtstore.sources.files as files_module
 from dtstore import Repository
 from dtstore.compression import DEFAULT as DEFAULT_COMPRESSION
@@ -205,6 +208,24 @@ def test_restore_whole_snapshot_and_with_include(cli: Cli, repo_dir: Path, tmp_p
                   "--include", str(src / "no-such-file"))
     assert nothing.code == 2
     assert "nothing in the snapshot matches" in nothing.err
+
+
+def test_restore_to_a_target_without_room_exits_19(cli: Cli, repo_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "full"
+    make_sample_tree(src)
+    assert cli("snapshot", "--repo", str(repo_dir), str(src)).code == 0
+
+    def no_room(fd: int, mode: int, offset: int, length: int) -> int:
+        ctypes.set_errno(errno.ENOSPC)
+        return -1
+
+    monkeypatch.setattr(restore_module, "_fallocate", lambda: no_room)
+    target = tmp_path / "target"
+    result = cli("restore", "--repo", str(repo_dir), "latest", "--target", str(target))
+    assert result.code == 19, result.err
+    assert "no room in" in result.err and "nothing was fetched" in result.err
+    assert not [p for p in target.rglob("*") if p.is_file()]
 
 
 def test_dump_writes_the_file_byte_identical_to_stdout(env: dict[str, str], cli: Cli, repo_dir: Path,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import dtstore.restore
 from dtstore import FilesSource, Repository
+from dtstore.errors import TargetFull
 from tests.helpers import random_bytes
 
 
@@ -117,3 +120,78 @@ def test_more_files_than_open_descriptors(repo: Repository, tmp_path: Path,
     repo.restore(repo.get_snapshot("latest"), target)
     for name, data in contents.items():
         assert (target / str(src).lstrip("/") / name).read_bytes() == data
+
+
+def _failing_fallocate(code: int) -> Callable[[int, int, int, int], int]:
+    """A stand-in for libc's fallocate that fails the way the kernel does: -1 and errno."""
+
+    def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+        ctypes.set_errno(code)
+        return -1
+
+    return fallocate
+
+
+def test_files_get_their_blocks_before_anything_is_fetched(tmp_path: Path) -> None:
+    if dtstore.restore._fallocate() is None:
+        pytest.skip("fallocate(2) is Linux's")
+    path = tmp_path / "reserved"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        dtstore.restore._reserve(fd, 4 << 20)
+    finally:
+        os.close(fd)
+    info = path.stat()
+    assert info.st_size == 4 << 20
+    assert info.st_blocks * 512 >= 4 << 20  # allocated, not a hole waiting for the writes
+
+
+def test_a_target_without_room_fails_before_fetching_and_keeps_no_files(
+        repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_files(repo, tmp_path)
+    reserved: list[int] = []
+    real_reserve = dtstore.restore._reserve
+
+    def reserve(fd: int, size: int) -> None:
+        if reserved:  # the first file fits, the second does not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        reserved.append(size)
+        real_reserve(fd, size)
+
+    fetched: list[str] = []
+    monkeypatch.setattr(dtstore.restore, "_reserve", reserve)
+    monkeypatch.setattr(dtstore.restore.RestoreRun, "_restore_pack", lambda self, pack_id: fetched.append(pack_id))
+    target = tmp_path / "target"
+    with pytest.raises(TargetFull) as failed:
+        repo.restore(repo.get_snapshot("latest"), target)
+    assert failed.value.exit_code == 19
+    assert "nothing was fetched" in str(failed.value) and str(target) in str(failed.value)
+    assert not fetched
+    assert [p for p in target.rglob("*") if p.is_file()] == []
+
+
+def test_no_room_from_the_kernel_is_target_full(repo: Repository, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_files(repo, tmp_path)
+    monkeypatch.setattr(dtstore.restore, "_fallocate", lambda: _failing_fallocate(errno.EDQUOT))
+    with pytest.raises(TargetFull, match="Disk quota exceeded"):
+        repo.restore(repo.get_snapshot("latest"), tmp_path / "target")
+
+
+def test_a_filesystem_that_cannot_reserve_gets_sparse_files(repo: Repository, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    src, contents = _two_files(repo, tmp_path)
+    monkeypatch.setattr(dtstore.restore, "_fallocate", lambda: _failing_fallocate(errno.EOPNOTSUPP))
+    target = tmp_path / "target"
+    repo.restore(repo.get_snapshot("latest"), target)
+    for name, data in contents.items():
+        assert (target / str(src).lstrip("/") / name).read_bytes() == data
+
+
+def test_another_reservation_error_is_raised_as_it_is(repo: Repository, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_files(repo, tmp_path)
+    monkeypatch.setattr(dtstore.restore, "_fallocate", lambda: _failing_fallocate(errno.EIO))
+    with pytest.raises(OSError) as failed:
+        repo.restore(repo.get_snapshot("latest"), tmp_path / "target")
+    assert failed.value.errno == errno.EIO and not isinstance(failed.value, TargetFull)
