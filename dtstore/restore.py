@@ -161,6 +161,8 @@ class RestoreRun:
         self._progress = progress
         self._lock = threading.Lock()
         self._done = 0
+        self._unwritten = [item.size for item in plan.items if item.type == "file"]
+        """file number → its bytes not written yet"""
         self._failed: dict[int, set[str]] = {n: {"(no index)"} for n in plan.unindexed}
         """file number → what it lost: pack IDs, or "(no index)" """
         self._errors: list[DtstoreError] = []
@@ -176,16 +178,30 @@ class RestoreRun:
     def run(self) -> None:
         self._prepare_tree()
         try:
-            with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
-                for _ in pool.map(self._restore_pack, self._pack_order()):
-                    pass
-        finally:
-            self._writes.close()
+            self._fetch_all()
+        except BaseException as exc:
+            # a write failed, or Ctrl-C: a file not completely written must not be left looking
+            # restored (its size is already right, its holes read as zeros)
+            self._remove_unfinished()
+            if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+                raise TargetFull(f"no room left in {os.fsdecode(self._target)} while writing ({exc.strerror}): "
+                                 "the files not completely written are removed") from None
+            raise
         self._remove_failed()
         self._finish_metadata()
         self._emit()
         if self._failed:
             raise self._error()
+
+    def _fetch_all(self) -> None:
+        """Every pack's ranges, fetched, decoded and written by the workers.  After a failure no
+        further pack is started (``map`` cancels the ones not begun); the ones running finish."""
+        try:
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="dtstore-restore") as pool:
+                for _ in pool.map(self._restore_pack, self._pack_order()):
+                    pass
+        finally:
+            self._writes.close()
 
     def _pack_order(self) -> list[str]:
         """Packs in the order of the first file position they fill: the workers move through the
@@ -316,9 +332,10 @@ class RestoreRun:
         for number, offset in task.targets:
             self._writes.write(number, plain, offset)
 
-    def _wrote(self, size: int) -> None:
+    def _wrote(self, number: int, size: int) -> None:
         with self._lock:
             self._done += size
+            self._unwritten[number] -= size
         self._emit()
 
     def _emit(self) -> None:
@@ -326,6 +343,13 @@ class RestoreRun:
 
     def _remove_failed(self) -> None:
         for number in self._failed:
+            with contextlib.suppress(OSError):
+                os.unlink(self._plan.files[number])
+
+    def _remove_unfinished(self) -> None:
+        with self._lock:
+            unfinished = [n for n, left in enumerate(self._unwritten) if left or n in self._failed]
+        for number in unfinished:
             with contextlib.suppress(OSError):
                 os.unlink(self._plan.files[number])
 
@@ -429,7 +453,7 @@ class _Writes:
     writes it itself while its data is still in its CPU's cache, unless another worker is writing
     that file: then the blob waits in that file's queue and the busy worker writes it too."""
 
-    def __init__(self, paths: list[bytes], wrote: Callable[[int], None], lost: Callable[[int], bool]) -> None:
+    def __init__(self, paths: list[bytes], wrote: Callable[[int, int], None], lost: Callable[[int], bool]) -> None:
         self._paths = paths
         self._wrote = wrote
         self._lost = lost
@@ -488,7 +512,7 @@ class _Writes:
             while view:
                 written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
-        self._wrote(len(plain))
+        self._wrote(number, len(plain))
 
     def close(self) -> None:
         with self._cond:

@@ -86,9 +86,35 @@ def test_a_failing_write_ends_the_restore_with_that_error(repo: Repository, tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(dtstore.restore.os, "pwrite", pwrite)
+    target = tmp_path / "target"
+    with pytest.raises(TargetFull, match="while writing") as failed:
+        repo.restore(repo.get_snapshot("latest"), target)
+    assert failed.value.exit_code == 19
+    assert [p for p in target.rglob("*") if p.is_file()] == []  # not left looking restored
+
+
+def test_files_written_before_a_write_failure_stay_and_the_rest_go(repo: Repository, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    src, contents = _two_files(repo, tmp_path)
+    real_pwrite = os.pwrite
+    other = (src / "other").stat().st_size
+    failing = [0]
+
+    def pwrite(fd: int, data: object, offset: int) -> int:
+        if os.fstat(fd).st_size != other:  # "other" is written; "big" and "copy" fail at once
+            failing[0] += 1
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dtstore.restore.os, "pwrite", pwrite)
+    target = tmp_path / "target"
     with pytest.raises(OSError) as failed:
-        repo.restore(repo.get_snapshot("latest"), tmp_path / "target")
-    assert failed.value.errno == errno.ENOSPC
+        repo.restore(repo.get_snapshot("latest"), target)
+    assert failed.value.errno == errno.EIO and failing[0]
+    left = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert set(left) <= {"other"}  # a file is there only if it is whole
+    for name, data in left.items():
+        assert data == contents[name]
 
 
 def test_a_file_that_cannot_be_opened_ends_the_restore_with_that_error(repo: Repository, tmp_path: Path,
@@ -195,3 +221,25 @@ def test_another_reservation_error_is_raised_as_it_is(repo: Repository, tmp_path
     with pytest.raises(OSError) as failed:
         repo.restore(repo.get_snapshot("latest"), tmp_path / "target")
     assert failed.value.errno == errno.EIO and not isinstance(failed.value, TargetFull)
+
+
+def test_ctrl_c_while_writing_leaves_no_file_half_written(repo: Repository, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _, contents = _two_files(repo, tmp_path)
+    real_pwrite = os.pwrite
+    calls = [0]
+
+    def pwrite(fd: int, data: object, offset: int) -> int:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dtstore.restore.os, "pwrite", pwrite)
+    target = tmp_path / "target"
+    with pytest.raises(KeyboardInterrupt):
+        repo.restore(repo.get_snapshot("latest"), target)
+    left = {p.name: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert len(left) < len(contents)
+    for name, data in left.items():
+        assert data == contents[name]  # a file is there only if it is whole
