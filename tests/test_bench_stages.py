@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.compare import Dump, bound_table, other_v1, other_v2
+from bench.compare import Dump, Measured, ToolResult, bound_table, other_v1, other_v2
 from bench.stages import STAGES, measure_stages
 from dtstore.compression import Zstd
 
@@ -33,3 +33,23 @@ def test_edited_version_of_a_data_set(tmp_path: Path) -> None:
     changed = sum(a != b for a, b in zip(old, new, strict=False))
     assert 0 < changed <= len(old) // 100
     assert other_v2(tmp_path, "sysbench", 2 << 20, seed=3).blake3 == v2.blake3  # cached, not made again
+
+
+def _backup(seconds: float, cpu: float) -> Measured:
+    return Measured(["dtstore", "snapshot"], 0, seconds, 0.0, 1 << 20, cpu, 0.0, "log")
+
+
+def test_each_round_s_stages_beside_that_round_s_backup() -> None:
+    gib = 1 << 30
+    rounds = [{"bytes": gib, "sum_s_per_gib": sum_s, "bound_s_per_gib": sum_s / 2, "cores": 2,
+               "cpu_s_per_gib": dict.fromkeys(STAGES, sum_s / len(STAGES))} for sum_s in (6.0, 8.0, 7.0)]
+    backups = [_backup(4.0, 7.0), _backup(5.0, 9.0), _backup(3.5, 7.5)]
+    best = {**rounds[0], "sum_s_per_gib": 6.0, "bound_s_per_gib": 3.0, "rounds": 3}
+    dtstore = ToolResult("dtstore", steps={"backup1": backups[2]}, history={"backup1": backups})
+    table = bound_table(best, dtstore, rounds)
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table.splitlines()
+            if line.startswith("| ") and line.endswith("|")}
+    assert rows["best"] == "86%"  # 3.0 / 3.5: least stage sum beside the fastest backup
+    assert (rows["round 1"], rows["round 2"], rows["round 3"]) == ("75%", "80%", "100%")
+    assert rows["median of the rounds"] == "80%"
+    assert "round" not in bound_table(best, dtstore, rounds[:2])  # not paired when a round is missing
