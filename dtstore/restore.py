@@ -232,8 +232,8 @@ class RestoreRun:
 
     def _prepare_tree(self) -> None:
         """Directories, and every file at its size with its space reserved, before anything is
-        fetched: a target without room fails now (TargetFull), and what this made of the files is
-        removed again so that the target is not left full of zeros."""
+        fetched: a target without room fails now (TargetFull).  If this fails, the files it made
+        are removed again: the target is not left full of zeros that look like restored files."""
         os.makedirs(self._target, exist_ok=True)
         made: list[bytes] = []
         try:
@@ -245,13 +245,13 @@ class RestoreRun:
                 elif item.type == "file":
                     made.append(path)
                     _replace_with_file(path, item.size)
-        except OSError as exc:
-            if exc.errno not in NO_ROOM:
-                raise
+        except BaseException as exc:
             for path in made:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-            raise self._no_room(made[-1], exc) from None
+            if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+                raise self._no_room(made[-1], exc) from None
+            raise
 
     def _no_room(self, path: bytes, exc: OSError) -> TargetFull:
         free = _free_bytes(self._target)
@@ -404,11 +404,11 @@ def _replace_with_file(path: bytes, size: int) -> None:
 
 def _reserve(fd: int, size: int) -> None:
     """Give an empty file its size, with its blocks allocated where the filesystem can (Linux
-    ``fallocate``, as restic's restorer does).  Running out of room then shows before anything is
-    fetched, a file is laid out in few extents, and the writes skip the filesystem's reservation of
-    each block (ext4 delayed allocation: ~0.1 s of system time per GiB here).  Elsewhere, or on a
-    filesystem that cannot (``EOPNOTSUPP``), the file is only extended and stays sparse until written.
-    ``posix_fallocate`` is not used: where the filesystem cannot, glibc writes a byte into every block."""
+    ``fallocate``, as restic's restorer does): running out of room then shows before anything is
+    fetched, and a file is laid out in few extents (restore speed did not change measurably here).
+    Elsewhere, or on a filesystem that cannot (``EOPNOTSUPP``), the file is only extended and stays
+    sparse until written.  ``posix_fallocate`` is not used: where the filesystem cannot, glibc
+    writes a byte into every block."""
     fallocate = _fallocate()
     if size and fallocate is not None:
         if fallocate(fd, 0, 0, size) == 0:

@@ -218,9 +218,11 @@ def test_another_reservation_error_is_raised_as_it_is(repo: Repository, tmp_path
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _two_files(repo, tmp_path)
     monkeypatch.setattr(dtstore.restore, "_fallocate", lambda: _failing_fallocate(errno.EIO))
+    target = tmp_path / "target"
     with pytest.raises(OSError) as failed:
-        repo.restore(repo.get_snapshot("latest"), tmp_path / "target")
+        repo.restore(repo.get_snapshot("latest"), target)
     assert failed.value.errno == errno.EIO and not isinstance(failed.value, TargetFull)
+    assert [p for p in target.rglob("*") if p.is_file()] == []
 
 
 def test_ctrl_c_while_writing_leaves_no_file_half_written(repo: Repository, tmp_path: Path,
