@@ -20,7 +20,7 @@ EXIT_MEANINGS = {
     16: "data integrity error",
     17: "broken log chain, or a restore target outside the archive",
     18: "needs an admin key: opened with a backup key",
-    19: "no room on the restore target: nothing was fetched",
+    19: "no room on the restore target: no partly written file is left",
     130: "interrupted (Ctrl-C)",
 }
 

@@ -16,7 +16,7 @@ The tree::
     │   └── ConnectorError (1)
     ├── ChainError (17)          a log chain has a gap, or a restore target is outside the archive
     ├── AdminKeyRequired (18)    opened with a backup key: reading stored data needs an admin key
-    ├── TargetFull (19)          the restore target has no room for the files: nothing was fetched
+    ├── TargetFull (19)          the restore target has no room: no partly written file is left
     └── StorageError (1)         translated once, at the storage boundary
         ├── BlobNotFound (1)
         ├── StorageAuthError (13)
@@ -111,9 +111,10 @@ class AdminKeyRequired(DtstoreError):
 
 
 class TargetFull(DtstoreError):
-    """A restore target's filesystem refused room for the files: found before anything is fetched.
+    """A restore target's filesystem has no room for the files (or a quota refused them).
 
-    The files the restore had created are removed again."""
+    Found before anything is fetched where the filesystem reserves space, else while writing; either
+    way no file the restore had not completely written is left behind."""
 
     exit_code = 19
 

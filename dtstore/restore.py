@@ -187,7 +187,7 @@ class RestoreRun:
                 raise TargetFull(f"no room left in {os.fsdecode(self._target)} while writing ({exc.strerror}): "
                                  "the files not completely written are removed") from None
             raise
-        self._remove_failed()
+        self._remove(self._failed)
         self._finish_metadata()
         self._emit()
         if self._failed:
@@ -235,7 +235,8 @@ class RestoreRun:
         fetched: a target without room fails now (TargetFull).  If this fails, the files it made
         are removed again: the target is not left full of zeros that look like restored files."""
         os.makedirs(self._target, exist_ok=True)
-        made: list[bytes] = []
+        made = 0
+        path = self._target
         try:
             for item in self._plan.items:
                 path = os.path.join(self._target, item.path)
@@ -243,21 +244,19 @@ class RestoreRun:
                 if item.type == "dir":
                     _make_dirs(self._target, item.path)
                 elif item.type == "file":
-                    made.append(path)
+                    made += 1  # file numbers follow the items' order (plan_restore)
                     _replace_with_file(path, item.size)
         except BaseException as exc:
-            for path in made:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            self._remove(range(made))
             if isinstance(exc, OSError) and exc.errno in NO_ROOM:
-                raise self._no_room(made[-1], exc) from None
+                raise self._no_room(path, exc) from None
             raise
 
     def _no_room(self, path: bytes, exc: OSError) -> TargetFull:
         free = _free_bytes(self._target)
         shown = f", {free:,} are free" if free is not None else ""
         return TargetFull(f"no room in {os.fsdecode(self._target)}: the restore needs {self._plan.total_bytes:,} "
-                          f"bytes in {len(self._plan.files)} file(s){shown}, and reserving "
+                          f"bytes in {len(self._plan.files)} file(s){shown}, and making "
                           f"{os.fsdecode(path)} failed ({exc.strerror}); nothing was fetched, and the files "
                           "this restore had made are removed")
 
@@ -341,17 +340,15 @@ class RestoreRun:
     def _emit(self) -> None:
         self._progress(ProgressEvent("restore", self._done, self._plan.total_bytes))
 
-    def _remove_failed(self) -> None:
-        for number in self._failed:
+    def _remove(self, numbers: Iterable[int]) -> None:
+        for number in numbers:
             with contextlib.suppress(OSError):
                 os.unlink(self._plan.files[number])
 
     def _remove_unfinished(self) -> None:
         with self._lock:
             unfinished = [n for n, left in enumerate(self._unwritten) if left or n in self._failed]
-        for number in unfinished:
-            with contextlib.suppress(OSError):
-                os.unlink(self._plan.files[number])
+        self._remove(unfinished)
 
     def _finish_metadata(self) -> None:
         dirs: list[tuple[bytes, Item]] = []

@@ -245,3 +245,17 @@ def test_ctrl_c_while_writing_leaves_no_file_half_written(repo: Repository, tmp_
     assert len(left) < len(contents)
     for name, data in left.items():
         assert data == contents[name]  # a file is there only if it is whole
+
+
+def test_no_room_for_a_directory_is_target_full_too(repo: Repository, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_files(repo, tmp_path)
+    target = tmp_path / "target"
+    target.mkdir()
+
+    def mkdir(path: object, mode: int = 0o777) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dtstore.restore.os, "mkdir", mkdir)  # before any file is made
+    with pytest.raises(TargetFull, match="nothing was fetched"):
+        repo.restore(repo.get_snapshot("latest"), target)
