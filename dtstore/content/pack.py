@@ -65,11 +65,13 @@ class FinishedPack:
     so the builder's lock is never held for it; a store that writes parts (``put_parts``) never
     joins them into one buffer."""
 
-    def __init__(self, kind: int, parts: list[bytes], entries: list[BlobEntry]) -> None:
+    def __init__(self, kind: int, parts: list[bytes], entries: list[BlobEntry], size: int | None = None) -> None:
+        """``size``: of the whole pack, when ``parts`` are only its last ones (the rest already
+        taken: ``PackBuilder.take_parts``); ``pack_id`` is then not theirs to give."""
         self.kind = kind
         self.entries = entries
         self.parts = parts
-        self.size = sum(len(p) for p in parts)
+        self.size = sum(len(p) for p in parts) if size is None else size
         self._id = ""
 
     @property
@@ -98,11 +100,23 @@ class PackBuilder:
         header, self._key, self._trailer_key = sealer.new_pack()
         self._parts: list[bytes] = [header]
         self._size = len(header)
+        self._held = len(header)
         self._entries: list[BlobEntry] = []
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def held(self) -> int:
+        """Bytes of the parts not taken yet (``take_parts``)."""
+        return self._held
+
+    def take_parts(self) -> list[bytes]:
+        """The parts so far, in order, to be written before the rest: the builder keeps only
+        what follows (a pack need not wait in memory whole)."""
+        parts, self._parts, self._held = self._parts, [], 0
+        return parts
 
     @property
     def count(self) -> int:
@@ -114,6 +128,7 @@ class PackBuilder:
         entry = BlobEntry(chunk_id, self._size, length, raw_length)
         self._parts += (nonce, body)
         self._size += length
+        self._held += length
         self._entries.append(entry)
         return entry
 
@@ -122,7 +137,7 @@ class PackBuilder:
         trailer = self._trailer_key.seal(msgpack.packb({"kind": self.kind, "blobs": table}), AAD_PACK_TRAILER)
         parts = [*self._parts, trailer, struct.pack("<I", len(trailer))]
         self._parts = []
-        return FinishedPack(self.kind, parts, self._entries)
+        return FinishedPack(self.kind, parts, self._entries, self._size + len(trailer) + TRAILER_LENGTH_SIZE)
 
 
 def pack_key(sealer: Sealer, header: bytes, pack_id: str) -> SubKey:

@@ -70,7 +70,7 @@ class LocalStore:
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
         except OSError as exc:
             raise _translate(exc, "write", name, self) from exc
         staged = StagedPut(self, name, fd, tmp, path)
@@ -80,6 +80,18 @@ class LocalStore:
             staged.abort()
             raise _translate(exc, "write", name, self) from exc
         return staged
+
+    def open_spool(self, directory: str) -> LocalSpool:
+        """An object written piece by piece into ``directory/.tmp-<32 hex>`` ([N2]) and renamed to
+        its name at commit: a pack goes to the disk as it fills instead of waiting whole in memory."""
+        folder = self._path(directory)
+        tmp = folder / f".tmp-{uuid.uuid4().hex}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        except OSError as exc:
+            raise _translate(exc, "write", f"{directory}/{tmp.name}", self) from exc
+        return LocalSpool(self, fd, tmp)
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -157,6 +169,43 @@ class StagedPut:
         self._tmp.unlink(missing_ok=True)
 
 
+class LocalSpool:
+    """A temporary file written in order (``open_spool``); ``stage`` hands it to a StagedPut."""
+
+    def __init__(self, store: LocalStore, fd: int, tmp: Path) -> None:
+        self._store, self._fd, self._tmp = store, fd, tmp
+        self._size = 0
+        """bytes written by calls that returned: a call made again after a failure starts here"""
+        self._at_size = True
+
+    def write(self, parts: Sequence[bytes]) -> None:
+        try:
+            if not self._at_size:
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+            self._at_size = False
+            _write_all(self._fd, parts)
+        except OSError as exc:
+            raise _translate(exc, "write", self._tmp.name, self._store) from exc
+        self._size += sum(len(p) for p in parts)
+        self._at_size = True
+
+    def stage(self, name: str) -> StagedPut:
+        path = self._store._path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _translate(exc, "write", name, self._store) from exc
+        staged = StagedPut(self._store, name, self._fd, self._tmp, path)
+        self._fd = -1
+        return staged
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._tmp.unlink(missing_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -175,6 +224,10 @@ def _translate(exc: OSError, op: str, name: str, store: LocalStore) -> StorageEr
         return StorageError(f"unable to {op} {where}: no space left on the device")
     return StorageError(f"unable to {op} {where}: {exc.strerror or exc}", transient=exc.errno == errno.EIO)
 
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+"""a new file of its own; O_BINARY: on Windows, os.open is otherwise in text mode and writes
+every LF byte as CR LF"""
 
 WRITEV_PARTS = 512
 """parts per writev call (IOV_MAX is 1024 on Linux)"""

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from dtstore.errors import StorageError, StorageUnavailable
-from dtstore.storage.base import BlobInfo, BlobStore, StagedPut, put_parts, stage_parts
+from dtstore.storage.base import BlobInfo, BlobStore, Spool, StagedPut, put_parts, stage_parts
 
 T = TypeVar("T")
 
@@ -76,6 +76,13 @@ class RetryingStore:
         """Writing is retried; the commit is not (StagedPut.commit)."""
         return self._retry(lambda: stage_parts(self.inner, name, parts))
 
+    def open_spool(self, directory: str) -> Spool | None:
+        """Opening and each write are retried (a write again from the same offset); the commit is not."""
+        own = getattr(self.inner, "open_spool", None)
+        if own is None:
+            return None
+        return _RetryingSpool(self._retry(lambda: own(directory)), self._retry)
+
     def exists(self, name: str) -> bool:
         return self._retry(lambda: self.inner.exists(name))
 
@@ -136,6 +143,10 @@ class RateLimitedStore:
         self._wait_turn(sum(len(p) for p in parts))
         return stage_parts(self.inner, name, parts)
 
+    def open_spool(self, directory: str) -> Spool | None:
+        own = getattr(self.inner, "open_spool", None)
+        return None if own is None else _RateLimitedSpool(own(directory), self._wait_turn)
+
     def _wait_turn(self, nbytes: int) -> None:
         with self._lock:
             now = self._clock()
@@ -165,6 +176,38 @@ class RateLimitedStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _SpoolWrapper:
+    """A spool whose writes a wrapper changes; staging and aborting go straight through."""
+
+    def __init__(self, inner: Spool) -> None:
+        self._inner = inner
+
+    def stage(self, name: str) -> StagedPut:
+        return self._inner.stage(name)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+class _RetryingSpool(_SpoolWrapper):
+    def __init__(self, inner: Spool, retry: Callable[[Callable[[], None]], None]) -> None:
+        super().__init__(inner)
+        self._retry = retry
+
+    def write(self, parts: Sequence[bytes]) -> None:
+        self._retry(lambda: self._inner.write(parts))
+
+
+class _RateLimitedSpool(_SpoolWrapper):
+    def __init__(self, inner: Spool, wait_turn: Callable[[int], None]) -> None:
+        super().__init__(inner)
+        self._wait_turn = wait_turn
+
+    def write(self, parts: Sequence[bytes]) -> None:
+        self._wait_turn(sum(len(p) for p in parts))
+        self._inner.write(parts)
 
 
 def _forward(inner: object, method: str, *args: object) -> None:

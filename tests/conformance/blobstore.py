@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dtstore.errors import BlobNotFound
-from dtstore.storage.base import BlobStore, put_parts, stage_parts
+from dtstore.storage.base import BlobStore, open_spool, put_parts, stage_parts
 
 
 def check_blobstore(store: BlobStore) -> None:
@@ -41,6 +41,22 @@ def check_blobstore(store: BlobStore) -> None:
         assert aborted is not None
         aborted.abort()
         assert not store.exists("data/ef/aborted")
+
+    # a spool: an object written piece by piece before its name is known (the store's own, or one
+    # that holds the parts): nothing of it is an object, nor listed, before the commit; an aborted
+    # one leaves nothing (the listing of "data" below proves it)
+    spool = open_spool(store, "data")
+    spool.write(parts[:20])
+    spool.write(parts[20:60])
+    assert {i.name for i in store.list("data")} == {"data/ab/abc"}
+    staged = spool.stage("data/ef/spooled")
+    assert not store.exists("data/ef/spooled")
+    staged.commit()
+    assert store.get("data/ef/spooled") == b"".join(parts[:60])
+    store.delete("data/ef/spooled")
+    aborted_spool = open_spool(store, "data")
+    aborted_spool.write(parts[:5])
+    aborted_spool.abort()
 
     # overwrite is atomic and complete
     store.put("data/ab/abc", b"second")

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 
 from dtstore import FilesSource, Repository
@@ -28,11 +29,18 @@ def _path_of(fd: int) -> str:
     return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))  # Linux: what the descriptor is
 
 
-def _data(tmp_path: Path) -> Path:
+def _data(tmp_path: Path, mib: int = 6) -> Path:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "big.bin").write_bytes(os.urandom(6 << 20))
+    (data / "big.bin").write_bytes(os.urandom(mib << 20))
     return data
+
+
+def _id_of(fd: int) -> str:
+    """The pack ID of the file behind ``fd``: the BLAKE3 of its bytes (a pack written as it fills
+    has no ID in its temporary name)."""
+    with open(f"/proc/self/fd/{fd}", "rb") as f:
+        return blake3.blake3(f.read()).hexdigest()
 
 
 def test_a_staged_object_is_invisible_until_committed(tmp_path: Path) -> None:
@@ -46,9 +54,12 @@ def test_a_staged_object_is_invisible_until_committed(tmp_path: Path) -> None:
     assert list(store.list_temporary()) == []
 
 
-def test_no_segment_lists_a_pack_before_it_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("pack_size", "mib", "packs"), [(PACK_SIZE, 6, 8), (4 << 20, 24, 5)],
+                         ids=["written-whole", "written-as-it-fills"])
+def test_no_segment_lists_a_pack_before_it_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      pack_size: int, mib: int, packs: int) -> None:
     repo_dir = tmp_path / "repo"
-    with init_repo(str(repo_dir), tmp_path / "cache", chunker=CHUNKER, pack_size=PACK_SIZE):
+    with init_repo(str(repo_dir), tmp_path / "cache", chunker=CHUNKER, pack_size=pack_size):
         pass
     synced: set[str] = set()
     lock = threading.Lock()
@@ -57,8 +68,9 @@ def test_no_segment_lists_a_pack_before_it_is_durable(tmp_path: Path, monkeypatc
     def slow_fsync(fd: int) -> None:
         time.sleep(0.01)  # the disk lags: packs pile up written but not durable
         real_fsync(fd)
-        with lock:
-            synced.add(_path_of(fd).rsplit("-", 1)[-1])
+        if _path_of(fd).startswith(".tmp-"):
+            with lock:
+                synced.add(_id_of(fd))
 
     real_write_segment = content_store.write_segment
     listed: list[str] = []
@@ -72,13 +84,13 @@ def test_no_segment_lists_a_pack_before_it_is_durable(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     monkeypatch.setattr(content_store, "write_segment", checked_write_segment)
-    data = _data(tmp_path)
+    data = _data(tmp_path, mib)
     with Repository.open(str(repo_dir), PASSWORD, cache_dir=tmp_path / "cache") as repo:
         snap = repo.snapshot([FilesSource([str(data)])])
         with repo.open_item(snap, str(data / "big.bin")) as stream:
             assert stream.read() == (data / "big.bin").read_bytes()
     data_packs = {p.name for p in repo_objects(repo_dir, layout.DATA_PACKS)}
-    assert len(data_packs) >= 8 and data_packs <= set(listed)
+    assert len(data_packs) >= packs and data_packs <= set(listed)
 
 
 def test_a_failed_fsync_fails_the_backup_and_leaves_no_half_pack(tmp_path: Path,
