@@ -2,11 +2,11 @@
 
 A backup allocates and frees ~2 GiB of short-lived buffers per GiB it reads (compressed and sealed
 chunks of a few hundred KiB, on every worker thread).  By default glibc hands freed memory back to
-the kernel as soon as 128 KiB-2x its adaptive threshold lies free at the top of an arena, and the
-next allocation faults the pages in again and has them zeroed: measured on a 1 GiB first backup of
+the kernel once twice its adaptive mmap threshold lies free at the top of an arena, and the next
+allocation faults the pages in again and has them zeroed: measured on a 1 GiB first backup of
 binary pages (bench/README.md, 4 December), 390,000-420,000 page faults and ~2.1 s of system time,
-against ~60,000 and ~1.4 s with the settings below, for the same peak RSS (the KDF's 64 MiB stays
-the peak).
+against 34,000-35,000 and 1.2-1.5 s with the settings below, for the same peak RSS (the KDF's
+64 MiB stays the peak).
 
 ``M_MMAP_THRESHOLD``: allocations below 4 MiB (every chunk, compressed or sealed) come from the
 arenas, not from their own ``mmap``; ``M_TRIM_THRESHOLD``: an arena keeps up to 32 MiB free at its
@@ -15,7 +15,6 @@ top.  Process-wide and idempotent; elsewhere than glibc (musl, macOS, Windows) i
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import threading
 
@@ -41,6 +40,8 @@ def keep_freed_memory() -> bool:
 def _apply() -> bool:
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here: only a command that writes packs pays for the import (~2 ms)
+
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     except (OSError, AttributeError):  # no mallopt to be had
